@@ -1,0 +1,204 @@
+# Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
+"""MME-SID model configuration (Wang et al., CIKM 2025, arXiv 2509.02017).
+
+This file is one of the three Hub-side files: it imports only `transformers` (and `huggingface_hub`, which
+`transformers` depends on), so that `save_pretrained` can copy it next to the weights (`auto_map`).
+"""
+
+from typing import Literal
+
+from huggingface_hub.dataclasses import strict
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+from transformers.utils import auto_docstring
+
+
+KNOWN_MODALITIES = ("collaborative", "image", "text")
+
+DEFAULT_SYSTEM_PROMPT = "You are a helpful AI assistant for recommendations"
+DEFAULT_INSTRUCTION = "Given the user's purchase history, predict next possible item to be purchased. "
+
+
+@auto_docstring(
+    checkpoint="org/mmesid-beauty",
+    custom_intro="""
+    Configuration of [`MMESIDForSequentialRecommendation`]: a causal-LM backbone (nested as `text_config`, as LLaVA
+    nests its language model) that reads one fused *item token* per history item and scores every catalog item
+    (paper §3, "Stage 2"). Sizes of the per-item tables live here; the tables themselves are buffers in
+    `model.safetensors`.
+    """,
+)
+@strict
+class MMESIDConfig(PreTrainedConfig):
+    r"""
+    text_config (`dict` or `PreTrainedConfig`, *optional*):
+        Config of the backbone decoder (any causal LM known to `AutoConfig`: Llama, Qwen2, SmolLM2, ...). Its
+        `vocab_size` must already include the tokens added by [`MMESIDProcessor`]. Defaults to a `LlamaConfig`
+        (paper: Llama-3-8B-Instruct).
+    num_items (`int`):
+        Largest item id. Item ids are 1-based; row 0 of every per-item table is padding, so tables have
+        `num_items + 1` rows (docs/CONTRACTS.md). Beauty_new: 12,086.
+    modalities (`list[str]`, *optional*, defaults to `["collaborative", "image", "text"]`):
+        Modalities fused into the item token, a subset of `collaborative`, `image`, `text`. The order is the order
+        of the concatenation in the item-token MLP and of the modality score heads. Defaults to the paper's order
+        `concat[W_c c, sid_cf, W_v v, sid_img, W_t t, sid_txt]` (paper Eq. 6).
+    modality_dims (`list[int]`, *optional*, defaults to `[64, 1280, 1280]`):
+        Raw embedding size of each modality, aligned with `modalities`. Paper: SASRec 64-d collaborative
+        embeddings, LLM2CLIP 1280-d image and text embeddings.
+    num_levels (`int`, *optional*, defaults to 4):
+        Residual-quantization levels per modality, i.e. codes per semantic ID (paper §4.1; official
+        MM-RQ-VAE run script: 4 levels).
+    codebook_size (`int`, *optional*, defaults to 256):
+        Codes per level (official MM-RQ-VAE run script: 256).
+    codebook_dim (`int`, *optional*):
+        Size of the MM-RQ-VAE code vectors (`e_dim`). Defaults to the backbone's hidden size, as in the official run
+        (`e_dim = 4096`, code vectors live directly in the LLM space).
+    sid_projection (`str`, *optional*, defaults to `"orthogonal"`):
+        How [`~MMESIDForSequentialRecommendation.init_sid_embeddings`] maps codebooks whose `codebook_dim` differs
+        from the hidden size: `"orthogonal"` uses a fixed, seeded (semi-)orthogonal matrix, an isometry when
+        `codebook_dim <= hidden_size` and a norm-preserving Johnson-Lindenstrauss projection otherwise, so the
+        distance structure of the codebook (the point of codebook initialization, paper §3.2) is kept. `"none"`
+        requires `codebook_dim == hidden_size`.
+    sid_init (`str`, *optional*, defaults to `"codebook"`):
+        `"codebook"`: SID token embeddings are initialized from the trained MM-RQ-VAE codebooks (MME-SID).
+        `"random"`: they keep the backbone's random init of new rows (TIGER-style ablation, paper Table 5).
+    fusion (`str`, *optional*, defaults to `"frequency"`):
+        `"frequency"`: frequency-aware fusion of the item-table score and the modality scores,
+        `w(j) = softmax(g(f_j) / tau)` (paper Eq. 9). `"equal"`: every score gets weight `1 / (M + 1)` (ablation).
+    fusion_temperature (`float`, *optional*, defaults to 1e-3):
+        `tau` of the fusion softmax (official code: `tau = 1e-3`).
+    fusion_hidden_size (`int`, *optional*, defaults to 64):
+        Width of the fusion gate `g = Linear(1, 64) -> GELU -> Linear(64, 10) -> Linear(10, 64, bias=False) -> GELU
+        -> Linear(64, M + 1)` (official code).
+    fusion_bottleneck_size (`int`, *optional*, defaults to 10):
+        Bottleneck of the fusion gate (official code: 10).
+    item_token_id (`int`, *optional*):
+        Id of the `<item>` placeholder in the text tokenizer; set by [`MMESIDProcessor`].
+    sid_token_offset (`int`, *optional*):
+        Id of the first SID token `<sid_{modalities[0]}_0_0>`. SID tokens are contiguous, ordered by modality, level,
+        code: `id = sid_token_offset + (m * num_levels + l) * codebook_size + c`.
+    pad_item_id (`int`, *optional*, defaults to 0):
+        Padding item; never a placeholder input nor a target, and its logit is `-inf`.
+    system_prompt (`str`, *optional*, defaults to `"You are a helpful AI assistant for recommendations"`):
+        System message of the prompt (official README template).
+    instruction (`str`, *optional*, defaults to `"Given the user's purchase history, predict next possible item to be purchased. "`):
+        User message before the item tokens (official README template; note the trailing space).
+
+    Example:
+
+    ```python
+    >>> from transformers import LlamaConfig
+    >>> from modeling_mmesid import MMESIDConfig, MMESIDForSequentialRecommendation
+
+    >>> config = MMESIDConfig(
+    ...     text_config=LlamaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, vocab_size=200),
+    ...     num_items=100, modalities=["collaborative", "text"], modality_dims=[64, 1280],
+    ...     num_levels=2, codebook_size=8, item_token_id=100, sid_token_offset=101,
+    ... )
+    >>> model = MMESIDForSequentialRecommendation(config)
+    ```"""
+
+    model_type = "mmesid"
+    sub_configs_defaults = {"text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama")}
+
+    text_config: dict | PreTrainedConfig | None = None
+    num_items: int = 1
+    modalities: list[str] | None = None
+    modality_dims: list[int] | None = None
+    num_levels: int = 4
+    codebook_size: int = 256
+    codebook_dim: int | None = None
+    sid_projection: Literal["orthogonal", "none"] = "orthogonal"
+    sid_init: Literal["codebook", "random"] = "codebook"
+    fusion: Literal["frequency", "equal"] = "frequency"
+    fusion_temperature: float = 1e-3
+    fusion_hidden_size: int = 64
+    fusion_bottleneck_size: int = 10
+    item_token_id: int | None = None
+    sid_token_offset: int | None = None
+    pad_item_id: int = 0
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    instruction: str = DEFAULT_INSTRUCTION
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        if self.modalities is None:
+            self.modalities = list(KNOWN_MODALITIES)
+        if self.modality_dims is None:
+            paper_dims = {"collaborative": 64, "image": 1280, "text": 1280}
+            self.modality_dims = [paper_dims.get(m, 0) for m in self.modalities]
+        super().__post_init__(**kwargs)
+        if self.codebook_dim is None:
+            self.codebook_dim = self.text_config.hidden_size
+        # Checked here as well as in `validate_architecture`: `@strict` wraps class-validator errors in
+        # `StrictDataclassClassValidationError`, and users building a config should get a plain `ValueError`.
+        self._check_fields()
+
+    @property
+    def num_modalities(self) -> int:
+        return len(self.modalities)
+
+    @property
+    def num_sid_tokens(self) -> int:
+        """Number of added SID tokens: one per (modality, level, code)."""
+        return len(self.modalities) * self.num_levels * self.codebook_size
+
+    def validate_architecture(self):
+        """Part of `@strict`-powered validation: cross-field checks (re-run by `config.validate()`)."""
+        super().validate_architecture()
+        self._check_fields()
+
+    def _check_fields(self):
+        if self.num_items < 1:
+            raise ValueError(f"`num_items` must be at least 1, got {self.num_items}.")
+        if len(self.modalities) == 0:
+            raise ValueError(f"`modalities` must name at least one of {list(KNOWN_MODALITIES)}, got [].")
+        unknown = [m for m in self.modalities if m not in KNOWN_MODALITIES]
+        if unknown:
+            raise ValueError(f"`modalities` has unknown entries {unknown}; expected a subset of {list(KNOWN_MODALITIES)}.")
+        if len(set(self.modalities)) != len(self.modalities):
+            raise ValueError(f"`modalities` has duplicates: {self.modalities}.")
+        if len(self.modality_dims) != len(self.modalities):
+            raise ValueError(
+                f"`modality_dims` must give one size per modality: `modalities`={self.modalities} but "
+                f"`modality_dims`={self.modality_dims}."
+            )
+        if any(d < 1 for d in self.modality_dims):
+            raise ValueError(f"`modality_dims` must be positive, got {self.modality_dims} for {self.modalities}.")
+        if self.num_levels < 1:
+            raise ValueError(f"`num_levels` must be at least 1, got {self.num_levels}.")
+        if self.codebook_size < 2:
+            raise ValueError(f"`codebook_size` must be at least 2, got {self.codebook_size}.")
+        if self.fusion_temperature <= 0:
+            raise ValueError(f"`fusion_temperature` must be positive, got {self.fusion_temperature}.")
+        if self.pad_item_id != 0:
+            raise ValueError(f"`pad_item_id` must be 0 (row 0 of every per-item table is padding), got {self.pad_item_id}.")
+        hidden_size = self.text_config.hidden_size
+        if self.sid_projection == "none" and self.codebook_dim != hidden_size:
+            raise ValueError(
+                f"`codebook_dim` ({self.codebook_dim}) must equal `text_config.hidden_size` ({hidden_size}) when "
+                "`sid_projection='none'`; set `sid_projection='orthogonal'` or train MM-RQ-VAE with "
+                f"`e_dim={hidden_size}`."
+            )
+        vocab_size = self.text_config.vocab_size
+        if self.item_token_id is not None and not 0 <= self.item_token_id < vocab_size:
+            raise ValueError(
+                f"`item_token_id` ({self.item_token_id}) must be inside the backbone vocabulary "
+                f"(`text_config.vocab_size`={vocab_size}); resize the token embeddings after adding the processor's tokens."
+            )
+        if self.sid_token_offset is not None:
+            last = self.sid_token_offset + self.num_sid_tokens - 1
+            if self.sid_token_offset < 0 or last >= vocab_size:
+                raise ValueError(
+                    f"SID token ids {self.sid_token_offset}..{last} (`sid_token_offset`={self.sid_token_offset}, "
+                    f"{self.num_sid_tokens} tokens) must be inside the backbone vocabulary "
+                    f"(`text_config.vocab_size`={vocab_size})."
+                )
+            if self.item_token_id is not None and self.sid_token_offset <= self.item_token_id <= last:
+                raise ValueError(
+                    f"`item_token_id` ({self.item_token_id}) falls inside the SID token range "
+                    f"{self.sid_token_offset}..{last}."
+                )
+
+
+__all__ = ["MMESIDConfig"]

@@ -1,0 +1,696 @@
+# Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
+"""PyTorch MME-SID: an LLM sequential recommender with multimodal embeddings and semantic IDs.
+
+Wang et al., "Empowering Large Language Model for Sequential Recommendation via Multimodal Embeddings and Semantic
+IDs", CIKM 2025 (arXiv 2509.02017), Stage 2. The skeleton follows LLaVA: `MMESIDModel` merges fused item tokens into
+the backbone's input embeddings at `<item>` placeholders; `MMESIDForSequentialRecommendation` pools the final prompt
+token and scores every catalog item with four heads and frequency-aware fusion.
+
+Hub-side file: imports only `torch`, `transformers` and the sibling configuration file.
+"""
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import AutoModel, PreTrainedConfig, PreTrainedModel
+from transformers import initialization as init
+from transformers.cache_utils import Cache
+from transformers.modeling_outputs import BaseModelOutputWithPast
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs, auto_docstring, logging, torch_compilable_check
+from transformers.utils.generic import can_return_tuple
+
+from .configuration_mmesid import MMESIDConfig
+
+
+logger = logging.get_logger(__name__)
+
+
+@dataclass
+class MMESIDOutput(ModelOutput):
+    r"""
+    Output of [`MMESIDForSequentialRecommendation`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` is given):
+            Cross-entropy over all items (padding column excluded), averaged over the labelled rows.
+        item_logits (`torch.FloatTensor` of shape `(batch_size, num_items + 1)`):
+            Fused score of every item (paper Eq. 8); column 0 (padding) is `-inf`.
+        modality_logits (`torch.FloatTensor` of shape `(batch_size, num_items + 1, num_modalities + 1)`):
+            The unfused scores: `[..., 0]` from the learned item table `<h, e_j>`, `[..., 1 + m]` from
+            `<h, W_m x_j>` for `config.modalities[m]`.
+        fusion_weights (`torch.FloatTensor` of shape `(num_items + 1, num_modalities + 1)`):
+            Per-item weights of the scores in `modality_logits` (rows sum to 1).
+        user_embeddings (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
+            `h`, the last hidden state of each prompt's final (non-padding) token.
+        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`):
+            Backbone output for every position.
+        past_key_values (`Cache`, *optional*, returned when the backbone uses a cache):
+            The backbone's key/value cache.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned when `output_hidden_states=True`):
+            Backbone hidden states per layer.
+        attentions (`tuple(torch.FloatTensor)`, *optional*, returned when `output_attentions=True`):
+            Backbone attention maps per layer.
+    """
+
+    loss: torch.FloatTensor | None = None
+    item_logits: torch.FloatTensor | None = None
+    modality_logits: torch.FloatTensor | None = None
+    fusion_weights: torch.FloatTensor | None = None
+    user_embeddings: torch.FloatTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+    past_key_values: Cache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+def _buffer_name(modality: str) -> str:
+    return f"{modality}_embeddings"
+
+
+class MMESIDPreTrainedModel(PreTrainedModel):
+    config: MMESIDConfig
+    config_class = MMESIDConfig
+    base_model_prefix = "model"
+    input_modalities = ("text",)
+    supports_gradient_checkpointing = True
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_flash_attn = True
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    def _init_weights(self, module):
+        # Linear layers (projections, item MLP, item table, fusion gate) and the backbone: the library default
+        # (normal with the backbone's `initializer_range`, zero bias).
+        super()._init_weights(module)
+        if isinstance(module, MMESIDModel):
+            # Per-item tables are data (set by `set_item_tables`); zero until then, like the padding row.
+            for modality in module.config.modalities:
+                init.zeros_(getattr(module, _buffer_name(modality)))
+            init.zeros_(module.sids)
+            init.zeros_(module.item_counts)
+
+
+class MMESIDItemFusion(nn.Module):
+    """Item-token MLP: `GELU(Linear(M*H -> H)(ReLU(Linear(2*M*H -> M*H)(concat))))` (paper Eq. 6)."""
+
+    def __init__(self, config: MMESIDConfig):
+        super().__init__()
+        hidden_size = config.text_config.hidden_size
+        num_modalities = len(config.modalities)
+        self.linear_1 = nn.Linear(2 * num_modalities * hidden_size, num_modalities * hidden_size)
+        self.act_1 = nn.ReLU()
+        self.linear_2 = nn.Linear(num_modalities * hidden_size, hidden_size)
+        self.act_2 = nn.GELU()
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.act_2(self.linear_2(self.act_1(self.linear_1(features))))
+
+
+class MMESIDFusionGate(nn.Module):
+    """Frequency gate `g(f)` of the official code: Linear(1,64) -> GELU -> Linear(64,10) -> Linear(10,64, no bias)
+    -> GELU -> Linear(64, M + 1) (paper Eq. 9)."""
+
+    def __init__(self, config: MMESIDConfig):
+        super().__init__()
+        hidden, bottleneck = config.fusion_hidden_size, config.fusion_bottleneck_size
+        self.linear_1 = nn.Linear(1, hidden)
+        self.act_1 = nn.GELU()
+        self.linear_2 = nn.Linear(hidden, bottleneck)
+        self.linear_3 = nn.Linear(bottleneck, hidden, bias=False)
+        self.act_2 = nn.GELU()
+        self.linear_4 = nn.Linear(hidden, len(config.modalities) + 1)
+
+    def forward(self, frequencies: torch.Tensor) -> torch.Tensor:
+        x = self.linear_2(self.act_1(self.linear_1(frequencies)))
+        return self.linear_4(self.act_2(self.linear_3(x)))
+
+
+@auto_docstring(
+    custom_intro="""
+    MME-SID without score heads: builds one fused item token per history item and runs the backbone decoder on the
+    prompt with the item tokens scattered into the `<item>` placeholders (LLaVA-style).
+    """
+)
+class MMESIDModel(MMESIDPreTrainedModel):
+    def __init__(self, config: MMESIDConfig):
+        super().__init__(config)
+        self.language_model = AutoModel.from_config(config.text_config)
+        hidden_size = config.text_config.hidden_size
+        num_rows = config.num_items + 1
+        # W_m: shared by the item token (input side) and the modality score heads (paper Eq. 6 and 8).
+        # No bias: the paper writes W_m x_m.
+        self.modality_projections = nn.ModuleDict(
+            {m: nn.Linear(d, hidden_size, bias=False) for m, d in zip(config.modalities, config.modality_dims)}
+        )
+        self.item_fusion = MMESIDItemFusion(config)
+        # Per-item tables, persistent so that a checkpoint is self-contained. Raw embeddings are frozen (buffers).
+        for modality, dim in zip(config.modalities, config.modality_dims):
+            setattr(self, _buffer_name(modality), nn.Buffer(torch.empty(num_rows, dim), persistent=True))
+        self.sids = nn.Buffer(
+            torch.empty(num_rows, len(config.modalities), config.num_levels, dtype=torch.long), persistent=True
+        )
+        self.item_counts = nn.Buffer(torch.empty(num_rows, dtype=torch.long), persistent=True)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.language_model.set_input_embeddings(value)
+
+    def modality_embeddings(self, modality: str) -> torch.Tensor:
+        """Frozen raw embeddings of `modality`, `(num_items + 1, modality_dim)`."""
+        return getattr(self, _buffer_name(modality))
+
+    def sid_token_ids(self, item_ids: torch.LongTensor) -> torch.LongTensor:
+        """Token ids of the SID tokens of `item_ids`: shape `(*item_ids.shape, num_modalities, num_levels)`."""
+        config = self.config
+        device = item_ids.device
+        m = torch.arange(len(config.modalities), device=device).view(-1, 1)
+        level = torch.arange(config.num_levels, device=device).view(1, -1)
+        offset = torch.full((), config.sid_token_offset, dtype=torch.long, device=device)
+        return offset + (m * config.num_levels + level) * config.codebook_size + self.sids[item_ids]
+
+    def get_item_features(self, item_ids: torch.LongTensor) -> torch.Tensor:
+        r"""
+        One fused item token per item (paper Eq. 6):
+        `GELU(MLP(concat over modalities [W_m x_m(i), sid_m(i)]))`, where `sid_m(i)` sums, over levels, the
+        backbone's input-embedding rows of item `i`'s SID tokens.
+
+        Args:
+            item_ids (`torch.LongTensor` of any shape):
+                Item ids in `1..num_items`.
+
+        Returns:
+            `torch.FloatTensor` of shape `(*item_ids.shape, hidden_size)`.
+        """
+        num_items = self.config.num_items
+        torch_compilable_check(
+            ((item_ids >= 1) & (item_ids <= num_items)).all(),
+            lambda: (
+                f"`item_ids` must be in 1..{num_items} (0 is padding and is never an input), got values in "
+                f"{item_ids.min().item()}..{item_ids.max().item()}."
+            ),
+        )
+        # Through the embedding module, not `.weight`, so a PEFT wrapper of the embeddings (trainable tokens) applies.
+        sid_embeds = self.get_input_embeddings()(self.sid_token_ids(item_ids)).sum(dim=-2)
+        dtype = self.item_fusion.linear_1.weight.dtype
+        parts = []
+        for index, modality in enumerate(self.config.modalities):
+            projection = self.modality_projections[modality]
+            raw = self.modality_embeddings(modality)[item_ids].to(projection.weight.dtype)
+            parts.append(projection(raw).to(dtype))
+            parts.append(sid_embeds[..., index, :].to(dtype))
+        return self.item_fusion(torch.cat(parts, dim=-1))
+
+    def get_placeholder_mask(
+        self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor, item_features: torch.Tensor
+    ) -> torch.Tensor:
+        """Mask of the `<item>` placeholders, checked against the number of item features (LLaVA)."""
+        if input_ids is None:
+            item_embed = self.get_input_embeddings()(
+                torch.full((), self.config.item_token_id, dtype=torch.long, device=inputs_embeds.device)
+            )
+            special_item_mask = (inputs_embeds == item_embed).all(-1)
+        else:
+            special_item_mask = input_ids == self.config.item_token_id
+        n_item_tokens = special_item_mask.sum()
+        n_items = item_features.shape[0]
+        torch_compilable_check(
+            n_item_tokens == n_items,
+            lambda: f"Item features and item placeholder tokens do not match: tokens {int(n_item_tokens)}, items {n_items}",
+        )
+        return special_item_mask.unsqueeze(-1).expand_as(inputs_embeds).to(inputs_embeds.device)
+
+    @can_return_tuple
+    @auto_docstring
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        item_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> BaseModelOutputWithPast:
+        r"""
+        item_ids (`torch.LongTensor` of shape `(num_placeholders,)`, *optional*):
+            The history items of the batch flattened in order, one per `<item>` placeholder in row-major order of
+            `input_ids` (as returned by [`MMESIDProcessor`]). Ids in `1..num_items`.
+        """
+        if (input_ids is None) ^ (inputs_embeds is not None):
+            raise ValueError("You must specify exactly one of `input_ids` or `inputs_embeds`.")
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+
+        max_positions = getattr(self.config.text_config, "max_position_embeddings", None)
+        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+        if max_positions is not None and past_length + inputs_embeds.shape[1] > max_positions:
+            raise ValueError(
+                f"The prompt has {past_length + inputs_embeds.shape[1]} tokens, more than the backbone's context "
+                f"(`text_config.max_position_embeddings`={max_positions}). Histories are not truncated; shorten them "
+                "upstream or use a backbone with a longer context."
+            )
+
+        if item_ids is None:
+            item_ids = torch.zeros(0, dtype=torch.long, device=inputs_embeds.device)
+        item_features = self.get_item_features(item_ids.reshape(-1)).to(inputs_embeds.device, inputs_embeds.dtype)
+        special_item_mask = self.get_placeholder_mask(input_ids, inputs_embeds, item_features)
+        inputs_embeds = inputs_embeds.masked_scatter(special_item_mask, item_features)
+
+        if position_ids is None and attention_mask is not None and past_key_values is None:
+            # Left padding: count positions from each prompt's first real token (as `generate` does).
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        kwargs.setdefault("use_cache", past_key_values is not None)
+        outputs = self.language_model(
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            **kwargs,
+        )
+        return BaseModelOutputWithPast(
+            last_hidden_state=outputs.last_hidden_state,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+
+@auto_docstring(
+    custom_intro="""
+    MME-SID for sequential recommendation: [`MMESIDModel`] plus four score heads (a learned item table and one
+    `<h, W_m x_j>` head per modality) fused per item by frequency-aware weights, and a cross-entropy loss over all
+    items (paper §3.3).
+    """
+)
+class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel):
+    def __init__(self, config: MMESIDConfig):
+        super().__init__(config)
+        self.model = MMESIDModel(config)
+        # e: the learned item table, Linear(H -> num_items + 1), no bias (paper Eq. 8). Row 0 is never a target.
+        self.item_head = nn.Linear(config.text_config.hidden_size, config.num_items + 1, bias=False)
+        self.fusion_gate = MMESIDFusionGate(config)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.model.set_input_embeddings(value)
+
+    # ------------------------------------------------------------------ data
+    @torch.no_grad()
+    def set_item_tables(
+        self,
+        modality_embeddings: dict[str, torch.Tensor],
+        sids: torch.Tensor,
+        item_counts: torch.Tensor | None = None,
+    ) -> None:
+        r"""
+        Write the per-item tables (persistent buffers).
+
+        Args:
+            modality_embeddings (`dict[str, torch.Tensor]`):
+                For each of `config.modalities`, `(num_items + 1, modality_dim)` raw embeddings; row 0 is padding.
+            sids (`torch.LongTensor` of shape `(num_items + 1, num_modalities, num_levels)`):
+                Semantic IDs, modalities in `config.modalities` order (`sids/sids.safetensors`).
+            item_counts (`torch.LongTensor` of shape `(num_items + 1,)`, *optional*):
+                Training-interaction count per item (frequency-aware fusion). Defaults to zeros.
+        """
+        config = self.config
+        rows = config.num_items + 1
+        if sorted(modality_embeddings) != sorted(config.modalities):
+            raise ValueError(
+                f"`modality_embeddings` has modalities {sorted(modality_embeddings)}, expected {config.modalities}."
+            )
+        for modality, dim in zip(config.modalities, config.modality_dims):
+            table = modality_embeddings[modality]
+            if tuple(table.shape) != (rows, dim):
+                raise ValueError(
+                    f"`modality_embeddings[{modality!r}]` has shape {tuple(table.shape)}, expected ({rows}, {dim}) "
+                    "(`num_items + 1` rows, row 0 = padding)."
+                )
+            if not torch.isfinite(table).all():
+                raise ValueError(f"`modality_embeddings[{modality!r}]` contains NaN or Inf.")
+            buffer = self.model.modality_embeddings(modality)
+            buffer.copy_(table.to(buffer.device, buffer.dtype))
+        expected = (rows, len(config.modalities), config.num_levels)
+        if tuple(sids.shape) != expected:
+            raise ValueError(
+                f"`sids` has shape {tuple(sids.shape)}, expected {expected} (items + 1, modalities, levels)."
+            )
+        if sids.min() < 0 or sids.max() >= config.codebook_size:
+            raise ValueError(
+                f"`sids` must be codes in 0..{config.codebook_size - 1}, got values in {int(sids.min())}..{int(sids.max())}."
+            )
+        self.model.sids.copy_(sids.to(self.model.sids.device, torch.long))
+        if item_counts is None:
+            self.model.item_counts.zero_()
+        else:
+            if tuple(item_counts.shape) != (rows,):
+                raise ValueError(f"`item_counts` has shape {tuple(item_counts.shape)}, expected ({rows},).")
+            if item_counts.min() < 0:
+                raise ValueError("`item_counts` must be non-negative.")
+            self.model.item_counts.copy_(item_counts.to(self.model.item_counts.device, torch.long))
+
+    @torch.no_grad()
+    def init_sid_embeddings(self, codebooks: dict[str, torch.Tensor], seed: int = 0) -> None:
+        r"""
+        Write the trained MM-RQ-VAE codebooks into the backbone's input-embedding rows of the SID tokens (paper §3.2:
+        code embeddings initialized from the codebooks, then trained). Call after construction (`post_init`).
+
+        When `codebook_dim != hidden_size`, the codebooks go through a fixed (semi-)orthogonal matrix drawn from
+        `seed` (`config.sid_projection="orthogonal"`): for `D <= H` its rows are orthonormal, an exact isometry that
+        keeps every distance and inner product of the codebook; for `D > H` its columns are orthonormal and the
+        result is scaled by `sqrt(D / H)`, a Johnson-Lindenstrauss projection that keeps norms in expectation and
+        distances approximately. The rows are data saved with the model, so the matrix is not needed afterwards.
+
+        Args:
+            codebooks (`dict[str, torch.Tensor]`):
+                For each of `config.modalities`, `(num_levels, codebook_size, codebook_dim)` code vectors
+                (`sids/codebooks.safetensors`, key `codebooks.<modality>`).
+            seed (`int`, *optional*, defaults to 0):
+                Seed of the projection when `codebook_dim != hidden_size`.
+        """
+        config = self.config
+        if config.sid_init != "codebook":
+            raise ValueError(
+                f"`init_sid_embeddings` writes codebooks, but `config.sid_init={config.sid_init!r}` asks to keep the "
+                "random init of the SID rows; set `sid_init='codebook'` or do not call it."
+            )
+        if config.sid_token_offset is None:
+            raise ValueError("`config.sid_token_offset` is not set; build the config from `MMESIDProcessor`.")
+        if sorted(codebooks) != sorted(config.modalities):
+            raise ValueError(f"`codebooks` has modalities {sorted(codebooks)}, expected {config.modalities}.")
+        hidden_size = config.text_config.hidden_size
+        expected = (config.num_levels, config.codebook_size, config.codebook_dim)
+        weight = self.get_input_embeddings().weight
+        projection = self._sid_projection(config.codebook_dim, hidden_size, seed)
+        block = config.num_levels * config.codebook_size
+        for index, modality in enumerate(config.modalities):
+            codebook = codebooks[modality]
+            if tuple(codebook.shape) != expected:
+                raise ValueError(
+                    f"`codebooks[{modality!r}]` has shape {tuple(codebook.shape)}, expected {expected} "
+                    "(num_levels, codebook_size, codebook_dim)."
+                )
+            rows = codebook.reshape(block, -1).float()
+            if projection is not None:
+                rows = rows @ projection
+            start = config.sid_token_offset + index * block
+            weight[start : start + block] = rows.to(weight.device, weight.dtype)
+
+    def sid_embedding_rows(self) -> torch.Tensor:
+        """SID rows of the input embeddings, `(num_modalities, num_levels, codebook_size, hidden_size)`."""
+        config = self.config
+        weight = self.get_input_embeddings().weight
+        n = config.num_sid_tokens
+        return weight[config.sid_token_offset : config.sid_token_offset + n].reshape(
+            len(config.modalities), config.num_levels, config.codebook_size, -1
+        )
+
+    @staticmethod
+    def _sid_projection(codebook_dim: int, hidden_size: int, seed: int) -> torch.Tensor | None:
+        if codebook_dim == hidden_size:
+            return None
+        generator = torch.Generator().manual_seed(seed)
+        gaussian = torch.randn(max(codebook_dim, hidden_size), min(codebook_dim, hidden_size), generator=generator)
+        q, r = torch.linalg.qr(gaussian)  # orthonormal columns
+        q = q * torch.sign(torch.diagonal(r))  # unique (Haar) orthogonal factor
+        if codebook_dim < hidden_size:
+            return q.T.contiguous()  # (D, H), orthonormal rows: isometry
+        return q * math.sqrt(codebook_dim / hidden_size)  # (D, H), JL scaling
+
+    # ------------------------------------------------------------------ scoring
+    def get_fusion_weights(self) -> torch.Tensor:
+        """`w(j) = softmax(g(f_j) / tau)`, `f_j` = min-max normalized `log(1 + count_j)` (paper Eq. 9); or equal
+        weights `1 / (M + 1)` when `config.fusion="equal"`. Shape `(num_items + 1, num_modalities + 1)`."""
+        config = self.config
+        dtype = self.item_head.weight.dtype
+        num_scores = len(config.modalities) + 1
+        if config.fusion == "equal":
+            return torch.full(
+                (config.num_items + 1, num_scores), 1.0 / num_scores, dtype=dtype, device=self.item_head.weight.device
+            )
+        log_counts = torch.log1p(self.model.item_counts.float())
+        low, high = log_counts.min(), log_counts.max()
+        frequencies = (log_counts - low) / (high - low).clamp_min(1e-12)
+        gate = self.fusion_gate(frequencies.unsqueeze(-1).to(self.fusion_gate.linear_1.weight.dtype))
+        return torch.softmax(gate.float() / config.fusion_temperature, dim=-1).to(dtype)
+
+    def score_items(self, user_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        r"""
+        Score every item for each user (paper Eq. 8).
+
+        Args:
+            user_embeddings (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
+                `h`, the last hidden state of the final prompt token.
+
+        Returns:
+            `(item_logits, modality_logits, fusion_weights)` with shapes `(batch_size, num_items + 1)`,
+            `(batch_size, num_items + 1, num_modalities + 1)` and `(num_items + 1, num_modalities + 1)`; column 0 of
+            `item_logits` is `-inf`.
+        """
+        h = user_embeddings.to(self.item_head.weight.dtype)
+        scores = [self.item_head(h)]
+        for modality in self.config.modalities:
+            projection = self.model.modality_projections[modality]
+            items = projection(self.model.modality_embeddings(modality).to(projection.weight.dtype))
+            scores.append(h @ items.to(h.dtype).T)
+        modality_logits = torch.stack(scores, dim=-1)
+        fusion_weights = self.get_fusion_weights()
+        item_logits = (modality_logits * fusion_weights.to(modality_logits.dtype)).sum(-1)
+        padding = torch.zeros_like(item_logits[:1])
+        padding[:, self.config.pad_item_id] = float("-inf")
+        return item_logits + padding, modality_logits, fusion_weights
+
+    @can_return_tuple
+    @auto_docstring
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        item_ids: torch.LongTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> MMESIDOutput:
+        r"""
+        item_ids (`torch.LongTensor` of shape `(num_placeholders,)`, *optional*):
+            The history items of the batch flattened in order, one per `<item>` placeholder in row-major order of
+            `input_ids` (as returned by [`MMESIDProcessor`]). Ids in `1..num_items`.
+        labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+            Id of each user's next item, in `1..num_items` (`-100` = ignored). When given, the cross-entropy over
+            all items is returned as `loss`.
+        """
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            item_ids=item_ids,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
+        if attention_mask is None:
+            last = torch.full((hidden_states.shape[0],), hidden_states.shape[1] - 1, device=hidden_states.device)
+        else:
+            # Index of each row's last real token; with left padding (the processor's) this is the last position.
+            last = hidden_states.shape[1] - 1 - attention_mask.flip(-1).long().argmax(-1).to(hidden_states.device)
+        user_embeddings = hidden_states[torch.arange(hidden_states.shape[0], device=hidden_states.device), last]
+        item_logits, modality_logits, fusion_weights = self.score_items(user_embeddings)
+
+        loss = None
+        if labels is not None:
+            labels = labels.to(item_logits.device)
+            num_items = self.config.num_items
+            torch_compilable_check(
+                ((labels == -100) | ((labels >= 1) & (labels <= num_items))).all(),
+                lambda: f"`labels` must be item ids in 1..{num_items} or -100, got {labels.tolist()}.",
+            )
+            loss = nn.functional.cross_entropy(item_logits.float(), labels, ignore_index=-100)
+
+        return MMESIDOutput(
+            loss=loss,
+            item_logits=item_logits,
+            modality_logits=modality_logits,
+            fusion_weights=fusion_weights,
+            user_embeddings=user_embeddings,
+            last_hidden_state=hidden_states,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def score_histories(self, histories: Sequence[Sequence[int]], processor, batch_size: int = 16) -> torch.Tensor:
+        r"""
+        Fused item logits for each history, `(len(histories), num_items + 1)`; padding column `-inf`, history items
+        not masked. Runs in the model's current mode (call `model.eval()` first for deterministic scores).
+        """
+        if batch_size < 1:
+            raise ValueError(f"`batch_size` must be at least 1, got {batch_size}.")
+        device = self.item_head.weight.device
+        max_positions = getattr(self.config.text_config, "max_position_embeddings", None)
+        chunks = []
+        for start in range(0, len(histories), batch_size):
+            inputs = processor(histories[start : start + batch_size], max_length=max_positions)
+            inputs = {k: v.to(device) for k, v in inputs.items()}
+            chunks.append(self(**inputs).item_logits)
+        return torch.cat(chunks, dim=0)
+
+    @torch.no_grad()
+    def recommend(
+        self,
+        histories: Sequence[Sequence[int]],
+        processor,
+        k: int = 10,
+        exclude_history: bool = True,
+        batch_size: int = 16,
+    ) -> torch.LongTensor:
+        r"""
+        Top-`k` next items per user, best first (full ranking over the catalog).
+
+        Args:
+            histories (`list[list[int]]`):
+                Item ids per user, oldest first.
+            processor ([`MMESIDProcessor`]):
+                Renders the prompts (same tokens as at training).
+            k (`int`, *optional*, defaults to 10):
+                Items to return per user; at most `num_items`.
+            exclude_history (`bool`, *optional*, defaults to `True`):
+                Never recommend items of the user's history (the paper's evaluation masks them).
+            batch_size (`int`, *optional*, defaults to 16):
+                Users per forward pass.
+
+        Returns:
+            `torch.LongTensor` of shape `(len(histories), k)`. Padding (0) is never returned unless a user has fewer
+            than `k` candidates left.
+        """
+        if not 1 <= k <= self.config.num_items:
+            raise ValueError(f"`k` must be in 1..{self.config.num_items} (`num_items`), got {k}.")
+        logits = self.score_histories(histories, processor, batch_size=batch_size)
+        if exclude_history:
+            for row, history in enumerate(histories):
+                if len(history) > 0:
+                    index = torch.as_tensor(list(history), dtype=torch.long, device=logits.device)
+                    logits[row, index] = float("-inf")
+        return logits.topk(k, dim=-1).indices
+
+    def as_scorer(self, processor, batch_size: int = 16) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """A scorer for `modeling_mmesid.evaluation` (docs/CONTRACTS.md): `(histories [B, L] right-padded with 0,
+        lengths [B]) -> [B, num_items + 1]`."""
+
+        def scorer(histories: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+            rows = [h[: int(n)].tolist() for h, n in zip(histories, lengths)]
+            return self.score_histories(rows, processor, batch_size=batch_size)
+
+        return scorer
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def from_backbone(
+        cls,
+        backbone: "str | PreTrainedConfig | PreTrainedModel",
+        processor,
+        modality_embeddings: dict[str, torch.Tensor],
+        sids: torch.Tensor,
+        codebooks: dict[str, torch.Tensor] | None = None,
+        item_counts: torch.Tensor | None = None,
+        backbone_kwargs: dict | None = None,
+        codebook_seed: int = 0,
+        **config_kwargs,
+    ) -> "MMESIDForSequentialRecommendation":
+        r"""
+        Build MME-SID around a causal-LM backbone (Stage 2 set-up).
+
+        Args:
+            backbone (`str`, `PreTrainedConfig` or `PreTrainedModel`):
+                A path/repo id loaded with `AutoModel.from_pretrained(backbone, **backbone_kwargs)` (bare decoder, e.g.
+                `gguf_file=...`, `dtype=...`, a 4-bit `quantization_config`), a config (random weights, for tests),
+                or an already loaded model (a `*ForCausalLM` contributes its bare decoder).
+            processor ([`MMESIDProcessor`]):
+                Built on the backbone's tokenizer; it has added the `<item>` and SID tokens. The backbone's
+                embeddings are resized to `len(processor.tokenizer)`.
+            modality_embeddings (`dict[str, torch.Tensor]`):
+                Raw `(num_items + 1, dim)` embeddings per modality; their keys (in `processor.modalities` order) are
+                the model's modalities.
+            sids (`torch.LongTensor` of shape `(num_items + 1, num_modalities, num_levels)`):
+                Semantic IDs.
+            codebooks (`dict[str, torch.Tensor]`, *optional*):
+                `(num_levels, codebook_size, codebook_dim)` per modality; required when `sid_init="codebook"`.
+            item_counts (`torch.LongTensor` of shape `(num_items + 1,)`, *optional*):
+                Training-interaction counts (frequency-aware fusion).
+            backbone_kwargs (`dict`, *optional*):
+                Passed to `AutoModel.from_pretrained` when `backbone` is a path.
+            codebook_seed (`int`, *optional*, defaults to 0):
+                Seed of the codebook projection when `codebook_dim != hidden_size`.
+            config_kwargs:
+                Other [`MMESIDConfig`] fields (`fusion`, `sid_init`, `fusion_temperature`, ...).
+        """
+        if isinstance(backbone, str):
+            backbone = AutoModel.from_pretrained(backbone, **(backbone_kwargs or {}))
+        elif isinstance(backbone, PreTrainedConfig):
+            backbone = AutoModel.from_config(backbone)
+        elif not isinstance(backbone, PreTrainedModel):
+            raise TypeError(
+                f"`backbone` must be a path, a config or a `PreTrainedModel`, got {type(backbone).__name__}."
+            )
+        decoder = getattr(backbone, "base_model", backbone)
+        if decoder is not backbone and hasattr(backbone, "lm_head"):
+            backbone = decoder  # bare decoder: MME-SID has no LM head
+        backbone.resize_token_embeddings(len(processor.tokenizer))
+
+        unknown = [m for m in modality_embeddings if m not in processor.modalities]
+        if unknown or len(modality_embeddings) != len(processor.modalities):
+            raise ValueError(
+                f"`modality_embeddings` has modalities {list(modality_embeddings)}, but the processor's SID tokens "
+                f"are for {processor.modalities}."
+            )
+        modalities = list(processor.modalities)
+        codebook_dim = None
+        if codebooks is not None:
+            codebook_dim = int(next(iter(codebooks.values())).shape[-1])
+        config = MMESIDConfig(
+            text_config=backbone.config,
+            num_items=int(sids.shape[0]) - 1,
+            modality_dims=[int(modality_embeddings[m].shape[1]) for m in modalities],
+            codebook_dim=codebook_dim,
+            **processor.config_kwargs(),
+            **config_kwargs,
+        )
+        if config.sid_init == "codebook" and codebooks is None:
+            raise ValueError("`sid_init='codebook'` needs `codebooks`; pass them or set `sid_init='random'`.")
+
+        # Build everything but the backbone on the meta device, then plug the loaded backbone in, so a large
+        # (possibly quantized) backbone is never allocated twice.
+        with torch.device("meta"):
+            model = cls(config)
+        model.model.language_model = backbone
+        device = backbone.get_input_embeddings().weight.device
+        for module in (model.model.modality_projections, model.model.item_fusion, model.item_head, model.fusion_gate):
+            module.to_empty(device=device)
+            module.apply(model._init_weights)
+        num_rows = config.num_items + 1
+        for modality, dim in zip(config.modalities, config.modality_dims):
+            setattr(model.model, _buffer_name(modality), nn.Buffer(torch.zeros(num_rows, dim, device=device)))
+        model.model.sids = nn.Buffer(torch.zeros(sids.shape, dtype=torch.long, device=device))
+        model.model.item_counts = nn.Buffer(torch.zeros(num_rows, dtype=torch.long, device=device))
+        model.set_item_tables(modality_embeddings, sids, item_counts)
+        if config.sid_init == "codebook":
+            model.init_sid_embeddings(codebooks, seed=codebook_seed)
+        return model
+
+
+__all__ = ["MMESIDPreTrainedModel", "MMESIDModel", "MMESIDForSequentialRecommendation", "MMESIDOutput"]

@@ -1,0 +1,23 @@
+# Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
+"""Fixtures for the MME-SID model and processor tests: the tiny Llama-3-style text tokenizer (no download)."""
+
+from pathlib import Path
+
+import pytest
+
+
+TINY_TOKENIZER_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "tiny-llama3-tokenizer"
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir() -> Path:
+    if not (TINY_TOKENIZER_DIR / "tokenizer.json").exists():
+        pytest.fail(f"{TINY_TOKENIZER_DIR} is missing; run `python {TINY_TOKENIZER_DIR / 'generate.py'}`.")
+    return TINY_TOKENIZER_DIR
+
+
+@pytest.fixture
+def tiny_tokenizer(tiny_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
