@@ -1,0 +1,316 @@
+# Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tokenization.configuration_mmrqvae import MMRQVAEConfig
+from tokenization.modeling_mmrqvae import (
+    MMRQVAE,
+    gaussian_mmd,
+    info_nce,
+    kmeans_init,
+    sinkhorn_assign,
+    straight_through,
+)
+from tokenization.semantic_ids import compute_semantic_ids, load_semantic_ids, save_semantic_ids
+from tokenization.train_rqvae import MMRQVAETrainingArguments, train_mmrqvae
+
+
+NUM_ITEMS = 64
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    # Tiny tensors: one thread avoids oversubscription on shared 2-core CI machines (10x faster here).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_config(**kwargs) -> MMRQVAEConfig:
+    defaults = dict(
+        modalities=["collaborative", "text"],
+        input_dims=[8, 12],
+        hidden_dims=[16],
+        e_dim=6,
+        num_levels=2,
+        codebook_size=8,
+    )
+    defaults.update(kwargs)
+    return MMRQVAEConfig(**defaults)
+
+
+def tiny_embeddings(seed: int = 0, n: int = NUM_ITEMS) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(n, 4, generator=g)  # shared structure so the modalities are related
+    return {
+        "collaborative": base @ torch.randn(4, 8, generator=g) + 0.1 * torch.randn(n, 8, generator=g),
+        "text": base @ torch.randn(4, 12, generator=g) + 0.1 * torch.randn(n, 12, generator=g),
+    }
+
+
+def direct_mmd(x, y, multipliers):
+    """tllib's formulation: (2B, 2B, D) differences, then the unbiased estimator without the constant."""
+    z = torch.cat([x, y])
+    d2 = ((z.unsqueeze(0) - z.unsqueeze(1)) ** 2).sum(2)
+    sigma2 = d2.detach().mean()  # tllib: track_running_stats detaches the bandwidth
+    k = sum(torch.exp(-d2 / (2 * a * sigma2)) for a in multipliers)
+    b = x.shape[0]
+    total = 0.0
+    for i in range(b):
+        for j in range(b):
+            if i != j:
+                total += (k[i, j] + k[i + b, j + b]) / (b * (b - 1))
+            total -= 2 * k[i, j + b] / (b * b)
+    return total
+
+
+# ---------------------------------------------------------------------------------------------- equivalence (P17)
+
+
+class TestEquivalence:
+    @pytest.mark.parametrize("multipliers", [[0.5], [0.25, 0.5, 1.0, 2.0]])
+    def test_mmd_equals_direct_formula(self, multipliers):
+        torch.manual_seed(0)
+        x, y = torch.randn(9, 5, dtype=torch.float64), torch.randn(9, 5, dtype=torch.float64) + 0.3
+        torch.testing.assert_close(gaussian_mmd(x, y, multipliers), direct_mmd(x, y, multipliers))
+
+    def test_mmd_gradients_equal_direct_formula(self):
+        torch.manual_seed(1)
+        x1 = torch.randn(7, 4, dtype=torch.float64, requires_grad=True)
+        x2 = x1.detach().clone().requires_grad_(True)
+        y = torch.randn(7, 4, dtype=torch.float64)
+        gaussian_mmd(x1, y).backward()
+        direct_mmd(x2, y, [0.5]).backward()
+        torch.testing.assert_close(x1.grad, x2.grad)
+
+    def test_mmd_zero_for_identical_batches_and_positive_otherwise(self):
+        torch.manual_seed(0)
+        x = torch.randn(32, 3, dtype=torch.float64)
+        assert gaussian_mmd(x, x.clone()).abs() < 0.05
+        assert gaussian_mmd(x, x + 3.0) > 0.5
+
+    def test_same_seed_same_ids(self):
+        ids = []
+        for _ in range(2):
+            model, _ = train_mmrqvae(
+                tiny_config(), tiny_embeddings(), MMRQVAETrainingArguments(num_epochs=3, batch_size=32, seed=7)
+            )
+            ids.append(model.get_codes(tiny_embeddings()))
+        for m in ids[0]:
+            assert torch.equal(ids[0][m], ids[1][m])
+
+    def test_save_load_round_trip_gives_identical_ids(self, tmp_path):
+        model, _ = train_mmrqvae(
+            tiny_config(), tiny_embeddings(), MMRQVAETrainingArguments(num_epochs=2, batch_size=32), output_dir=tmp_path
+        )
+        assert {"config.json", "model.safetensors"} <= {p.name for p in tmp_path.iterdir()}
+        loaded = MMRQVAE.from_pretrained(tmp_path).eval()
+        assert loaded.is_initialized
+        for m in model.codebooks:
+            torch.testing.assert_close(loaded.codebooks[m], model.codebooks[m])
+        a, b = model.get_codes(tiny_embeddings()), loaded.get_codes(tiny_embeddings())
+        for m in a:
+            assert torch.equal(a[m], b[m])
+
+
+# ---------------------------------------------------------------------------------------------- building blocks
+
+
+def test_straight_through_value_and_gradient():
+    x = torch.randn(4, 3, requires_grad=True)
+    q = torch.randn(4, 3)
+    out = straight_through(x, q)
+    torch.testing.assert_close(out, q)
+    out.sum().backward()
+    torch.testing.assert_close(x.grad, torch.ones_like(x))
+
+
+def test_gradients_reach_encoder_through_quantizer():
+    model = MMRQVAE(tiny_config(recon_loss="mse"))
+    model.train()
+    out = model(tiny_embeddings())
+    # Reconstruction alone: its only path to the encoder is the straight-through estimator.
+    (out.reconstruction_loss).backward()
+    for m in model.config.modalities:
+        grad = model.encoders[m][0].weight.grad
+        assert grad is not None and grad.abs().sum() > 0, m
+        assert model.quantizers[m].codebooks.grad is None  # codebooks learn from the codebook loss only
+
+
+def test_sinkhorn_assignment_is_balanced():
+    torch.manual_seed(0)
+    # Skewed data: argmin piles most vectors on one code, Sinkhorn spreads them out.
+    x = torch.randn(512, 4) * 0.1
+    codes = torch.randn(8, 4)
+    codes[0] = 0.0
+    d2 = torch.cdist(x, codes) ** 2
+    argmin_counts = torch.bincount(d2.argmin(1), minlength=8)
+    counts = torch.bincount(sinkhorn_assign(d2, epsilon=0.003, num_iters=50), minlength=8)
+    assert argmin_counts.max() > 400
+    assert counts.min() >= 512 / 8 * 0.5 and counts.max() <= 512 / 8 * 1.5, counts
+
+
+def test_kmeans_init_finds_separated_clusters():
+    torch.manual_seed(0)
+    centers = torch.tensor([[10.0, 0.0], [-10.0, 0.0], [0.0, 10.0], [0.0, -10.0]])
+    x = centers.repeat_interleave(25, 0) + 0.1 * torch.randn(100, 2)
+    for constrained in (False, True):
+        torch.manual_seed(3)
+        found, labels = kmeans_init(x, 4, num_iters=10, constrained=constrained)
+        assert torch.bincount(labels, minlength=4).tolist() == [25] * 4
+        # Every true center has a found center within 0.5.
+        assert (torch.cdist(centers, found).min(1).values < 0.5).all()
+
+
+def test_constrained_kmeans_bounds_cluster_sizes():
+    torch.manual_seed(0)
+    x = torch.cat([torch.randn(180, 2) * 0.1, torch.randn(20, 2) + 5])  # one dense blob + a few outliers
+    _, labels = kmeans_init(x, 10, num_iters=10, constrained=True)
+    # size_max = max(4 * min(200 // 20, 50), ceil(200 / 10)) = 40
+    assert torch.bincount(labels, minlength=10).max() <= 40
+
+
+def test_kmeans_init_needs_enough_vectors():
+    with pytest.raises(ValueError, match="at least `codebook_size` \\(8\\)"):
+        kmeans_init(torch.randn(5, 3), 8)
+
+
+def test_info_nce_matches_cross_entropy():
+    torch.manual_seed(0)
+    q, k = torch.randn(6, 4), torch.randn(6, 4)
+    logits = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).T / 0.1
+    torch.testing.assert_close(info_nce(q, k, 0.1), F.cross_entropy(logits, torch.arange(6)))
+    sym = (F.cross_entropy(logits, torch.arange(6)) + F.cross_entropy(logits.T, torch.arange(6))) / 2
+    torch.testing.assert_close(info_nce(q, k, 0.1, symmetric=True), sym)
+
+
+# ---------------------------------------------------------------------------------------------- model
+
+
+def test_forward_output_fields_and_shapes():
+    config = tiny_config()
+    model = MMRQVAE(config).train()
+    assert not model.is_initialized
+    out = model(tiny_embeddings())
+    assert model.is_initialized  # first training batch runs k-means
+    assert out.codes["text"].shape == (NUM_ITEMS, 2)
+    assert out.reconstructions["text"].shape == (NUM_ITEMS, 12)
+    assert out.quantized["collaborative"].shape == (NUM_ITEMS, 6)
+    expected = 3.0 * out.reconstruction_loss + 1.0 * out.vq_loss + 0.01 * out.alignment_loss
+    torch.testing.assert_close(out.loss, expected)
+    torch.testing.assert_close(out.vq_loss, out.codebook_loss + 0.25 * out.commitment_loss)
+    assert {m: c.shape for m, c in model.codebooks.items()} == {"collaborative": (2, 8, 6), "text": (2, 8, 6)}
+
+
+def test_quantized_latent_is_sum_of_code_vectors():
+    model = MMRQVAE(tiny_config()).eval()
+    emb = tiny_embeddings()
+    model.initialize_codebooks(emb)
+    out = model(emb)
+    summed = model.code_embeddings(out.codes)
+    for m in model.config.modalities:
+        torch.testing.assert_close(out.quantized[m], summed[m], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("recon_loss", ["mmd", "mse"])
+def test_recon_loss_switch(recon_loss):
+    torch.manual_seed(0)
+    model = MMRQVAE(tiny_config(recon_loss=recon_loss)).eval()
+    emb = tiny_embeddings()
+    model.initialize_codebooks(emb)
+    out = model(emb)
+    if recon_loss == "mse":
+        expected = sum(F.mse_loss(out.reconstructions[m], emb[m]) for m in emb)
+    else:
+        expected = sum(gaussian_mmd(out.reconstructions[m], emb[m]) for m in emb)
+    torch.testing.assert_close(out.reconstruction_loss, expected)
+
+
+def test_single_modality_has_no_alignment():
+    config = tiny_config(modalities=["text"], input_dims=[12])
+    model = MMRQVAE(config).train()
+    out = model({"text": tiny_embeddings()["text"]})
+    assert out.alignment_loss == 0
+
+
+def test_tiny_training_loss_falls():
+    _, history = train_mmrqvae(
+        tiny_config(), tiny_embeddings(), MMRQVAETrainingArguments(num_epochs=30, batch_size=32, learning_rate=1e-2)
+    )
+    assert history["loss"][-1] < 0.5 * history["loss"][0], history["loss"]
+    assert history["best_loss"] == min(history["loss"])
+
+
+def test_early_stopping_keeps_best():
+    _, history = train_mmrqvae(
+        tiny_config(),
+        tiny_embeddings(),
+        MMRQVAETrainingArguments(num_epochs=200, batch_size=64, learning_rate=0.5, patience=2),
+    )
+    assert history["stopped_early"] and history["epochs_run"] < 200
+    assert history["best_epoch"] == history["epochs_run"] - 3
+
+
+def test_semantic_ids_files(tmp_path):
+    model, _ = train_mmrqvae(tiny_config(), tiny_embeddings(), MMRQVAETrainingArguments(num_epochs=1, batch_size=32))
+    padded = {m: torch.cat([torch.zeros(1, t.shape[1]), t]) for m, t in tiny_embeddings().items()}
+    sids = compute_semantic_ids(model, padded, batch_size=10)
+    assert sids.shape == (NUM_ITEMS + 1, 2, 2) and sids.dtype == torch.long
+    assert (sids[0] == 0).all()
+    codes = model.get_codes(tiny_embeddings())
+    assert torch.equal(sids[1:, 1], codes["text"])
+    save_semantic_ids(tmp_path, sids, model.codebooks, model.config.modalities, dataset_fingerprint="abc")
+    loaded, books, meta = load_semantic_ids(tmp_path)
+    assert torch.equal(loaded, sids)
+    assert books["text"].shape == (2, 8, 6)
+    assert meta == {
+        "modalities": ["collaborative", "text"],
+        "num_levels": 2,
+        "codebook_size": 8,
+        "e_dim": 6,
+        "num_items": NUM_ITEMS,
+        "dataset_fingerprint": "abc",
+    }
+
+
+# ---------------------------------------------------------------------------------------------- refusals (P7)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"codebook_size": 1}, "`codebook_size` must be at least 2, got 1"),
+        ({"modalities": ["collaborative", "audio"]}, "Unknown modality \\['audio'\\]"),
+        ({"input_dims": [8]}, "`input_dims` has 1 entries but `modalities` has 2"),
+        ({"input_dims": {"collaborative": 8, "image": 12}}, "`input_dims` keys"),
+        ({"num_levels": 0}, "`num_levels` must be at least 1"),
+        ({"alignment_anchor": "image"}, "`alignment_anchor` 'image' is not one of"),
+        ({"mmd_bandwidth_multipliers": [0.5, -1.0]}, "`mmd_bandwidth_multipliers` must be"),
+        ({"modalities": []}, "at least one modality"),
+    ],
+)
+def test_bad_config_raises(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        tiny_config(**kwargs)
+
+
+def test_dim_mismatch_raises():
+    model = MMRQVAE(tiny_config())
+    emb = tiny_embeddings()
+    emb["text"] = emb["text"][:, :10]
+    with pytest.raises(ValueError, match=r"`embeddings\['text'\]` has shape \(64, 10\); expected \(batch, 12\)"):
+        model(emb)
+    with pytest.raises(ValueError, match="Missing embeddings for modalities \\['text'\\]"):
+        model({"collaborative": tiny_embeddings()["collaborative"]})
+
+
+def test_get_codes_before_init_raises():
+    with pytest.raises(ValueError, match="codebooks are not initialized"):
+        MMRQVAE(tiny_config()).get_codes(tiny_embeddings())
+
+
+def test_bad_training_args_raise():
+    with pytest.raises(ValueError, match="`batch_size` must be positive, got 0"):
+        MMRQVAETrainingArguments(batch_size=0)

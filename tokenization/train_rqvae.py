@@ -1,0 +1,206 @@
+# Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
+"""Training loop of MM-RQ-VAE (paper §3.2; official `MM-RQ-VAE/trainer_new_mm.py`) and the embedding-file reader."""
+
+import copy
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from tqdm.auto import tqdm
+from transformers.utils import logging
+
+from .configuration_mmrqvae import MMRQVAEConfig
+from .modeling_mmrqvae import MMRQVAE
+
+
+logger = logging.get_logger(__name__)
+
+
+@dataclass
+class MMRQVAETrainingArguments:
+    """
+    Optimization settings of MM-RQ-VAE training.
+
+    > Parameters that control the optimizer (official `main_new_MM.py`)
+
+    Args:
+        learning_rate (`float`, defaults to 2e-4): AdamW learning rate (official `--lr 2e-4`).
+        weight_decay (`float`, defaults to 1e-4): AdamW weight decay (official default).
+        batch_size (`int`, defaults to 1024): items per step (official `--batch_size 1024`).
+
+    > Parameters that control the schedule
+
+    Args:
+        num_epochs (`int`, defaults to 20000): maximum epochs (official `--epochs 20000`).
+        patience (`int`, defaults to 2000): stop after this many epochs without a lower training loss
+            (official `--maxe 2000`); the lowest-loss weights are kept.
+        seed (`int`, defaults to 42): seed of k-means init, shuffling and weights.
+    """
+
+    learning_rate: float = field(default=2e-4, metadata={"help": "AdamW learning rate (official --lr 2e-4)."})
+    weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay (official 1e-4)."})
+    batch_size: int = field(default=1024, metadata={"help": "Items per step (official --batch_size 1024)."})
+    num_epochs: int = field(default=20000, metadata={"help": "Maximum epochs (official 20000)."})
+    patience: int = field(
+        default=2000, metadata={"help": "Epochs without a lower training loss before stopping (official --maxe)."}
+    )
+    seed: int = field(default=42, metadata={"help": "Seed of k-means init, shuffling and weights."})
+
+    def __post_init__(self):
+        for name in ("learning_rate", "batch_size", "num_epochs", "patience"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"`{name}` must be positive, got {getattr(self, name)}.")
+
+
+def load_embedding_file(path: str | os.PathLike, num_items: int | None = None) -> tuple[torch.Tensor, dict]:
+    """Read `embeddings` `[num_items + 1, dim]` (row 0 = padding) from an embeddings file and its JSON sidecar.
+
+    Uses `tokenization.encoders.load_embeddings` (row count, NaN and fingerprint checks) when that module exists;
+    until then it reads the safetensors file directly.
+    """
+    try:
+        from .encoders import load_embeddings
+    except ImportError:  # NOTE: fallback while tokenization/encoders.py is being written
+        load_embeddings = None
+    if load_embeddings is not None:
+        return load_embeddings(path, num_items=num_items)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: embeddings file not found (expected `embeddings/<modality>.safetensors`).")
+    tensors = load_file(str(path))
+    if "embeddings" not in tensors:
+        raise ValueError(f"{path}: no `embeddings` key (found {sorted(tensors)}).")
+    emb = tensors["embeddings"].float()
+    if num_items is not None and emb.shape[0] != num_items + 1:
+        raise ValueError(f"{path}: {emb.shape[0]} rows, expected num_items + 1 = {num_items + 1}.")
+    if not torch.isfinite(emb).all():
+        raise ValueError(f"{path}: embeddings contain NaN or Inf.")
+    sidecar = path.with_suffix(".json")
+    meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+    return emb, meta
+
+
+def _atomic_write_json(path: Path, obj) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+
+
+def save_model_atomically(model: MMRQVAE, output_dir: str | os.PathLike) -> None:
+    """`save_pretrained` into a temporary folder next to `output_dir`, then `os.replace` each file into place."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=output_dir, prefix=".tmp-") as tmp:
+        model.save_pretrained(tmp)
+        for name in os.listdir(tmp):
+            os.replace(os.path.join(tmp, name), output_dir / name)
+
+
+def train_mmrqvae(
+    config: MMRQVAEConfig,
+    embeddings: dict[str, torch.Tensor],
+    args: MMRQVAETrainingArguments | None = None,
+    accelerator=None,
+    output_dir: str | os.PathLike | None = None,
+) -> tuple[MMRQVAE, dict]:
+    """Train MM-RQ-VAE on item embeddings and return the lowest-training-loss model and a history.
+
+    Args:
+        config (`MMRQVAEConfig`): model configuration; `input_dims` must match the embeddings.
+        embeddings (`dict[str, torch.Tensor]`, each `(num_items, dim)`): one row per item, padding row already removed.
+        args (`MMRQVAETrainingArguments`, *optional*): optimization settings.
+        accelerator (`accelerate.Accelerator`, *optional*): device placement and gradient sync; one is created
+            when omitted.
+        output_dir (`str`, *optional*): when given, the best model is saved there (atomically) at the end.
+
+    Returns:
+        `(model, history)`; `history` holds `best_loss`, `best_epoch`, `epochs_run`, `stopped_early` and per-epoch
+        mean losses.
+
+    The codebooks are k-means-initialized on the whole catalog before the first step (official: the catalog is the
+    first batch). Early stopping watches the mean training loss per epoch (official; there is no validation set).
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    args = args or MMRQVAETrainingArguments()
+    accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+    set_seed(args.seed)
+    for m in config.modalities:
+        if m not in embeddings:
+            raise ValueError(f"No embeddings for modality {m!r}; got {sorted(embeddings)}.")
+    num_items = {e.shape[0] for e in embeddings.values()}
+    if len(num_items) != 1:
+        raise ValueError(f"Every modality needs one row per item; got row counts {sorted(num_items)}.")
+    num_items = num_items.pop()
+    data = {m: embeddings[m].float() for m in config.modalities}
+
+    model = MMRQVAE(config)
+    model.initialize_codebooks(data)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    device = accelerator.device
+    data = {m: t.to(device) for m, t in data.items()}
+    # Each process takes its own slice of a shared permutation (same seed everywhere).
+    rank, world = accelerator.process_index, accelerator.num_processes
+
+    best_loss, best_epoch, best_state, since_best = float("inf"), -1, None, 0
+    history = {"loss": [], "reconstruction_loss": [], "vq_loss": [], "alignment_loss": []}
+    stopped_early = False
+    start = time.perf_counter()
+    bar = tqdm(range(args.num_epochs), desc="MM-RQ-VAE", disable=not accelerator.is_local_main_process)
+    generator = torch.Generator().manual_seed(args.seed)
+    for epoch in bar:
+        perm = torch.randperm(num_items, generator=generator)
+        sums = {k: 0.0 for k in history}
+        steps = 0
+        for begin in range(0, num_items, args.batch_size * world):
+            idx = perm[begin : begin + args.batch_size * world][rank::world].to(device)
+            if idx.numel() < 2:  # MMD and InfoNCE need pairs
+                continue
+            out = model({m: t[idx] for m, t in data.items()})
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(out.loss)
+            optimizer.step()
+            for k in history:
+                sums[k] += float(out[k].detach())
+            steps += 1
+        means = {k: accelerator.reduce(torch.tensor(v / steps, device=device), "mean").item() for k, v in sums.items()}
+        for k, v in means.items():
+            history[k].append(v)
+        if means["loss"] < best_loss:
+            best_loss, best_epoch, since_best = means["loss"], epoch, 0
+            best_state = copy.deepcopy(accelerator.unwrap_model(model).state_dict())
+        else:
+            since_best += 1
+        bar.set_postfix(loss=f"{means['loss']:.4f}", best=f"{best_loss:.4f}@{best_epoch}")
+        logger.info(f"epoch {epoch}: " + ", ".join(f"{k} {v:.5f}" for k, v in means.items()))
+        if since_best >= args.patience:
+            stopped_early = True
+            break
+
+    model = accelerator.unwrap_model(model)
+    model.load_state_dict(best_state)
+    model.eval()
+    history.update(
+        best_loss=best_loss,
+        best_epoch=best_epoch,
+        epochs_run=len(history["loss"]),
+        stopped_early=stopped_early,
+        train_seconds=time.perf_counter() - start,
+        num_items=num_items,
+        training_args=asdict(args),
+    )
+    if output_dir is not None and accelerator.is_main_process:
+        save_model_atomically(model, output_dir)
+    return model, history
+
+
+__all__ = ["MMRQVAETrainingArguments", "load_embedding_file", "save_model_atomically", "train_mmrqvae"]
