@@ -305,6 +305,12 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel):
     def set_input_embeddings(self, value):
         self.model.set_input_embeddings(value)
 
+    def non_backbone_module_names(self) -> list[str]:
+        """Names of MME-SID's own trainable modules (projections, item-token MLP, item table, fusion gate), in the
+        form PEFT's `modules_to_save` accepts (`ModuleDict`s are expanded to their children)."""
+        projections = [f"modality_projections.{m}" for m in self.config.modalities]
+        return projections + ["item_fusion", "item_head", "fusion_gate"]
+
     # ------------------------------------------------------------------ data
     @torch.no_grad()
     def set_item_tables(
