@@ -1,0 +1,103 @@
+# Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
+import math
+
+import pytest
+import torch
+
+from tokenization.diagnostics import (
+    codebook_usage,
+    collision_rate,
+    kendall_tau_concordance,
+    read_validation_pairs,
+    semantic_id_diagnostics,
+    spectrum_summary,
+)
+
+
+def test_collision_rate_hand_table():
+    ids = torch.tensor([[1, 2], [1, 2], [3, 4], [1, 3], [3, 4], [0, 0]])
+    # items 0,1 share (1,2); items 2,4 share (3,4) → 4 of 6 collide
+    assert collision_rate(ids) == pytest.approx(4 / 6)
+    assert collision_rate(torch.tensor([[1, 2], [2, 1], [1, 1]])) == 0.0
+
+
+def test_combined_collision_needs_every_modality_equal():
+    sids = torch.tensor(
+        [
+            [[1, 1], [5, 5]],
+            [[1, 1], [5, 5]],  # same as item 0 in both modalities
+            [[1, 1], [6, 6]],  # same as 0 in modality 0 only
+            [[2, 2], [6, 6]],
+        ]
+    )
+    assert collision_rate(sids[:, 0]) == pytest.approx(3 / 4)
+    assert collision_rate(sids[:, 1]) == pytest.approx(1.0)
+    assert collision_rate(sids) == pytest.approx(2 / 4)
+
+
+def test_codebook_usage_hand_values():
+    codes = torch.tensor([[0, 0], [1, 0], [2, 0], [3, 1]])
+    usage = codebook_usage(codes, codebook_size=8)
+    assert usage["utilization"] == [4 / 8, 2 / 8]
+    assert usage["perplexity"][0] == pytest.approx(4.0)  # uniform over 4 codes
+    p = torch.tensor([0.75, 0.25])
+    assert usage["perplexity"][1] == pytest.approx(math.exp(-(p * p.log()).sum().item()))
+
+
+def test_kendall_tau_hand_case():
+    # Target item 4; history items 1, 2, 3.
+    pretrained = torch.tensor([[0.0, 0], [3, 0], [2, 0], [1, 0], [1, 0]])  # dot with target: 3, 2, 1
+    derived = torch.tensor([[0.0, 0], [3, 0], [1, 0], [2, 0], [1, 0]])  # dot with target: 3, 1, 2
+    # pairs (1,2): + / + concordant; (1,3): + / + concordant; (2,3): + / - discordant → 2/3
+    tau = kendall_tau_concordance([[1, 2, 3]], [4], pretrained, derived, similarity="dot")
+    assert tau == pytest.approx(2 / 3)
+    assert kendall_tau_concordance([[1, 2, 3]], [4], pretrained, pretrained, similarity="dot") == pytest.approx(1.0)
+    # Two users (one short, skipped) average per user: [1,2,3] → 2/3, [3,2] → pair (3,2): 1 vs 2, 2 vs 1 → 0.
+    tau = kendall_tau_concordance([[1, 2, 3], [1], [3, 2]], [4, 4, 4], pretrained, derived, similarity="dot")
+    assert tau == pytest.approx((2 / 3 + 0) / 2)
+
+
+def test_kendall_tau_batches_agree():
+    torch.manual_seed(0)
+    a, b = torch.randn(30, 4), torch.randn(30, 4)
+    histories = [torch.randint(1, 30, (int(n),)).tolist() for n in torch.randint(2, 9, (20,))]
+    targets = torch.randint(1, 30, (20,)).tolist()
+    one = kendall_tau_concordance(histories, targets, a, b, batch_size=1)
+    many = kendall_tau_concordance(histories, targets, a, b, batch_size=64)
+    assert one == pytest.approx(many)
+
+
+def test_kendall_tau_rejects_unknown_similarity():
+    with pytest.raises(ValueError, match="`similarity` must be 'cosine' or 'dot', got 'l2'"):
+        kendall_tau_concordance([[1, 2]], [3], torch.randn(4, 2), torch.randn(4, 2), similarity="l2")
+
+
+def test_spectrum_of_rank_two_table():
+    torch.manual_seed(0)
+    table = torch.randn(100, 2) @ torch.randn(2, 16)
+    summary = spectrum_summary(table)
+    assert summary["dims_99pct_energy"] <= 2
+    assert 1.0 <= summary["effective_rank"] <= 2.0
+
+
+def test_read_validation_pairs_from_raw_file(tmp_path):
+    path = tmp_path / "seq.txt"
+    path.write_text("1 5 6 7 8\n2 3 4 5\n3 9 9 1\n4 2 3\n")  # user 4 is too short
+    histories, targets = read_validation_pairs(path)
+    assert histories == [[5, 6], [3], [9]] and targets == [7, 4, 9]
+    path.write_text("1 5 x 7\n")
+    with pytest.raises(ValueError, match="seq.txt:1: item ids must be integers"):
+        read_validation_pairs(path)
+
+
+def test_semantic_id_diagnostics_report():
+    torch.manual_seed(0)
+    sids = torch.tensor([[[0, 0]], [[0, 1]], [[0, 1]], [[1, 2]], [[2, 3]]])  # (5, 1 modality, 2 levels)
+    codebooks = {"text": torch.randn(2, 4, 3)}
+    emb = {"text": torch.randn(5, 6)}
+    report = semantic_id_diagnostics(sids, codebooks, ["text"], emb, [[1, 2, 3]], [4])
+    assert report["num_items"] == 4
+    assert report["collision_rate"] == {"text": 0.5, "combined": 0.5}
+    assert report["codebook"]["text"]["utilization"] == [3 / 4, 3 / 4]
+    assert 0.0 <= report["kendall_tau"]["text"]["codes"] <= 1.0
+    assert set(report["spectrum"]) == {"text_codes", "text_input"}
