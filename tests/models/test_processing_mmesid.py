@@ -138,7 +138,9 @@ def test_custom_backbone_template(tiny_tokenizer):
         "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
         "'<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
     )
-    processor = MMESIDProcessor(tiny_tokenizer, chat_template=chatml, modalities=["text"], num_levels=1, codebook_size=2)
+    processor = MMESIDProcessor(
+        tiny_tokenizer, chat_template=chatml, modalities=["text"], num_levels=1, codebook_size=2
+    )
     text = processor.render_prompt(1)
     assert text.endswith("<item><|im_end|>\n<|im_start|>assistant")
     assert text.startswith("<|im_start|>system\nYou are a helpful AI assistant for recommendations<|im_end|>")
