@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from transformers import AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
-from transformers.cache_utils import Cache
+from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.processing_utils import Unpack
 from transformers.utils import ModelOutput, TransformersKwargs, auto_docstring, logging, torch_compilable_check
@@ -229,6 +229,38 @@ class MMESIDModel(MMESIDPreTrainedModel):
         )
         return special_item_mask.unsqueeze(-1).expand_as(inputs_embeds).to(inputs_embeds.device)
 
+    # ------------------------------------------------------------------ shared prompt
+    def encode_shared_prompt(self, shared_prompt_ids: torch.LongTensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        r"""
+        Keys and values of the prompt every row starts with, computed once (batch of one).
+
+        Args:
+            shared_prompt_ids (`torch.LongTensor` of shape `(1, prompt_length)` or `(prompt_length,)`):
+                [`MMESIDProcessor.shared_prompt_ids`]; no `<item>` placeholder.
+
+        Returns:
+            One `(key, value)` pair per backbone layer, each `(1, num_key_value_heads, prompt_length, head_dim)`.
+        """
+        prompt_ids = shared_prompt_ids.reshape(1, -1)
+        embeds = self.get_input_embeddings()(prompt_ids)
+        positions = torch.arange(prompt_ids.shape[1], device=embeds.device)[None]
+        outputs = self.language_model(inputs_embeds=embeds, position_ids=positions, use_cache=True)
+        return [(layer.keys, layer.values) for layer in outputs.past_key_values.layers]
+
+    def expand_shared_prompt(self, prompt_cache: list[tuple[torch.Tensor, torch.Tensor]], batch_size: int) -> Cache:
+        """A fresh `DynamicCache` holding the shared prompt's keys/values for each of `batch_size` rows."""
+        data = [(k.expand(batch_size, -1, -1, -1), v.expand(batch_size, -1, -1, -1)) for k, v in prompt_cache]
+        return DynamicCache(ddp_cache_data=data, config=self.config.text_config)
+
+    @staticmethod
+    def _additive_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """A 4D mask as the backbone's eager and SDPA attention add it: 0 where allowed, the dtype's minimum where not
+        (a boolean mask means True = attend)."""
+        if attention_mask.dtype == torch.bool:
+            blocked = torch.full((), torch.finfo(dtype).min, dtype=dtype, device=attention_mask.device)
+            return torch.where(attention_mask, torch.zeros((), dtype=dtype, device=attention_mask.device), blocked)
+        return attention_mask.to(dtype)
+
     @can_return_tuple
     @auto_docstring
     def forward(
@@ -239,23 +271,41 @@ class MMESIDModel(MMESIDPreTrainedModel):
         item_ids: torch.LongTensor | None = None,
         position_ids: torch.LongTensor | None = None,
         past_key_values: Cache | None = None,
+        shared_prompt_ids: torch.LongTensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPast:
         r"""
+        attention_mask (`torch.Tensor` of shape `(batch_size, sequence_length)` or `(batch_size, 1, sequence_length, key_length)`, *optional*):
+            2D padding mask (1 = token), or a 4D mask over `(query, key)` pairs (boolean, True = attend, or additive
+            float) for prefix-tree packed rows, where several samples share their common history (then
+            `position_ids` are required). With `shared_prompt_ids`, the mask covers only `input_ids`: the shared
+            prompt is visible to every token.
         item_ids (`torch.LongTensor` of shape `(num_placeholders,)`, *optional*):
             The history items of the batch flattened in order, one per `<item>` placeholder in row-major order of
             `input_ids` (as returned by [`MMESIDProcessor`]). Ids in `1..num_items`.
+        shared_prompt_ids (`torch.LongTensor` of shape `(1, prompt_length)`, *optional*):
+            Tokens that precede every row ([`MMESIDProcessor.shared_prompt_ids`], the rows then come from
+            `processor(..., shared_prompt=True)`). They are run once for the batch and their keys/values are shared
+            by all rows: the same outputs as prepending them to each row. `position_ids`, when given, count them.
         """
         if (input_ids is None) ^ (inputs_embeds is not None):
             raise ValueError("You must specify exactly one of `input_ids` or `inputs_embeds`.")
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
+        batch_size, seq_len = inputs_embeds.shape[:2]
+        is_4d = attention_mask is not None and attention_mask.dim() == 4
+        if is_4d and position_ids is None:
+            raise ValueError("A 4D `attention_mask` (packed rows) needs explicit `position_ids`.")
+        if shared_prompt_ids is not None and past_key_values is not None:
+            raise ValueError("Pass either `shared_prompt_ids` or `past_key_values`, not both.")
+        num_shared = shared_prompt_ids.shape[-1] if shared_prompt_ids is not None else 0
 
         max_positions = getattr(self.config.text_config, "max_position_embeddings", None)
         past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
-        if max_positions is not None and past_length + inputs_embeds.shape[1] > max_positions:
+        total_length = past_length + num_shared + seq_len
+        if max_positions is not None and total_length > max_positions:
             raise ValueError(
-                f"The prompt has {past_length + inputs_embeds.shape[1]} tokens, more than the backbone's context "
+                f"The prompt has {total_length} tokens, more than the backbone's context "
                 f"(`text_config.max_position_embeddings`={max_positions}). Histories are not truncated; shorten them "
                 "upstream or use a backbone with a longer context."
             )
@@ -268,7 +318,38 @@ class MMESIDModel(MMESIDPreTrainedModel):
 
         if position_ids is None and attention_mask is not None and past_key_values is None:
             # Left padding: count positions from each prompt's first real token (as `generate` does).
-            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+            position_ids = num_shared + (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        elif position_ids is None and num_shared:
+            position_ids = num_shared + torch.arange(seq_len, device=inputs_embeds.device)[None].expand(batch_size, -1)
+        if is_4d:
+            attention_mask = self._additive_mask(attention_mask, inputs_embeds.dtype)
+
+        prepended = False
+        if num_shared:
+            device, dtype = inputs_embeds.device, inputs_embeds.dtype
+            if attention_mask is not None and is_4d:
+                visible = torch.zeros(batch_size, 1, seq_len, num_shared, dtype=dtype, device=device)
+                attention_mask = torch.cat([visible, attention_mask.to(device)], dim=-1)
+            elif attention_mask is not None:
+                visible = torch.ones(batch_size, num_shared, dtype=attention_mask.dtype, device=device)
+                attention_mask = torch.cat([visible, attention_mask.to(device)], dim=-1)
+            if self.training and self.language_model.is_activation_checkpointing:
+                # Checkpointed layers drop caches: prepend the prompt to every row instead (same outputs).
+                prepended = True
+                prompt_embeds = self.get_input_embeddings()(shared_prompt_ids.reshape(1, -1).to(device))
+                inputs_embeds = torch.cat([prompt_embeds.to(dtype).expand(batch_size, -1, -1), inputs_embeds], 1)
+                prompt_positions = torch.arange(num_shared, device=device)[None].expand(batch_size, -1)
+                position_ids = torch.cat([prompt_positions, position_ids.to(device)], dim=1)
+                if attention_mask is not None and is_4d:
+                    # prompt rows: causal over the prompt, blind to the rows' own tokens
+                    blocked = torch.finfo(dtype).min
+                    causal = torch.full((num_shared, num_shared + seq_len), blocked, dtype=dtype, device=device)
+                    causal[:, :num_shared] = torch.triu(causal[:, :num_shared], diagonal=1)
+                    prompt_rows = causal[None, None].expand(batch_size, 1, -1, -1)
+                    attention_mask = torch.cat([prompt_rows, attention_mask], dim=2)  # own rows: already (q, c + q)
+            else:
+                prompt_cache = self.encode_shared_prompt(shared_prompt_ids.to(device))
+                past_key_values = self.expand_shared_prompt(prompt_cache, batch_size)
         kwargs.setdefault("use_cache", past_key_values is not None)
         outputs = self.language_model(
             attention_mask=attention_mask,
@@ -277,10 +358,15 @@ class MMESIDModel(MMESIDPreTrainedModel):
             inputs_embeds=inputs_embeds,
             **kwargs,
         )
+        last_hidden_state, hidden_states = outputs.last_hidden_state, outputs.hidden_states
+        if prepended:
+            last_hidden_state = last_hidden_state[:, num_shared:]
+            if hidden_states is not None:
+                hidden_states = tuple(h[:, num_shared:] for h in hidden_states)
         return BaseModelOutputWithPast(
-            last_hidden_state=outputs.last_hidden_state,
+            last_hidden_state=last_hidden_state,
             past_key_values=outputs.past_key_values,
-            hidden_states=outputs.hidden_states,
+            hidden_states=hidden_states,
             attentions=outputs.attentions,
         )
 
@@ -490,15 +576,25 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel):
         labels: torch.LongTensor | None = None,
         position_ids: torch.LongTensor | None = None,
         past_key_values: Cache | None = None,
+        shared_prompt_ids: torch.LongTensor | None = None,
+        readout_positions: torch.LongTensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> MMESIDOutput:
         r"""
+        attention_mask (`torch.Tensor` of shape `(batch_size, sequence_length)` or `(batch_size, 1, sequence_length, key_length)`, *optional*):
+            2D padding mask, or a 4D mask for prefix-tree packed rows (see [`MMESIDModel.forward`]; then
+            `position_ids` and `readout_positions` are required).
         item_ids (`torch.LongTensor` of shape `(num_placeholders,)`, *optional*):
             The history items of the batch flattened in order, one per `<item>` placeholder in row-major order of
             `input_ids` (as returned by [`MMESIDProcessor`]). Ids in `1..num_items`.
-        labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+        labels (`torch.LongTensor` of shape `(batch_size,)` or `(num_samples,)`, *optional*):
             Id of each user's next item, in `1..num_items` (`-100` = ignored). When given, the cross-entropy over
-            all items is returned as `loss`.
+            all items is returned as `loss` (mean over the samples). With `readout_positions`, one per readout.
+        shared_prompt_ids (`torch.LongTensor` of shape `(1, prompt_length)`, *optional*):
+            The prompt every row starts with, computed once per batch (see [`MMESIDModel.forward`]).
+        readout_positions (`torch.LongTensor` of shape `(num_samples, 2)`, *optional*):
+            `(row, column)` of each sample's final prompt token in a packed batch: one user representation per
+            sample instead of one per row (prefix-tree packing puts all samples of a user in one row).
         """
         outputs = self.model(
             input_ids=input_ids,
@@ -507,15 +603,22 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel):
             item_ids=item_ids,
             position_ids=position_ids,
             past_key_values=past_key_values,
+            shared_prompt_ids=shared_prompt_ids,
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
-        if attention_mask is None:
+        if readout_positions is not None:
+            readout_positions = readout_positions.to(hidden_states.device)
+            user_embeddings = hidden_states[readout_positions[:, 0], readout_positions[:, 1]]
+        elif attention_mask is not None and attention_mask.dim() == 4:
+            raise ValueError("A 4D `attention_mask` (packed rows) needs `readout_positions` (one per sample).")
+        elif attention_mask is None:
             last = torch.full((hidden_states.shape[0],), hidden_states.shape[1] - 1, device=hidden_states.device)
         else:
             # Index of each row's last real token; with left padding (the processor's) this is the last position.
             last = hidden_states.shape[1] - 1 - attention_mask.flip(-1).long().argmax(-1).to(hidden_states.device)
-        user_embeddings = hidden_states[torch.arange(hidden_states.shape[0], device=hidden_states.device), last]
+        if readout_positions is None:
+            user_embeddings = hidden_states[torch.arange(hidden_states.shape[0], device=hidden_states.device), last]
         item_logits, modality_logits, fusion_weights = self.score_items(user_embeddings)
 
         loss = None
@@ -542,21 +645,140 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel):
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
-    def score_histories(self, histories: Sequence[Sequence[int]], processor, batch_size: int = 16) -> torch.Tensor:
+    def item_score_table(self) -> torch.Tensor:
+        r"""
+        The item side of Eq. 8 folded into one table: `T[j] = w_0(j) e_j + sum_m w_m(j) W_m x_m(j)`, so that
+        `item_logits = h @ T.T` (the fusion weights depend only on the item). Shape `(num_items + 1, hidden_size)`.
+        Equal to [`~MMESIDForSequentialRecommendation.score_items`] up to float rounding; computed once per
+        evaluation instead of once per user.
+        """
+        weights = self.get_fusion_weights()  # (num_items + 1, num_modalities + 1)
+        table = weights[:, :1] * self.item_head.weight
+        for index, modality in enumerate(self.config.modalities, start=1):
+            projection = self.model.modality_projections[modality]
+            items = projection(self.model.modality_embeddings(modality).to(projection.weight.dtype))
+            table = table + weights[:, index : index + 1] * items.to(table.dtype)
+        return table
+
+    @torch.no_grad()
+    def prepare_ranking(self, processor, item_ids: torch.Tensor | Sequence[int] | None = None) -> dict:
+        r"""
+        What ranking computes once per evaluation rather than once per user: the keys/values of the shared prompt
+        ([`MMESIDModel.encode_shared_prompt`]), the fused item token of every item that can occur in a history, and
+        the item score table ([`~MMESIDForSequentialRecommendation.item_score_table`]). Rebuild it after changing
+        the weights.
+
+        Args:
+            processor ([`MMESIDProcessor`]):
+                Gives the shared prompt.
+            item_ids (`torch.LongTensor` or `list[int]`, *optional*):
+                Items whose tokens to precompute; defaults to the whole catalog.
+
+        Returns:
+            `dict` with `prompt_ids` (`(1, prompt_length)`), `prompt_cache` (per layer `(key, value)`),
+            `item_tokens` (`(num_items + 1, hidden_size)`, rows of items not asked for are zero) and `score_table`.
+        """
+        device = self.item_head.weight.device
+        prompt_ids = torch.tensor([processor.shared_prompt_ids()], dtype=torch.long, device=device)
+        if item_ids is None:
+            items = torch.arange(1, self.config.num_items + 1, device=device)
+        else:
+            items = torch.as_tensor(item_ids, dtype=torch.long, device=device).reshape(-1).unique()
+        embeddings = self.get_input_embeddings().weight
+        item_tokens = torch.zeros(self.config.num_items + 1, embeddings.shape[-1], dtype=embeddings.dtype, device=device)
+        for start in range(0, items.numel(), 4096):  # bounded memory for the item MLP
+            chunk = items[start : start + 4096]
+            item_tokens[chunk] = self.model.get_item_features(chunk).to(item_tokens.dtype)
+        return {
+            "prompt_ids": prompt_ids,
+            "prompt_cache": self.model.encode_shared_prompt(prompt_ids),
+            "item_tokens": item_tokens,
+            "score_table": self.item_score_table(),
+        }
+
+    @torch.no_grad()
+    def _score_with_ranking_state(self, histories: list[list[int]], processor, state: dict) -> torch.Tensor:
+        """One batch through the cached path: shared-prompt KV cache, precomputed item tokens and score table."""
+        device = self.item_head.weight.device
+        max_positions = getattr(self.config.text_config, "max_position_embeddings", None)
+        inputs = processor(histories, max_length=max_positions, shared_prompt=True)
+        input_ids = inputs["input_ids"].to(device)
+        tail_mask = inputs["attention_mask"].to(device)
+        num_shared = state["prompt_ids"].shape[1]
+        batch_size = input_ids.shape[0]
+        inputs_embeds = self.get_input_embeddings()(input_ids)
+        placeholders = (input_ids == self.config.item_token_id).unsqueeze(-1).expand_as(inputs_embeds)
+        item_tokens = state["item_tokens"][inputs["item_ids"].to(device)].to(inputs_embeds.dtype)
+        inputs_embeds = inputs_embeds.masked_scatter(placeholders, item_tokens)
+        attention_mask = torch.cat([torch.ones_like(tail_mask[:, :1]).expand(-1, num_shared), tail_mask], dim=1)
+        position_ids = num_shared + (tail_mask.cumsum(-1) - 1).clamp(min=0)
+        outputs = self.model.language_model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=self.model.expand_shared_prompt(state["prompt_cache"], batch_size),
+            use_cache=True,
+        )
+        h = outputs.last_hidden_state[:, -1]  # left padding: the last position is each prompt's final token
+        table = state["score_table"]
+        item_logits = h.to(table.dtype) @ table.T  # (batch, num_items + 1)
+        item_logits[:, self.config.pad_item_id] = float("-inf")
+        return item_logits
+
+    @torch.no_grad()
+    def score_histories(
+        self,
+        histories: Sequence[Sequence[int]],
+        processor,
+        batch_size: int = 16,
+        use_cache: bool = True,
+        ranking_state: dict | None = None,
+    ) -> torch.Tensor:
         r"""
         Fused item logits for each history, `(len(histories), num_items + 1)`; padding column `-inf`, history items
         not masked. Runs in the model's current mode (call `model.eval()` first for deterministic scores).
+
+        Args:
+            histories (`list[list[int]]`):
+                Item ids per user, oldest first.
+            processor ([`MMESIDProcessor`]):
+                Renders the prompts (same tokens as at training).
+            batch_size (`int`, *optional*, defaults to 16):
+                Users per forward pass; users are sorted by history length first (length bucketing).
+            use_cache (`bool`, *optional*, defaults to `True`):
+                Compute the shared prompt once (as a reusable KV cache), the item tokens once per item and the item
+                score table once ([`~MMESIDForSequentialRecommendation.prepare_ranking`]). `False` is the plain
+                path (full prompt per user, the four score heads per batch); both give the same scores up to float
+                rounding.
+            ranking_state (`dict`, *optional*):
+                A [`~MMESIDForSequentialRecommendation.prepare_ranking`] result to reuse across calls.
         """
         if batch_size < 1:
             raise ValueError(f"`batch_size` must be at least 1, got {batch_size}.")
         device = self.item_head.weight.device
         max_positions = getattr(self.config.text_config, "max_position_embeddings", None)
-        chunks = []
-        for start in range(0, len(histories), batch_size):
-            inputs = processor(histories[start : start + batch_size], max_length=max_positions)
-            inputs = {k: v.to(device) for k, v in inputs.items()}
-            chunks.append(self(**inputs).item_logits)
-        return torch.cat(chunks, dim=0)
+        if not use_cache:
+            chunks = []
+            for start in range(0, len(histories), batch_size):
+                inputs = processor(histories[start : start + batch_size], max_length=max_positions)
+                inputs = {k: v.to(device) for k, v in inputs.items()}
+                chunks.append(self(**inputs).item_logits)
+            return torch.cat(chunks, dim=0)
+        rows = [h.tolist() if isinstance(h, torch.Tensor) else list(h) for h in histories]
+        if len(rows) == 0:
+            raise ValueError("`histories` is empty; pass one list of item ids per user (`[[]]` is one empty history).")
+        processor(rows, max_length=max_positions, shared_prompt=True)  # validates ids and lengths up front
+        if ranking_state is None:
+            ranking_state = self.prepare_ranking(processor, [i for h in rows for i in h])
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+        scores = None
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            chunk = self._score_with_ranking_state([rows[i] for i in index], processor, ranking_state)
+            if scores is None:
+                scores = chunk.new_empty(len(rows), chunk.shape[1])
+            scores[torch.as_tensor(index, device=chunk.device)] = chunk
+        return scores
 
     @torch.no_grad()
     def recommend(
@@ -596,13 +818,22 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel):
                     logits[row, index] = float("-inf")
         return logits.topk(k, dim=-1).indices
 
-    def as_scorer(self, processor, batch_size: int = 16) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    def as_scorer(
+        self, processor, batch_size: int = 16, use_cache: bool = True
+    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """A scorer for `modeling_mmesid.evaluation` (docs/CONTRACTS.md): `(histories [B, L] right-padded with 0,
-        lengths [B]) -> [B, num_items + 1]`."""
+        lengths [B]) -> [B, num_items + 1]`. With `use_cache=True` the shared prompt's KV cache, the item tokens and
+        the item score table are computed at the first call and reused for every later batch: build a new scorer
+        after changing the weights."""
+        state = {}
 
         def scorer(histories: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
             rows = [h[: int(n)].tolist() for h, n in zip(histories, lengths)]
-            return self.score_histories(rows, processor, batch_size=batch_size)
+            if use_cache and "ranking" not in state:
+                state["ranking"] = self.prepare_ranking(processor)
+            return self.score_histories(
+                rows, processor, batch_size=batch_size, use_cache=use_cache, ranking_state=state.get("ranking")
+            )
 
         return scorer
 

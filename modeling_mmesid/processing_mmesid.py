@@ -181,6 +181,25 @@ class MMESIDProcessor(ProcessorMixin):
             self._prompt_cache[num_history_items] = ids
         return ids
 
+    def prompt_token_ids(self, num_history_items: int) -> list[int]:
+        """Token ids of the prompt for a history of `num_history_items` items (`<item>` placeholders, not ids)."""
+        return list(self._prompt_ids(num_history_items))
+
+    def shared_prompt_ids(self) -> list[int]:
+        r"""
+        The tokens every prompt starts with, whatever the history (the instruction prompt up to where the empty and
+        non-empty renderings part: 32 tokens with SmolLM2's chat template). The model computes them once and shares
+        their keys/values (`shared_prompt_ids=` in the forward, and the inference cache of `score_histories`).
+
+        Every prompt keeps at least one token of its own after it, whose hidden state is the user representation.
+        """
+        renderings = [self._prompt_ids(n) for n in (0, 1, 2)]
+        length = 0
+        limit = min(len(r) for r in renderings) - 1
+        while length < limit and all(r[length] == renderings[0][length] for r in renderings):
+            length += 1
+        return list(renderings[0][:length])
+
     def _check_history(self, index: int, history) -> list[int]:
         items = history.tolist() if isinstance(history, torch.Tensor) else list(history)
         for item in items:
@@ -200,6 +219,7 @@ class MMESIDProcessor(ProcessorMixin):
         return_tensors: str | None = "pt",
         max_length: int | None = None,
         return_item_positions: bool = False,
+        shared_prompt: bool = False,
         **kwargs,
     ) -> BatchFeature:
         r"""
@@ -215,6 +235,10 @@ class MMESIDProcessor(ProcessorMixin):
                 Overrides `self.max_length` for this call.
             return_item_positions (`bool`, *optional*, defaults to `False`):
                 Also return `item_positions` and `history_lengths`.
+            shared_prompt (`bool`, *optional*, defaults to `False`):
+                Leave out the tokens every prompt starts with ([`~MMESIDProcessor.shared_prompt_ids`]); the model
+                prepends them once for the whole batch (`shared_prompt_ids=` in its forward). `max_length` still
+                counts them.
 
         Returns:
             [`BatchFeature`] with
@@ -246,6 +270,10 @@ class MMESIDProcessor(ProcessorMixin):
                 f"History {worst} ({len(histories[worst])} items) renders to {len(prompts[worst])} tokens, more than "
                 f"`max_length`={limit} (the backbone's context). Histories are not truncated; shorten them upstream."
             )
+        if shared_prompt:
+            num_shared = len(self.shared_prompt_ids())
+            prompts = [p[num_shared:] for p in prompts]
+            seq_len -= num_shared
         pad_id = self.tokenizer.pad_token_id
         if pad_id is None:
             pad_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0

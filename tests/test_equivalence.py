@@ -1,0 +1,220 @@
+# Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
+"""Every fast path equals the plain one (STYLE.md P17).
+
+- Prefix-tree packing (4D mask, position ids, one row per user) gives the per-sample logits, loss and gradients.
+- The shared prompt computed once (KV cache, or prepended under gradient checkpointing) gives the same outputs as
+  recomputing it in every row.
+- Batched ranking (shared-prompt cache, precomputed item tokens and item score table, length bucketing) equals the
+  one-user-at-a-time loop of the official inference.
+Speed is measured in `recipes/benchmark.py`, never here.
+"""
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer, LlamaConfig
+
+from modeling_mmesid import MMESIDForSequentialRecommendation, MMESIDProcessor, evaluation
+from modeling_mmesid.packing import (
+    MMESIDPackedCollator,
+    count_tokens,
+    group_samples_by_user,
+    pack_user,
+    tree_attention_mask,
+    user_samples,
+)
+
+
+TINY_TOKENIZER_DIR = Path(__file__).resolve().parent / "fixtures" / "tiny-llama3-tokenizer"
+NUM_ITEMS = 30
+# (items, start): start 0 includes the empty-history sample, which the Llama-3 template renders differently
+USERS = [([3, 7, 7, 1, 12, 5], 0), ([4, 9, 2], 1), ([8, 30, 11, 2, 6, 14, 1, 9], 2), ([5, 6], 0)]
+
+
+def build_model(attn_implementation="eager", seed=0, tie_fusion=False):
+    tokenizer = AutoTokenizer.from_pretrained(TINY_TOKENIZER_DIR)
+    modalities = ["collaborative", "text"]
+    processor = MMESIDProcessor(tokenizer, modalities=modalities, num_levels=2, codebook_size=8, num_items=NUM_ITEMS)
+    g = torch.Generator().manual_seed(seed)
+    embeddings = {"collaborative": torch.randn(NUM_ITEMS + 1, 16, generator=g), "text": torch.randn(NUM_ITEMS + 1, 24, generator=g)}
+    for table in embeddings.values():
+        table[0] = 0
+    sids = torch.randint(0, 8, (NUM_ITEMS + 1, 2, 2), generator=g)
+    sids[0] = 0
+    codebooks = {m: torch.randn(2, 8, 20, generator=g) for m in modalities}
+    counts = torch.randint(0, 40, (NUM_ITEMS + 1,), generator=g)
+    counts[0] = 0
+    text_config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=37, max_position_embeddings=512,
+    )
+    text_config._attn_implementation = attn_implementation
+    torch.manual_seed(seed)
+    model = MMESIDForSequentialRecommendation.from_backbone(
+        text_config, processor, embeddings, sids, codebooks=codebooks, item_counts=counts,
+        fusion_temperature=1.0 if tie_fusion else 1e-3,
+    )
+    model.config._attn_implementation = attn_implementation
+    model.model.language_model.config._attn_implementation = attn_implementation
+    return model.eval(), processor
+
+
+def per_sample_inputs(processor, users=USERS):
+    samples = [s for items, start in users for s in user_samples(items, start)]
+    inputs = dict(processor([h for h, _ in samples]))
+    inputs["labels"] = torch.tensor([t for _, t in samples])
+    return inputs
+
+
+def packed_inputs(processor, users=USERS, share_prompt=True):
+    rows = [{"items": items, "start": start} for items, start in users]
+    return MMESIDPackedCollator(processor, share_prompt=share_prompt)(rows)
+
+
+# ----------------------------------------------------------------------------------------------- packing
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@pytest.mark.parametrize("share_prompt", [True, False])
+def test_packed_logits_equal_per_sample(attn, share_prompt):
+    model, processor = build_model(attn)
+    with torch.no_grad():
+        expected = model(**per_sample_inputs(processor))
+        packed = model(**packed_inputs(processor, share_prompt=share_prompt))
+    assert packed.item_logits.shape == expected.item_logits.shape == (16, NUM_ITEMS + 1)
+    finite = torch.isfinite(expected.item_logits)
+    diff = (packed.item_logits[finite] - expected.item_logits[finite]).abs().max()
+    assert diff < 1e-4, f"max abs difference {diff:.2e}"
+    torch.testing.assert_close(packed.user_embeddings, expected.user_embeddings, rtol=0, atol=1e-5)
+    torch.testing.assert_close(packed.loss, expected.loss, rtol=0, atol=1e-5)
+
+
+def test_packed_loss_and_gradients_equal_per_sample():
+    model, processor = build_model("sdpa", tie_fusion=True)
+    model.train()  # no dropout in the tiny backbone: same function, gradients on
+    grads = []
+    for inputs in (per_sample_inputs(processor), packed_inputs(processor)):
+        model.zero_grad()
+        loss = model(**inputs).loss
+        loss.backward()
+        grads.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (loss_a, grad_a), (loss_b, grad_b) = grads
+    torch.testing.assert_close(loss_b, loss_a, rtol=0, atol=1e-5)
+    assert grad_a.keys() == grad_b.keys() and any("layers.0" in n for n in grad_a)
+    for name in grad_a:
+        torch.testing.assert_close(grad_b[name], grad_a[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_shared_prompt_under_gradient_checkpointing_matches_cache_path():
+    """Checkpointed layers drop caches, so the model prepends the shared prompt to every row instead."""
+    model, processor = build_model("eager", tie_fusion=True)
+    model.train()
+    inputs = packed_inputs(processor)
+    reference = model(**inputs).loss
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    checkpointed = model(**inputs).loss
+    torch.testing.assert_close(checkpointed, reference, rtol=0, atol=1e-5)
+    checkpointed.backward()
+    assert model.model.item_fusion.linear_1.weight.grad is not None
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_shared_prompt_2d_mask_equals_full_prompts(attn):
+    model, processor = build_model(attn)
+    histories = [[1, 2, 3], [4], [], [30, 7, 7, 9, 11]]
+    with torch.no_grad():
+        full = model(**processor(histories))
+        tail = processor(histories, shared_prompt=True)
+        shared = model(**tail, shared_prompt_ids=torch.tensor([processor.shared_prompt_ids()]))
+    assert tail["input_ids"].shape[1] + len(processor.shared_prompt_ids()) == processor(histories)["input_ids"].shape[1]
+    torch.testing.assert_close(shared.item_logits, full.item_logits, rtol=0, atol=1e-5)
+
+
+def test_prefix_tree_layout():
+    _, processor = build_model()
+    num_shared = len(processor.shared_prompt_ids())
+    tree = pack_user(processor, [3, 7, 7, 1], 0, num_shared)
+    assert tree.targets == [3, 7, 7, 1]
+    assert tree.item_ids == [3, 7, 7]  # each history item once
+    one = processor.prompt_token_ids(1)
+    before_items = one.index(processor.item_token_id) - num_shared  # instruction tokens after the shared prompt
+    response = len(one) - one.index(processor.item_token_id) - 1  # copied after each target position
+    empty_branch = len(processor.prompt_token_ids(0)) - num_shared  # the empty history renders differently
+    assert len(tree.input_ids) == empty_branch + before_items + 3 + 3 * response
+    for readout, t in zip(tree.readouts, range(4)):
+        assert tree.depths[readout] == len(processor.prompt_token_ids(t)) - 1  # its own prompt's final position
+    mask = tree_attention_mask(tree.parents)
+    for readout, t in zip(tree.readouts, range(4)):  # each copy sees exactly its own prompt
+        assert int(mask[readout].sum()) == len(processor.prompt_token_ids(t)) - num_shared
+
+
+def test_group_samples_by_user_and_count_tokens():
+    _, processor = build_model()
+    rows = {"user_id": [], "history": [], "target": []}
+    for user, (items, start) in enumerate(USERS, start=1):
+        for history, target in user_samples(items, start):
+            rows["user_id"].append(user)
+            rows["history"].append(history)
+            rows["target"].append(target)
+    grouped = group_samples_by_user(rows)
+    assert [(r["items"], r["start"]) for r in grouped] == [(list(i), s) for i, s in USERS]
+    counts = count_tokens(processor, USERS)
+    per_sample = sum(len(processor.prompt_token_ids(len(h))) for h in rows["history"])
+    assert counts["per_sample"] == per_sample and counts["samples"] == len(rows["target"])
+    assert counts["packed_shared_prompt"] == counts["packed"] - counts["shared_prompt_tokens"] * (len(USERS) - 1)
+    assert counts["packed"] < counts["per_sample"]
+    bad = {"user_id": [1, 1], "history": [[1], [2, 3]], "target": [2, 4]}
+    with pytest.raises(ValueError, match="not the prefixes of one sequence"):
+        group_samples_by_user(bad)
+
+
+def test_packed_collator_routes_per_sample_rows():
+    _, processor = build_model()
+    collator = MMESIDPackedCollator(processor)
+    with pytest.raises(ValueError, match="per-sample rows"):
+        collator([{"history": [1], "target": 2}])
+    fallback = MMESIDPackedCollator(processor, per_sample_collator=lambda rows: {"n": len(rows)})
+    assert fallback([{"history": [1], "target": 2}]) == {"n": 1}
+
+
+def test_4d_mask_needs_position_ids_and_readouts():
+    model, processor = build_model()
+    inputs = packed_inputs(processor)
+    with pytest.raises(ValueError, match="needs explicit `position_ids`"):
+        model(**{k: v for k, v in inputs.items() if k != "position_ids"})
+    with pytest.raises(ValueError, match="needs `readout_positions`"):
+        model(**{k: v for k, v in inputs.items() if k not in ("readout_positions", "labels")})
+
+
+# ----------------------------------------------------------------------------------------------- ranking
+def per_user_official_loop(model, processor, histories):
+    """The official inference: one user at a time, full prompt, every candidate's projections recomputed."""
+    return torch.cat([model.score_histories([h], processor, batch_size=1, use_cache=False) for h in histories])
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_batched_ranking_equals_per_user_loop(attn):
+    model, processor = build_model(attn)
+    histories = [[1, 2, 3], [4], [], [30, 7, 7, 9, 11], [5, 5], [12, 13, 14, 15, 16, 17, 18], [2]]
+    expected = per_user_official_loop(model, processor, histories)
+    batched = model.score_histories(histories, processor, batch_size=3)
+    torch.testing.assert_close(batched, expected, rtol=1e-5, atol=1e-5)
+    assert torch.equal(batched.argsort(dim=-1, descending=True)[:, :10], expected.argsort(dim=-1, descending=True)[:, :10])
+
+    # through the evaluator: same ranks and metrics as the per-user loop
+    targets = [9, 8, 1, 2, 3, 19, 20]
+    split = {"history": histories, "target": targets}
+    plain = model.as_scorer(processor, batch_size=1, use_cache=False)
+    fast = model.as_scorer(processor, batch_size=4)
+    ranks_plain = evaluation.rank_split(plain, split, batch_size=1)
+    ranks_fast = evaluation.rank_split(fast, split, batch_size=4)
+    assert ranks_fast.tolist() == ranks_plain.tolist()
+
+
+def test_item_score_table_equals_score_heads():
+    model, _ = build_model()
+    h = torch.randn(5, 32)
+    with torch.no_grad():
+        expected, _, _ = model.score_items(h)
+        table = model.item_score_table()
+        folded = h @ table.T
+    torch.testing.assert_close(folded[:, 1:], expected[:, 1:], rtol=1e-5, atol=1e-5)
