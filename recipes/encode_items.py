@@ -53,7 +53,7 @@ class EncodeItemsArguments:
     sasrec_dropout: float = field(default=0.5, metadata={"help": "Hidden and attention dropout."})
     sasrec_max_length: int = field(default=50, metadata={"help": "Longest history read."})
     sasrec_epochs: int = field(default=300, metadata={"help": "Upper bound on epochs."})
-    sasrec_batch_size: int = field(default=256, metadata={"help": "Users per batch."})
+    sasrec_batch_size: int = field(default=256, metadata={"help": "Training targets per batch (RecBole: samples)."})
     sasrec_learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate."})
     sasrec_patience: int = field(default=10, metadata={"help": "Epochs without better validation nDCG@10."})
     seed: int = field(default=42, metadata={"help": "Seed."})
@@ -108,7 +108,8 @@ def main(args: EncodeItemsArguments):
             train_args,
             eval_fn=lambda m: evaluation.evaluate_scorer(sasrec_scorer(m), validation, num_items)["ndcg@10"],
             callback=lambda e: print(
-                f"epoch {e['epoch']:3d} · loss {e['loss']:.4f} · val nDCG@10 {e.get('metric', float('nan')):.4f} · {e['seconds']:.1f}s",
+                f"epoch {e['epoch']:3d} · loss {e['loss']:.4f} · val nDCG@10 {e.get('metric', float('nan')):.4f} "
+                f"· train {e['train_seconds']:.1f}s · total {e['seconds']:.1f}s",
                 flush=True,
             ),
         )

@@ -105,6 +105,10 @@ class TestBatches:
         assert input_ids.tolist() == [[1, 2, 3], [5, 0, 0]]
         assert labels.tolist() == [[2, 3, 4], [6, 0, 0]]
 
+    def test_batch_size_counts_targets(self):
+        batches = build_training_batches([[1, 2, 3, 4]] * 5 + [list(range(1, 10))], max_length=8, batch_size=7)
+        assert [int((labels != 0).sum()) for _, labels in batches] == [6, 6, 3, 8]  # a long user gets its own batch
+
     def test_long_sequences_keep_the_last_positions(self):
         ((input_ids, labels),) = build_training_batches([list(range(1, 12))], max_length=4, batch_size=8)
         assert input_ids.tolist() == [[7, 8, 9, 10]] and labels.tolist() == [[8, 9, 10, 11]]
