@@ -23,6 +23,7 @@ from transformers import EvalPrediction
 from trl import SFTConfig, SFTTrainer
 
 from .evaluation import DEFAULT_KS, metrics_from_ranks, pad_histories, target_ranks
+from .packing import MMESIDPackedCollator, group_samples_by_user
 
 
 @dataclass
@@ -42,6 +43,15 @@ class MMESIDTrainingConfig(SFTConfig):
     sid_trainable (`bool`, *optional*, defaults to `True`):
         Train the SID token rows of the input embeddings (paper: code embeddings start from the codebooks and stay
         trainable). With PEFT they are `trainable_token_indices`.
+
+    > Parameters that control packing
+
+    packing (`bool`, *optional*, defaults to `False`):
+        MME-SID prefix-tree packing (not TRL's text packing): all training samples of a user in one row, with a 4D
+        attention mask so that each sample sees exactly its own history, and the shared prompt computed once per
+        batch (`modeling_mmesid/packing.py`). Same loss and gradients as per-sample training on the same samples
+        (tests/test_equivalence.py), ~6.6x fewer tokens per epoch on Beauty_new. The training split is grouped per
+        user, so `per_device_train_batch_size` counts *users* (Beauty_new: 6.7 samples per user on average).
 
     > [!NOTE]
     > Defaults changed from `SFTConfig`, and why:
@@ -72,6 +82,9 @@ class MMESIDTrainingConfig(SFTConfig):
     best_metric: str = field(default="ndcg@10", metadata={"help": "Validation metric for the best checkpoint."})
     eval_ks: list[int] = field(default_factory=lambda: list(DEFAULT_KS), metadata={"help": "Cut-offs K."})
     sid_trainable: bool = field(default=True, metadata={"help": "Train the SID token rows."})
+    packing: bool = field(
+        default=False, metadata={"help": "MME-SID prefix-tree packing (one row per user); batch size counts users."}
+    )
 
     def __post_init__(self):
         if self.metric_for_best_model is None:
@@ -109,7 +122,29 @@ def compute_ranking_metrics(eval_pred: EvalPrediction, ks=DEFAULT_KS) -> dict[st
 
 
 class MMESIDTrainer(SFTTrainer):
-    """`SFTTrainer` whose loss and evaluation go through the MME-SID forward (see the module docstring)."""
+    """`SFTTrainer` whose loss and evaluation go through the MME-SID forward (see the module docstring).
+
+    With `args.packing`, the (per-sample) training split is grouped per user and batches are prefix-tree packed
+    (`MMESIDPackedCollator`); evaluation batches stay per sample. Pass the trainer's arguments by keyword.
+    """
+
+    def __init__(self, *args, **kwargs):
+        training_args = kwargs.get("args")
+        if training_args is None or not getattr(training_args, "packing", False):
+            super().__init__(*args, **kwargs)
+            return
+        train_dataset = kwargs.get("train_dataset")
+        if train_dataset is not None and "items" not in train_dataset.column_names:
+            kwargs["train_dataset"] = group_samples_by_user(train_dataset)
+        processor = kwargs.get("processing_class")
+        per_sample = kwargs.get("data_collator") or MMESIDCollator(processor)
+        kwargs["data_collator"] = MMESIDPackedCollator(processor, per_sample_collator=per_sample)
+        # `packing` here is ours; TRL's text packing would switch on padding-free collation, which refuses our collator.
+        training_args.packing = False
+        try:
+            super().__init__(*args, **kwargs)
+        finally:
+            training_args.packing = True
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)

@@ -218,3 +218,36 @@ def test_item_score_table_equals_score_heads():
         table = model.item_score_table()
         folded = h @ table.T
     torch.testing.assert_close(folded[:, 1:], expected[:, 1:], rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------- trainer
+def test_trainer_packing_switch_gives_the_per_sample_loss(tmp_path):
+    from datasets import Dataset
+
+    from modeling_mmesid.trainer import MMESIDCollator, MMESIDTrainer, MMESIDTrainingConfig
+
+    model, processor = build_model("sdpa", tie_fusion=True)
+    rows = {"user_id": [], "history": [], "target": []}
+    for user, (items, start) in enumerate(USERS, start=1):
+        for history, target in user_samples(items, start):
+            rows["user_id"].append(user)
+            rows["history"].append(history)
+            rows["target"].append(target)
+    train = Dataset.from_dict(rows)
+    args = MMESIDTrainingConfig(
+        output_dir=str(tmp_path), packing=True, per_device_train_batch_size=len(USERS), use_cpu=True,
+        eval_strategy="no", save_strategy="no", load_best_model_at_end=False, report_to="none", disable_tqdm=True,
+    )
+    trainer = MMESIDTrainer(model=model, args=args, train_dataset=train, processing_class=processor,
+                            data_collator=MMESIDCollator(processor))
+    assert args.packing and isinstance(trainer.data_collator, MMESIDPackedCollator)
+    assert trainer.train_dataset.num_rows == len(USERS)
+    model.train()
+    packed_batch = trainer.data_collator(list(trainer.train_dataset))
+    per_sample_batch = MMESIDCollator(processor)(list(train))
+    with torch.no_grad():
+        packed = trainer.compute_loss(model, packed_batch)
+        per_sample = trainer.compute_loss(model, per_sample_batch)
+    torch.testing.assert_close(packed, per_sample, rtol=0, atol=1e-5)
+    # evaluation rows stay per sample
+    assert "history" in trainer.data_collator([{"user_id": 1, "history": [1, 2], "target": 3}])
