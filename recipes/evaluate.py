@@ -1,15 +1,20 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
-"""Full-ranking evaluation of the baselines (and trained models) on the same users; prints a table, writes JSON.
+"""Full-ranking evaluation of MME-SID next to the baselines, on the same users; prints a table, writes JSON.
 
 Commands:
-    python recipes/evaluate.py --data_dir outputs/beauty-smollm2-135m/data --output_dir outputs/beauty-smollm2-135m/eval
-    python recipes/evaluate.py --data_dir outputs/beauty-smollm2-135m/data --split validation --max_users 2000
+    # baselines only (popularity, last-item transition) on Beauty_new test
+    python recipes/evaluate.py --data_dir outputs/beauty-smollm2-135m/data
+    # a fine-tuned run (a folder or a Hub repo id) next to popularity, transition and SASRec, on 2,000 sampled users
+    python recipes/evaluate.py --data_dir outputs/beauty-smollm2-135m/data \
+        --model outputs/beauty-smollm2-135m/finetune/model --sasrec outputs/beauty-smollm2-135m/embeddings/sasrec \
+        --max_users 2000 --output_dir outputs/beauty-smollm2-135m/eval
 """
 
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from trl import TrlParser
 
 from modeling_mmesid import baselines, data, evaluation
@@ -18,10 +23,14 @@ from modeling_mmesid import baselines, data, evaluation
 @dataclass
 class EvaluateArguments:
     data_dir: str = field(metadata={"help": "Output folder of recipes/prepare_data.py."})
-    output_dir: str | None = field(default=None, metadata={"help": "Where results.json goes (default: next to data)."})
+    output_dir: str | None = field(default=None, metadata={"help": "Where results.json goes (default: <run>/eval)."})
     split: str = field(default="test", metadata={"help": "test or validation."})
-    max_users: int | None = field(default=None, metadata={"help": "Evaluate the first N users only (says so)."})
-    batch_size: int = 512
+    model: str | None = field(default=None, metadata={"help": "Fine-tuned MME-SID folder or Hub repo id."})
+    sasrec: str | None = field(default=None, metadata={"help": "SASRec folder (encode_items.py writes embeddings/sasrec)."})
+    max_users: int | None = field(default=None, metadata={"help": "Evaluate N users sampled with `seed` (says so)."})
+    seed: int = 0
+    batch_size: int = 256
+    model_batch_size: int = 32
 
 
 def main(args: EvaluateArguments) -> dict:
@@ -29,17 +38,33 @@ def main(args: EvaluateArguments) -> dict:
     stats = data.load_stats(args.data_dir)
     num_items = stats["num_items"]
     split = data.load_split_table(args.data_dir, args.split)
-    if args.max_users is not None:
-        split = split.slice(0, args.max_users)
-    train_sequences = data.load_train_sequences(args.data_dir)
+    total = split.num_rows
+    if args.max_users is not None and args.max_users < total:
+        keep = np.sort(np.random.default_rng(args.seed).choice(total, size=args.max_users, replace=False))
+        split = split.take(keep)
     scorers = {
         "popularity": baselines.PopularityScorer(data.load_item_counts(args.data_dir)),
-        "transition": baselines.TransitionScorer.fit(train_sequences, num_items),
+        "transition": baselines.TransitionScorer.fit(data.load_train_sequences(args.data_dir), num_items),
     }
-    results = {name: evaluation.evaluate_scorer(s, split, num_items, batch_size=args.batch_size) for name, s in scorers.items()}
+    if args.sasrec:
+        from tokenization.sasrec import SASRecModel, sasrec_scorer
+
+        scorers["sasrec"] = sasrec_scorer(SASRecModel.from_pretrained(args.sasrec))
+    if args.model:
+        from transformers import AutoModel, AutoProcessor
+
+        model = AutoModel.from_pretrained(args.model, trust_remote_code=True).eval()
+        processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=True)
+        scorers["mmesid"] = model.as_scorer(processor, batch_size=args.model_batch_size)
+    results = {}
+    for name, scorer in scorers.items():
+        tic = time.time()
+        batch_size = args.model_batch_size if name == "mmesid" else args.batch_size
+        results[name] = evaluation.evaluate_scorer(scorer, split, num_items, batch_size=batch_size)
+        results[name]["seconds"] = round(time.time() - tic, 2)
     protocol = evaluation.protocol_line(num_items, split.num_rows, args.split)
-    if args.max_users is not None:
-        protocol += f" (first {split.num_rows:,} of {stats[f'num_{args.split}']:,} users)"
+    if split.num_rows < total:
+        protocol += f" (sampled with seed {args.seed} from {total:,})"
     print(evaluation.format_table(results, protocol=protocol))
     out_dir = Path(args.output_dir or Path(args.data_dir).parent / "eval")
     out_dir.mkdir(parents=True, exist_ok=True)
