@@ -1,0 +1,973 @@
+# Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
+"""Hub publishing: build the three repo folders of a run, render their cards, check them, push them (or not).
+
+A run (`outputs/<run>/`, docs/CONTRACTS.md) becomes three Hub repositories:
+
+- **model** (`org/mmesid-beauty`): the full fine-tuned model at the root (`config.json` with `auto_map`, the three
+  Hub-side files, `model.safetensors`, processor/tokenizer files), so that
+  `AutoModel.from_pretrained(repo, trust_remote_code=True)` returns `MMESIDForSequentialRecommendation`; the LoRA
+  adapter with the MME-SID modules under `adapter/`; `training_config.json`, `results.json` and the card.
+  The adapter lives in a subfolder on purpose: with an `adapter_config.json` at the root, `transformers` treats the
+  repo as an adapter and loads `base_model_name_or_path` instead of the full model (`maybe_load_adapters`).
+- **dataset** (`org/mmesid-beauty-data`): `data/{train,validation,test}.parquet` (declared as the default config in
+  the card's YAML), `items.parquet`, `train_sequences.parquet`, `stats.json`, `embeddings/`, `sids/` and the card.
+- **rqvae** (`org/mmesid-beauty-rqvae`): the MM-RQ-VAE item tokenizer (`config.json`, `model.safetensors`), so that
+  semantic IDs can be regenerated. It has its own repo rather than a subfolder of the model repo: it is a different
+  model (`model_type="mmrqvae"`, loaded with `mmesid` installed, not through remote code), with its own card, and the
+  model repo stays a plain `transformers` repo.
+
+Every folder is checked before anything is pushed (`check_no_leaks`): no local path, no token, no pickle. Cards are
+rendered from `hub_cards/*.md` by `huggingface_hub` (`ModelCard.from_template`, `DatasetCard.from_template`) and
+checked offline (`check_card`); `RepoCard.validate` (which calls the Hub) runs only before a real push. The token comes
+from `HF_TOKEN` or `hf auth login`, never from an argument.
+
+`place_in_hub_cache` lays a folder out as `huggingface_hub` caches a download
+(`models--org--name/{blobs,refs/main,snapshots/<revision>}`), to load by repo id offline (tests, air-gapped machines).
+"""
+
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import yaml
+from huggingface_hub import (
+    DatasetCard,
+    DatasetCardData,
+    EvalResult,
+    ModelCard,
+    ModelCardData,
+    RepoCard,
+)
+from huggingface_hub.repocard_data import model_index_to_eval_results
+from transformers.utils import logging
+
+
+logger = logging.get_logger(__name__)
+
+HUB_CARDS_DIR = Path(__file__).resolve().parents[1] / "hub_cards"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MODEL_CLASS = "MMESIDForSequentialRecommendation"
+DEFAULT_BASE_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+ADAPTER_SUBFOLDER = "adapter"
+COMPONENTS = ("model", "dataset", "rqvae")
+TAGS = ["recommendation", "sequential-recommendation", "semantic-ids", "mmesid"]
+METRIC_NAMES = {"ndcg": "nDCG", "hr": "HR", "mrr": "MRR"}
+CITATION = """@inproceedings{wang2025mmesid,
+  title     = {Empowering Large Language Model for Sequential Recommendation via Multimodal Embeddings and Semantic IDs},
+  author    = {Wang, Yuhao and others},
+  booktitle = {Proceedings of the 34th ACM International Conference on Information and Knowledge Management (CIKM)},
+  year      = {2025},
+  note      = {arXiv:2509.02017}
+}"""
+# Pickles are never published (docs/STYLE.md P18): `training_args.bin` of the Trainer is one.
+PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy", ".npz"}
+TEXT_SUFFIXES = {".md", ".json", ".yaml", ".yml", ".txt", ".py", ".jinja", ".log", ".csv", ".tsv", ".cfg", ".toml",
+                 ".ini", ".gitattributes", ""}
+LEAK_PATTERNS = {
+    "local path": re.compile(r"(?<![\w.\-])(?:/(?:work|tmp|home|root|Users|private/var|var/folders)/|[A-Za-z]:\\+Users\\)"),
+    "Hugging Face token": re.compile(r"(?<![A-Za-z0-9])hf_[A-Za-z0-9]{30,}"),
+}
+# Absolute paths inside the JSON metadata we write ourselves are rewritten before the leak check runs.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.\-<>:/~])/(?=[\w.])[^\s'\"]*")
+
+# Where the known input files of a run come from (../shared/data/SOURCES.md). Keyed by the file name that
+# `data/stats.json` records under `source`.
+KNOWN_SOURCES = {
+    "Beauty_new.txt": {
+        "origin": "Applied-Machine-Learning-Lab/MME-SID @ bc95e1a : `dataset/Beauty_new.txt` (MME-SID's own Amazon "
+        "Beauty: 22,332 users, 12,086 items, 198,215 interactions, every user with at least 5 items)",
+        "license": "Apache-2.0 (the MME-SID repository); the interactions derive from the Amazon Review Data "
+        "(McAuley et al., 2015), released for research use",
+    },
+    "Beauty.txt": {
+        "origin": "RUCAIBox/CIKM2020-S3Rec @ 2a81540 : `data/Beauty.txt` (S3-Rec's Amazon Beauty)",
+        "license": "none stated by the repository; the interactions derive from the Amazon Review Data "
+        "(McAuley et al., 2015), released for research use",
+    },
+    "beauty_items.jsonl": {
+        "origin": "titles, brands and categories joined by asin from S3-Rec (RUCAIBox/CIKM2020-S3Rec @ 2a81540), "
+        "P5 datamaps (Wenyueh/LLM-RecSys-ID @ 2200ad9, MIT), TransRec (Linxyhaha/TransRec @ da14d53) and AtSpeed "
+        "(Linxyhaha/AtSpeed @ 07b4227) maps",
+        "license": "item metadata of the Amazon Review Data (McAuley et al., 2015), research use; the id maps are "
+        "MIT (P5) or carry no stated licence (S3-Rec, TransRec, AtSpeed)",
+    },
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# small helpers
+
+
+def hub_cards_dir() -> Path:
+    """The `hub_cards/` templates, found beside the package (a source checkout or an editable install)."""
+    if not (HUB_CARDS_DIR / "model_card.md").is_file():
+        raise FileNotFoundError(
+            f"Card templates not found in `{HUB_CARDS_DIR}`: `hub_cards/` ships with the source checkout, not the "
+            "wheel. Publish from a checkout of mmesid (`pip install -e .`)."
+        )
+    return HUB_CARDS_DIR
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"`{path}` not found.")
+    return json.loads(path.read_text())
+
+
+def _write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def _copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)
+
+
+def scrub_local_paths(obj, replacements: Sequence[tuple[str, str]] = ()):
+    """Rewrite local paths inside metadata we publish (JSON/YAML values), recursively.
+
+    Each `(prefix, new)` in `replacements` is applied first (e.g. the run folder -> `outputs/<run>`); any absolute
+    path left becomes `<local>/<file name>`. Only for metadata we generate or copy on purpose (results, sidecars,
+    training config): configs and tokenizer files are not rewritten blindly, the leak check fails on them instead.
+    """
+    if isinstance(obj, dict):
+        return {k: scrub_local_paths(v, replacements) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [scrub_local_paths(v, replacements) for v in obj]
+    if isinstance(obj, str):
+        for old, new in replacements:
+            obj = obj.replace(old, new)
+        return _ABSOLUTE_PATH.sub(lambda m: "<local>/" + Path(m.group(0).rstrip("/")).name, obj)
+    return obj
+
+
+def _path_replacements(run_dir: Path) -> list[tuple[str, str]]:
+    run_dir = run_dir.resolve()
+    pairs = [(str(run_dir), f"outputs/{run_dir.name}"), (str(REPO_ROOT) + os.sep, ""), (str(REPO_ROOT), ".")]
+    return pairs
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# leak check and card checks
+
+
+def _leaks_in_text(text: str, secrets: Sequence[str]) -> list[str]:
+    found = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        for what, pattern in LEAK_PATTERNS.items():
+            match = pattern.search(line)
+            if match:
+                found.append(f"line {lineno}: {what} {match.group(0)!r}")
+        for secret in secrets:
+            if secret in line:
+                found.append(f"line {lineno}: the value of a secret (token or local folder)")
+    return found
+
+
+def _parquet_strings(path: Path) -> str:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    parts = [json.dumps({k.decode(errors="replace"): v.decode(errors="replace")
+                         for k, v in (table.schema.metadata or {}).items()})]
+    for column, field in zip(table.columns, table.schema):
+        kind = field.type
+        while pa.types.is_list(kind) or pa.types.is_large_list(kind):
+            column, kind = column.combine_chunks().flatten(), kind.value_type
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            parts.extend(v for v in column.to_pylist() if v)
+    return "\n".join(parts)
+
+
+def _safetensors_header(path: Path) -> str:
+    with path.open("rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))
+    return json.dumps(header.get("__metadata__", {}))
+
+
+def check_no_leaks(folder: str | os.PathLike, secrets: Iterable[str] | None = None) -> None:
+    """Fail the publish if a folder about to be published holds a local path, a token or a pickle.
+
+    Scans every text file (cards, configs, JSON, code, logs), the metadata of every safetensors file and the string
+    columns of every Parquet file for `/work/`, `/tmp/`, `/home/`, `/root/`, `/Users/`, `C:\\Users\\`, an
+    `hf_...` token and the literal values in `secrets` (by default `$HF_TOKEN` and the user's home folder).
+
+    Raises:
+        `ValueError` listing every `file: line: what` found, or every pickle file.
+    """
+    folder = Path(folder)
+    if secrets is None:
+        secrets = [os.environ.get("HF_TOKEN", ""), os.environ.get("HUGGING_FACE_HUB_TOKEN", "")]
+        home = str(Path.home())
+        if len(home) > 1:
+            secrets.append(home + os.sep)
+    secrets = [s for s in secrets if s and len(s) >= 4]
+    problems = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = path.relative_to(folder).as_posix()
+        suffix = path.suffix.lower()
+        if suffix in PICKLE_SUFFIXES:
+            problems.append(f"{rel}: pickle-format file ({suffix}); publish safetensors/Parquet/JSON only")
+            continue
+        if suffix in TEXT_SUFFIXES or path.name.startswith("."):
+            text = path.read_text(errors="replace")
+        elif suffix == ".safetensors":
+            text = _safetensors_header(path)
+        elif suffix == ".parquet":
+            text = _parquet_strings(path)
+        else:
+            problems.append(f"{rel}: unexpected file type {suffix!r}; not published")
+            continue
+        problems.extend(f"{rel}: {leak}" for leak in _leaks_in_text(text, secrets))
+    if problems:
+        raise ValueError(
+            f"Refusing to publish `{folder.name}/`: {len(problems)} problem(s):\n  " + "\n  ".join(problems)
+        )
+
+
+def check_card(path: str | os.PathLike, repo_type: str = "model") -> RepoCard:
+    """Offline checks of a rendered card (`RepoCard.validate` needs the Hub; it runs before a real push).
+
+    - the YAML front matter parses (`metadata_load`) and loads into `ModelCardData`/`DatasetCardData`;
+    - a model card's `model-index` converts back to `EvalResult`s (`model_index_to_eval_results`) with numbers;
+    - a dataset card declares `configs` whose `data_files` exist in the folder.
+
+    Returns:
+        The loaded card. Raises `ValueError` naming the card and the problem.
+    """
+    from huggingface_hub import metadata_load
+
+    path = Path(path)
+    meta = metadata_load(path)
+    if not meta:
+        raise ValueError(f"`{path}`: no YAML metadata block.")
+    card_class = {"model": ModelCard, "dataset": DatasetCard}.get(repo_type, RepoCard)
+    card = card_class.load(path)
+    if repo_type == "model" and "model-index" in meta:
+        name, results = model_index_to_eval_results(meta["model-index"])
+        if not results or not all(isinstance(r.metric_value, int | float) for r in results):
+            raise ValueError(f"`{path}`: `model-index` of {name!r} has no numeric results.")
+    if repo_type == "dataset":
+        configs = meta.get("configs")
+        if not configs:
+            raise ValueError(f"`{path}`: a dataset card must declare `configs` (splits for `load_dataset`).")
+        for config in configs:
+            files = config["data_files"]
+            files = files if isinstance(files, list) else [files]
+            for entry in files:
+                for pattern in ([entry["path"]] if isinstance(entry, dict) else [entry]):
+                    for one in pattern if isinstance(pattern, list) else [pattern]:
+                        if not list(path.parent.glob(one)):
+                            raise ValueError(f"`{path}`: config {config['config_name']!r} names missing {one!r}.")
+    if "{{" in card.text or "}}" in card.text:
+        raise ValueError(f"`{path}`: unrendered template placeholders left in the card.")
+    return card
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# card pieces
+
+
+def _fmt(value) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 100 else f"{value:,.1f}"
+    return str(value)
+
+
+def _metric_keys(metrics: dict) -> list[str]:
+    keys = [k for k in metrics if k.split("@")[0] in METRIC_NAMES and "@" in k]
+    return sorted(keys, key=lambda k: (list(METRIC_NAMES).index(k.split("@")[0]), int(k.split("@")[1])))
+
+
+def metrics_table(results: dict[str, dict]) -> str:
+    """Markdown table `model | nDCG@5 | ...` of a `results.json` `results` block."""
+    keys = _metric_keys(next(iter(results.values()), {}))
+    head = "| model | " + " | ".join(f"{METRIC_NAMES[k.split('@')[0]]}@{k.split('@')[1]}" for k in keys) + " |"
+    rows = [f"| {name} | " + " | ".join(f"{m[k]:.4f}" for k in keys) + " |" for name, m in results.items()]
+    return "\n".join([head, "|" + "---|" * (len(keys) + 1), *rows])
+
+
+def eval_results(metrics: dict, dataset_repo_id: str, dataset_name: str, split: str = "test") -> list[EvalResult]:
+    """`EvalResult`s (the card's `model-index`) for every nDCG/HR/MRR@K in `metrics`."""
+    return [
+        EvalResult(
+            task_type="sequential-recommendation",
+            task_name="Sequential recommendation (full ranking)",
+            dataset_type=dataset_repo_id,
+            dataset_name=dataset_name,
+            dataset_split=split,
+            metric_type=key.replace("@", "_at_"),
+            metric_name=f"{METRIC_NAMES[key.split('@')[0]]}@{key.split('@')[1]}",
+            metric_value=round(float(metrics[key]), 6),
+        )
+        for key in _metric_keys(metrics)
+    ]
+
+
+def _versions_block(meta_info: dict) -> str:
+    import huggingface_hub
+
+    lines = [f"- {name}: {version}" for name, version in meta_info.items()]
+    lines.append(f"- huggingface_hub (publishing): {huggingface_hub.__version__}")
+    return "\n".join(lines)
+
+
+def _stats_rows(stats: dict) -> list[tuple[str, str]]:
+    labels = {
+        "num_users": "users",
+        "num_items": "items",
+        "num_interactions": "interactions",
+        "num_train_samples": "training samples",
+        "num_empty_history_samples": "training samples with an empty history",
+        "num_validation": "validation users",
+        "num_test": "test users",
+        "num_short_users": "users with fewer than 3 items (training only)",
+        "num_items_with_title": "items with a title",
+        "num_items_with_image": "items with an image",
+        "max_train_samples_per_user": "training samples per user, at most",
+    }
+    return [(label, _fmt(stats[key])) for key, label in labels.items() if key in stats]
+
+
+def _source_notes(stats: dict) -> tuple[list[dict], bool]:
+    """Provenance of the raw inputs named in `stats["source"]`; `known` is False when some input is unknown."""
+    notes, known = [], True
+    for role, name in (stats.get("source") or {}).items():
+        base = Path(str(name)).name
+        entry = KNOWN_SOURCES.get(base)
+        if entry is None:
+            known = False
+            entry = {"origin": f"`{base}`, supplied by the publisher", "license": "stated by the publisher"}
+        notes.append({"role": role, "file": base, **entry})
+    if not notes:
+        known = False
+    return notes, known
+
+
+def _dataset_name(stats: dict, run_name: str) -> str:
+    names = [Path(str(n)).name for n in (stats.get("source") or {}).values()]
+    if "Beauty_new.txt" in names:
+        return "Amazon Beauty, MME-SID's Beauty_new"
+    return f"{run_name}, leave-one-out splits"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the training config
+
+
+def _finetune_yaml(results: dict, training_config: str | os.PathLike | None) -> tuple[dict, str | None]:
+    """The fine-tuning YAML (`--config` of the recorded command, or `training_config`), parsed."""
+    candidates = []
+    if training_config is not None:
+        candidates.append(Path(training_config))
+    argv = shlex.split(results.get("run_info", {}).get("command", ""))
+    if "--config" in argv[:-1]:
+        value = Path(argv[argv.index("--config") + 1])
+        candidates += [value, REPO_ROOT / value]
+    for path in candidates:
+        if path.is_file():
+            return yaml.safe_load(path.read_text()) or {}, path.name
+    if training_config is not None:
+        raise FileNotFoundError(f"`training_config` {str(training_config)!r} not found.")
+    logger.warning("The fine-tuning YAML was not found (pass `--training_config`); the card will say so.")
+    return {}, None
+
+
+def training_config(
+    finetune_dir: Path, results: dict, base_model_id: str, replacements, training_config_path=None
+) -> dict:
+    """What the model repo's `training_config.json` holds: the YAML, the script arguments, LoRA, run and train info."""
+    finetune_yaml, yaml_name = _finetune_yaml(results, training_config_path)
+    if "model_name_or_path" in finetune_yaml:
+        finetune_yaml["model_name_or_path"] = base_model_id
+    run_info = dict(results.get("run_info", {}))
+    script = run_info.pop("config", {}).get("script", {})
+    lora = {}
+    adapter_config = finetune_dir / "adapter_config.json"
+    if adapter_config.is_file():
+        cfg = json.loads(adapter_config.read_text())
+        tokens = cfg.get("trainable_token_indices") or {}
+        lora = {
+            "peft_type": cfg.get("peft_type"),
+            "r": cfg.get("r"),
+            "lora_alpha": cfg.get("lora_alpha"),
+            "lora_dropout": cfg.get("lora_dropout"),
+            "target_modules": sorted(cfg.get("target_modules") or []),
+            "modules_to_save": cfg.get("modules_to_save"),
+            "trainable_token_indices": {k: f"{len(v)} ids, {min(v)}..{max(v)}" for k, v in tokens.items()},
+            "peft_version": cfg.get("peft_version"),
+        }
+    train_info = {k: v for k, v in results.get("train_info", {}).items() if k != "log_history"}
+    out = {
+        "base_model": base_model_id,
+        "finetune_config_file": yaml_name,
+        "finetune_config": finetune_yaml,
+        "script_arguments": script,
+        "lora": lora,
+        "run_info": run_info,
+        "train_info": train_info,
+    }
+    return scrub_local_paths(out, replacements)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the three folders
+
+
+def _repo_links(model_repo_id: str, dataset_repo_id: str, rqvae_repo_id: str) -> dict:
+    return {"model_repo_id": model_repo_id, "dataset_repo_id": dataset_repo_id, "rqvae_repo_id": rqvae_repo_id}
+
+
+def build_model_folder(
+    run_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    model_repo_id: str,
+    dataset_repo_id: str,
+    rqvae_repo_id: str,
+    base_model_id: str = DEFAULT_BASE_MODEL_ID,
+    training_config_path: str | os.PathLike | None = None,
+    finetune_dir: str | os.PathLike | None = None,
+) -> Path:
+    """`<run>/finetune/` -> the model repo folder (full model at the root, adapter under `adapter/`, card)."""
+    run_dir = Path(run_dir)
+    finetune_dir = Path(finetune_dir) if finetune_dir else run_dir / "finetune"
+    full = finetune_dir / "model"
+    if not (full / "config.json").is_file():
+        raise FileNotFoundError(
+            f"`{full}/config.json` not found: the model repo needs the full model. Run `recipes/finetune.py` with "
+            "`--save_full_model true` (the default)."
+        )
+    out = Path(output_dir)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    replacements = _path_replacements(run_dir)
+
+    for src in sorted(p for p in full.iterdir() if p.is_file()):
+        if src.suffix.lower() in PICKLE_SUFFIXES or src.name == "README.md":
+            continue
+        _copy(src, out / src.name)
+    config = json.loads((out / "config.json").read_text())
+    missing = [f"{m}.py" for m in ("configuration_mmesid", "modeling_mmesid", "processing_mmesid")
+               if not (out / f"{m}.py").is_file()]
+    if "auto_map" not in config or missing:
+        raise ValueError(
+            f"`{full}` is not a remote-code checkpoint (auto_map: {config.get('auto_map')}, missing {missing}); "
+            "save it after `import modeling_mmesid` so `register_for_auto_class` copies the code."
+        )
+    # The backbone's local folder leaks through the nested config; the Hub id is what it was trained from.
+    config.pop("_name_or_path", None)
+    if isinstance(config.get("text_config"), dict) and "_name_or_path" in config["text_config"]:
+        config["text_config"]["_name_or_path"] = base_model_id
+    _write_json(out / "config.json", config)
+
+    has_adapter = (finetune_dir / "adapter_config.json").is_file()
+    if has_adapter:
+        adapter = json.loads((finetune_dir / "adapter_config.json").read_text())
+        adapter["base_model_name_or_path"] = base_model_id  # never the local path (or None) training saw
+        _write_json(out / ADAPTER_SUBFOLDER / "adapter_config.json", adapter)
+        for src in finetune_dir.glob("adapter_model*.safetensors"):
+            _copy(src, out / ADAPTER_SUBFOLDER / src.name)
+
+    results = _read_json(finetune_dir / "results.json")
+    train_config = training_config(finetune_dir, results, base_model_id, replacements, training_config_path)
+    _write_json(out / "training_config.json", train_config)
+    _write_json(out / "results.json", scrub_local_paths(results, replacements))
+
+    stats = _read_json(run_dir / "data" / "stats.json")
+    metrics = next(iter(results["results"].values()))
+    dataset_name = _dataset_name(stats, run_dir.name)
+    card_data = ModelCardData(
+        model_name=model_repo_id.split("/")[-1],
+        base_model=base_model_id,
+        datasets=[dataset_repo_id],
+        library_name="transformers",
+        license="apache-2.0",
+        tags=TAGS,
+        metrics=sorted({k.split("@")[0] for k in _metric_keys(metrics)}),
+        eval_results=eval_results(metrics, dataset_repo_id, dataset_name),
+    )
+    script = train_config.get("script_arguments", {})
+    gguf = script.get("gguf_file")
+    hyper = {**{k: v for k, v in train_config["finetune_config"].items()
+                if k not in {"run_dir", "output_dir", "model_name_or_path"}}}
+    card = ModelCard.from_template(
+        card_data,
+        template_path=str(hub_cards_dir() / "model_card.md"),
+        model_class=MODEL_CLASS,
+        base_model_id=base_model_id,
+        **_repo_links(model_repo_id, dataset_repo_id, rqvae_repo_id),
+        dataset_name=dataset_name,
+        protocol=results.get("protocol", ""),
+        metrics_table=metrics_table({k: v for k, v in results["results"].items()}),
+        modalities=", ".join(config.get("modalities") or []),
+        num_items=_fmt(config.get("num_items")),
+        num_levels=config.get("num_levels"),
+        codebook_size=config.get("codebook_size"),
+        fusion=config.get("fusion"),
+        sid_init=config.get("sid_init"),
+        has_adapter=has_adapter,
+        adapter_subfolder=ADAPTER_SUBFOLDER,
+        lora=train_config.get("lora", {}),
+        gguf_file=gguf,
+        hyperparameters=[(k, json.dumps(v) if isinstance(v, list | dict) else str(v)) for k, v in hyper.items()],
+        trainable_parameters=_fmt(train_config["train_info"].get("trainable_parameters")),
+        train_samples=_fmt(train_config["train_info"].get("train_samples")),
+        max_train_users=script.get("max_train_users"),
+        versions=_versions_block(results.get("run_info", {}).get("meta_info", {})),
+        git_commit=results.get("run_info", {}).get("git_commit"),
+        citation=CITATION,
+    )
+    card.save(out / "README.md")
+    return out
+
+
+def build_dataset_folder(
+    run_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    model_repo_id: str,
+    dataset_repo_id: str,
+    rqvae_repo_id: str,
+    license: str | None = None,
+) -> Path:
+    """`<run>/{data,embeddings,sids}` -> the dataset repo folder. `license` defaults to `"other"` (research-use
+    Amazon Review Data) for the known Amazon sources and to `"unknown"` otherwise."""
+    run_dir = Path(run_dir)
+    data_dir = run_dir / "data"
+    stats = _read_json(data_dir / "stats.json")
+    out = Path(output_dir)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    replacements = _path_replacements(run_dir)
+
+    for split in ("train", "validation", "test"):
+        src = data_dir / f"{split}.parquet"
+        if not src.is_file():
+            raise FileNotFoundError(f"`{src}` not found; run `recipes/prepare_data.py` first.")
+        _copy(src, out / "data" / f"{split}.parquet")
+    files = [
+        {"path": f"data/{s}.parquet", "what": f"{s} split: `user_id`, `history` (oldest first), `target`",
+         "made_by": "`recipes/prepare_data.py` (leave-one-out)"} for s in ("train", "validation", "test")
+    ]
+    configs = [{"config_name": "default", "data_files": [
+        {"split": s, "path": f"data/{s}.parquet"} for s in ("train", "validation", "test")]}]
+    for name, what, config_name in (
+        ("items.parquet", "item table: `item_id`, `title`, `brand`, `categories`, `image`, `train_count`", "items"),
+        ("train_sequences.parquet", "each user's training prefix `items[:-2]`", "train_sequences"),
+    ):
+        if (data_dir / name).is_file():
+            _copy(data_dir / name, out / name)
+            files.append({"path": name, "what": what, "made_by": "`recipes/prepare_data.py`"})
+            configs.append({"config_name": config_name, "data_files": [{"split": "train", "path": name}]})
+    _write_json(out / "stats.json", scrub_local_paths(stats, replacements))
+    files.append({"path": "stats.json", "what": "counts, split protocol, sha256 fingerprint of the sequences",
+                  "made_by": "`recipes/prepare_data.py`"})
+
+    embeddings = []
+    for src in sorted((run_dir / "embeddings").glob("*.safetensors")):
+        _copy(src, out / "embeddings" / src.name)
+        sidecar = src.with_suffix(".json")
+        meta = scrub_local_paths(json.loads(sidecar.read_text()), replacements) if sidecar.is_file() else {}
+        if meta:
+            _write_json(out / "embeddings" / sidecar.name, meta)
+        embeddings.append({"modality": src.stem, "encoder": meta.get("encoder", "not recorded"),
+                           "dim": meta.get("dim"), "num_masked": meta.get("num_masked")})
+        files.append({"path": f"embeddings/{src.name}", "what": f"{src.stem} item embeddings, key `embeddings` "
+                      f"`[num_items + 1, {meta.get('dim', 'dim')}]` (row 0 = padding)",
+                      "made_by": f"`recipes/encode_items.py` ({meta.get('encoder', 'encoder not recorded')})"})
+        if meta:
+            files.append({"path": f"embeddings/{sidecar.name}", "what": "sidecar: encoder, dim, fingerprint",
+                          "made_by": "`recipes/encode_items.py`"})
+
+    sid_meta = {}
+    sids_dir = run_dir / "sids"
+    for name in ("sids.safetensors", "codebooks.safetensors", "sids.json", "diagnostics.json"):
+        src = sids_dir / name
+        if not src.is_file():
+            continue
+        if src.suffix == ".json":
+            _write_json(out / "sids" / name, scrub_local_paths(json.loads(src.read_text()), replacements))
+        else:
+            _copy(src, out / "sids" / name)
+        what = {
+            "sids.safetensors": "semantic IDs, key `sids` int64 `[num_items + 1, modalities, levels]`",
+            "codebooks.safetensors": "MM-RQ-VAE codebooks, keys `codebooks.<modality>` `[levels, codes, e_dim]`",
+            "sids.json": "modality order of axis 1, levels, codebook size, e_dim, fingerprint",
+            "diagnostics.json": "collision rate, codebook usage, concordance",
+        }[name]
+        files.append({"path": f"sids/{name}", "what": what,
+                      "made_by": f"`recipes/assign_sids.py` with [{rqvae_repo_id}](https://huggingface.co/{rqvae_repo_id})"})
+    if (sids_dir / "sids.json").is_file():
+        sid_meta = json.loads((sids_dir / "sids.json").read_text())
+
+    sources, known = _source_notes(stats)
+    amazon = any(s["file"] in KNOWN_SOURCES for s in sources)
+    if license is None:
+        license = "other" if amazon else "unknown"
+    dataset_name = _dataset_name(stats, run_dir.name)
+    size = stats.get("num_users", 0)
+    size_category = "n<1K" if size < 1_000 else "1K<n<10K" if size < 10_000 else "10K<n<100K" if size < 100_000 \
+        else "100K<n<1M"
+    card_data = DatasetCardData(
+        license=license,
+        license_name="amazon-review-data-research" if license == "other" and amazon else None,
+        pretty_name=dataset_name,
+        size_categories=[size_category],
+        task_categories=["other"],
+        tags=TAGS,
+        configs=configs,
+    )
+    card = DatasetCard.from_template(
+        card_data,
+        template_path=str(hub_cards_dir() / "dataset_card.md"),
+        **_repo_links(model_repo_id, dataset_repo_id, rqvae_repo_id),
+        dataset_name=dataset_name,
+        stats_rows=_stats_rows(stats),
+        split_protocol=stats.get("protocol", ""),
+        fingerprint=stats.get("fingerprint", ""),
+        files=files,
+        sources=sources,
+        sources_known=known,
+        amazon=amazon,
+        license=license,
+        num_items_with_image=stats.get("num_items_with_image", 0),
+        embeddings=embeddings,
+        sid_meta=sid_meta,
+        citation=CITATION,
+    )
+    card.save(out / "README.md")
+    return out
+
+
+def build_rqvae_folder(
+    run_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    model_repo_id: str,
+    dataset_repo_id: str,
+    rqvae_repo_id: str,
+    rqvae_dir: str | os.PathLike | None = None,
+) -> Path:
+    """`<run>/rqvae/` -> the MM-RQ-VAE repo folder (`config.json`, `model.safetensors`, card)."""
+    run_dir = Path(run_dir)
+    src = Path(rqvae_dir) if rqvae_dir else run_dir / "rqvae"
+    if not (src / "config.json").is_file() or not (src / "model.safetensors").is_file():
+        raise FileNotFoundError(
+            f"`{src}` has no `config.json` + `model.safetensors`; run `recipes/train_rqvae.py` first, or publish "
+            "without it (`--components model dataset`)."
+        )
+    out = Path(output_dir)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    replacements = _path_replacements(run_dir)
+    config = json.loads((src / "config.json").read_text())
+    config.pop("_name_or_path", None)
+    _write_json(out / "config.json", config)
+    _copy(src / "model.safetensors", out / "model.safetensors")
+    results = {}
+    if (src / "results.json").is_file():
+        results = scrub_local_paths(json.loads((src / "results.json").read_text()), replacements)
+        _write_json(out / "results.json", results)
+    diagnostics = {}
+    if (run_dir / "sids" / "diagnostics.json").is_file():
+        diagnostics = json.loads((run_dir / "sids" / "diagnostics.json").read_text())
+        diagnostics = scrub_local_paths({k: v for k, v in diagnostics.items() if k != "run_info"}, replacements)
+    card_data = ModelCardData(
+        model_name=rqvae_repo_id.split("/")[-1],
+        datasets=[dataset_repo_id],
+        library_name="mmesid",
+        license="apache-2.0",
+        tags=[*TAGS, "rq-vae", "item-tokenizer"],
+    )
+    card = ModelCard.from_template(
+        card_data,
+        template_path=str(hub_cards_dir() / "rqvae_card.md"),
+        **_repo_links(model_repo_id, dataset_repo_id, rqvae_repo_id),
+        config_rows=[(k, json.dumps(config[k])) for k in (
+            "modalities", "input_dims", "hidden_dims", "e_dim", "num_levels", "codebook_size", "recon_loss",
+            "beta", "alignment_weight", "alignment_anchor", "kmeans_method", "sinkhorn_epsilon") if k in config],
+        diagnostics=json.dumps(diagnostics, indent=2)[:4000] if diagnostics else "",
+        meta_info=_versions_block((results.get("run_info") or {}).get("meta_info") or {}),
+        citation=CITATION,
+    )
+    card.save(out / "README.md")
+    return out
+
+
+def build_repo_folders(
+    run_dir: str | os.PathLike,
+    output_dir: str | os.PathLike | None = None,
+    model_repo_id: str = "org/mmesid-beauty",
+    dataset_repo_id: str = "org/mmesid-beauty-data",
+    rqvae_repo_id: str = "org/mmesid-beauty-rqvae",
+    base_model_id: str = DEFAULT_BASE_MODEL_ID,
+    components: Sequence[str] = COMPONENTS,
+    training_config_path: str | os.PathLike | None = None,
+    dataset_license: str | None = None,
+) -> dict[str, Path]:
+    """Build, card and check the repo folders of a run under `output_dir` (default `<run>/hub/`)."""
+    unknown = sorted(set(components) - set(COMPONENTS))
+    if unknown:
+        raise ValueError(f"`components` must be among {list(COMPONENTS)}, got {unknown}.")
+    for name, repo_id in (("model_repo_id", model_repo_id), ("dataset_repo_id", dataset_repo_id),
+                          ("rqvae_repo_id", rqvae_repo_id), ("base_model_id", base_model_id)):
+        if repo_id.count("/") != 1 or Path(repo_id).is_absolute() or repo_id.startswith(("./", "../")):
+            raise ValueError(f"`{name}` must be a Hub id `namespace/name`, got {repo_id!r}.")
+    run_dir = Path(run_dir)
+    output_dir = Path(output_dir) if output_dir else run_dir / "hub"
+    links = _repo_links(model_repo_id, dataset_repo_id, rqvae_repo_id)
+    folders = {}
+    if "dataset" in components:
+        folders["dataset"] = build_dataset_folder(run_dir, output_dir / "dataset", **links, license=dataset_license)
+    if "rqvae" in components:
+        folders["rqvae"] = build_rqvae_folder(run_dir, output_dir / "rqvae", **links)
+    if "model" in components:
+        folders["model"] = build_model_folder(
+            run_dir, output_dir / "model", **links, base_model_id=base_model_id,
+            training_config_path=training_config_path,
+        )
+    for kind, folder in folders.items():
+        check_card(folder / "README.md", "dataset" if kind == "dataset" else "model")
+        check_no_leaks(folder)
+    return folders
+
+
+def push_folder(folder: str | os.PathLike, repo_id: str, repo_type: str = "model", private: bool = False,
+                commit_message: str = "Upload with mmesid recipes/publish.py") -> str:
+    """Validate the card on the Hub, create the repo if needed and upload the folder. The token comes from
+    `HF_TOKEN` or `hf auth login` (`huggingface_hub`'s own lookup), never from an argument."""
+    from huggingface_hub import HfApi
+
+    folder = Path(folder)
+    check_no_leaks(folder)  # again: the folder may have been edited since it was built
+    RepoCard.load(folder / "README.md").validate(repo_type=repo_type)
+    api = HfApi()
+    url = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+    api.upload_folder(repo_id=repo_id, folder_path=folder, repo_type=repo_type, commit_message=commit_message)
+    return str(url)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# offline loading by repo id
+
+
+def _blob_hash(path: Path) -> str:
+    """The blob name `huggingface_hub` uses: sha256 for LFS files (binaries), the git blob sha1 for the others."""
+    if path.suffix.lower() in {".safetensors", ".parquet", ".bin", ".gguf", ".arrow"} or path.stat().st_size > 10 << 20:
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
+    data = path.read_bytes()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def place_in_hub_cache(
+    folder: str | os.PathLike,
+    repo_id: str,
+    repo_type: str = "model",
+    cache_dir: str | os.PathLike | None = None,
+    revision: str | None = None,
+    prepare_datasets_cache: bool = True,
+    datasets_cache_dir: str | os.PathLike | None = None,
+) -> Path:
+    """Put a repo folder into a Hub cache as if `snapshot_download(repo_id)` had fetched it.
+
+    Layout (`huggingface_hub` cache): `<cache>/<type>s--<org>--<name>/blobs/<hash>`, `refs/main` holding the revision,
+    `snapshots/<revision>/<path>` -> `../../blobs/<hash>` (relative symlinks; copies where symlinks are not allowed).
+    With `HF_HUB_OFFLINE=1` and `HF_HUB_CACHE=<cache>`, `from_pretrained(repo_id)`, `hf_hub_download` and
+    `snapshot_download` then resolve `repo_id` from the cache; useful to carry a model to a machine without internet.
+
+    Args:
+        folder: the repo folder (e.g. `outputs/<run>/hub/model`).
+        repo_id (`str`): `namespace/name`.
+        repo_type (`str`, *optional*, defaults to `"model"`): `"model"`, `"dataset"` or `"space"`.
+        cache_dir (*optional*): defaults to `huggingface_hub.constants.HF_HUB_CACHE` (`$HF_HUB_CACHE`).
+        revision (`str`, *optional*): 40-hex commit id; defaults to a hash of the folder's contents.
+        prepare_datasets_cache (`bool`, *optional*, defaults to `True`):
+            For a dataset, also prepare its default config in the `datasets` cache (`prepare_dataset_cache`):
+            offline, `load_dataset(repo_id)` reads only that cache, never the Hub cache.
+        datasets_cache_dir (*optional*): defaults to `datasets.config.HF_DATASETS_CACHE` (`$HF_DATASETS_CACHE`,
+            `$HF_HOME/datasets`).
+
+    Returns:
+        The snapshot folder.
+    """
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"`{folder}` is not a folder.")
+    if repo_type not in ("model", "dataset", "space"):
+        raise ValueError(f"`repo_type` must be 'model', 'dataset' or 'space', got {repo_type!r}.")
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    hashes = {p: _blob_hash(p) for p in files}
+    if revision is None:
+        listing = "".join(f"{p.relative_to(folder).as_posix()}\0{h}\n" for p, h in hashes.items())
+        revision = hashlib.sha1(listing.encode()).hexdigest()
+    if not re.fullmatch(r"[0-9a-f]{40}", revision):
+        raise ValueError(f"`revision` must be a 40-hex commit id, got {revision!r}.")
+    repo_dir = Path(cache_dir or constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type=repo_type)
+    snapshot = repo_dir / "snapshots" / revision
+    (repo_dir / "blobs").mkdir(parents=True, exist_ok=True)
+    for path, digest in hashes.items():
+        blob = repo_dir / "blobs" / digest
+        if not blob.exists():
+            shutil.copyfile(path, blob)
+        target = snapshot / path.relative_to(folder)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists() or target.is_symlink():
+            target.unlink()
+        try:
+            target.symlink_to(os.path.relpath(blob, target.parent))
+        except OSError:  # no symlinks (Windows without developer mode): huggingface_hub copies too
+            shutil.copyfile(blob, target)
+    (repo_dir / "refs").mkdir(exist_ok=True)
+    (repo_dir / "refs" / "main").write_text(revision)
+    if repo_type == "dataset" and prepare_datasets_cache:
+        prepare_dataset_cache(snapshot, repo_id, datasets_cache_dir)
+    return snapshot
+
+
+def prepare_dataset_cache(
+    folder: str | os.PathLike, repo_id: str, datasets_cache_dir: str | os.PathLike | None = None,
+    config_name: str = "default",
+) -> Path:
+    """Prepare one config of a dataset repo folder in the `datasets` cache, as a first online `load_dataset(repo_id)`
+    would, so that `load_dataset(repo_id)` works offline.
+
+    Why: in offline mode `datasets` never reads the Hub cache; it reloads a prepared copy from its own cache
+    (`<HF_DATASETS_CACHE>/<namespace>___<name>/<config>/<version>/<hash>/`). Only one config is prepared: with
+    several, `load_dataset(repo_id)` without a config name refuses to choose. The builder comes from the folder's
+    card (`configs:`), so this also checks that the card's YAML finds the splits.
+    """
+    import tempfile
+
+    import datasets
+    from datasets import load_dataset_builder
+    from datasets.naming import camelcase_to_snakecase
+
+    namespace, name = repo_id.split("/")
+    cache_root = Path(datasets_cache_dir or datasets.config.HF_DATASETS_CACHE)
+    with tempfile.TemporaryDirectory() as tmp:
+        # The builder names its cache folder and Arrow files after the source folder: give it the repo's name.
+        link = Path(tmp) / "src" / name
+        link.parent.mkdir()
+        link.symlink_to(Path(folder).resolve(), target_is_directory=True)
+        builder = load_dataset_builder(str(link), config_name, cache_dir=os.path.join(tmp, "cache"))
+        builder.download_and_prepare()
+        built = Path(tmp) / "cache" / camelcase_to_snakecase(name) / config_name
+        target = cache_root / f"{namespace}___{camelcase_to_snakecase(name)}" / config_name
+        if target.exists():
+            shutil.rmtree(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(built), str(target))
+    return target
+
+
+def load_adapter_base(
+    model_repo_id: str,
+    dataset_repo_id: str,
+    base_model_id: str | None = None,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    **backbone_kwargs,
+):
+    """The MME-SID model the published LoRA adapter applies to, before fine-tuning: the base LLM (the adapter's
+    `base_model_name_or_path`) wrapped by `MMESIDForSequentialRecommendation` with the item tables (embeddings, SIDs,
+    codebooks, training counts) of the dataset repo and the processor of the model repo.
+
+    The modules the adapter saves (`modules_to_save`: projections, item MLP, item head, fusion gate) and the SID rows
+    (`trainable_token_indices`) replace the freshly initialized ones, so the adapted model scores like the full model
+    in the repo up to LoRA-merge rounding, provided the base weights are the ones training used. The codebook
+    projection is seeded with the training seed (`training_config.json`), as in training.
+    """
+    import pyarrow.parquet as pq
+    import torch
+    from huggingface_hub import hf_hub_download, snapshot_download
+    from safetensors.torch import load_file
+
+    from .configuration_mmesid import MMESIDConfig
+    from .modeling_mmesid import MMESIDForSequentialRecommendation
+    from .processing_mmesid import MMESIDProcessor
+
+    kwargs = {"revision": revision, "cache_dir": cache_dir}
+    config = MMESIDConfig.from_pretrained(model_repo_id, **kwargs)
+    processor = MMESIDProcessor.from_pretrained(model_repo_id, **kwargs)
+    if base_model_id is None:
+        adapter_config = hf_hub_download(model_repo_id, f"{ADAPTER_SUBFOLDER}/adapter_config.json", **kwargs)
+        base_model_id = json.loads(Path(adapter_config).read_text())["base_model_name_or_path"]
+    train_config = json.loads(Path(hf_hub_download(model_repo_id, "training_config.json", **kwargs)).read_text())
+    seed = int((train_config.get("finetune_config") or {}).get("seed", 42))  # TrainingArguments' default seed
+    data = Path(snapshot_download(dataset_repo_id, repo_type="dataset", cache_dir=cache_dir,
+                                  allow_patterns=["embeddings/*", "sids/*", "items.parquet"]))
+    sid_meta = json.loads((data / "sids" / "sids.json").read_text())
+    order = [sid_meta["modalities"].index(m) for m in config.modalities]
+    sids = load_file(data / "sids" / "sids.safetensors")["sids"][:, order]
+    codebooks = load_file(data / "sids" / "codebooks.safetensors")
+    codebooks = {m: codebooks[f"codebooks.{m}"] for m in config.modalities}
+    embeddings = {m: load_file(data / "embeddings" / f"{m}.safetensors")["embeddings"] for m in config.modalities}
+    items = pq.read_table(data / "items.parquet", columns=["item_id", "train_count"]).to_pydict()
+    counts = torch.zeros(config.num_items + 1, dtype=torch.long)
+    counts[torch.tensor(items["item_id"])] = torch.tensor(items["train_count"])
+    extra = {k: getattr(config, k) for k in ("sid_projection", "sid_init", "fusion", "fusion_temperature",
+                                             "fusion_hidden_size", "fusion_bottleneck_size")}
+    return MMESIDForSequentialRecommendation.from_backbone(
+        base_model_id, processor, embeddings, sids, codebooks if config.sid_init == "codebook" else None,
+        item_counts=counts, backbone_kwargs={"cache_dir": cache_dir, **backbone_kwargs}, codebook_seed=seed, **extra,
+    )
+
+
+def load_adapter_model(
+    model_repo_id: str,
+    dataset_repo_id: str,
+    base_model_id: str | None = None,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    **backbone_kwargs,
+):
+    """`PeftModel` of the published adapter on `load_adapter_base(...)`, online or offline.
+
+    Online this is `PeftModel.from_pretrained(base, model_repo_id, subfolder="adapter")`. We resolve the adapter
+    folder with `snapshot_download` and pass the local folder instead because, with `HF_HUB_OFFLINE=1`, peft 0.21's
+    `load_peft_weights` joins `subfolder` into the file name *and* passes it to `hf_hub_download`, looking for
+    `adapter/adapter/adapter_model.safetensors`.
+    """
+    from huggingface_hub import snapshot_download
+    from peft import PeftModel
+
+    base = load_adapter_base(model_repo_id, dataset_repo_id, base_model_id, revision, cache_dir, **backbone_kwargs)
+    folder = snapshot_download(model_repo_id, revision=revision, cache_dir=cache_dir,
+                               allow_patterns=[f"{ADAPTER_SUBFOLDER}/*"])
+    return PeftModel.from_pretrained(base, os.path.join(folder, ADAPTER_SUBFOLDER))
+
+
+__all__ = [
+    "build_dataset_folder",
+    "build_model_folder",
+    "build_repo_folders",
+    "build_rqvae_folder",
+    "check_card",
+    "check_no_leaks",
+    "load_adapter_base",
+    "load_adapter_model",
+    "place_in_hub_cache",
+    "prepare_dataset_cache",
+    "push_folder",
+    "scrub_local_paths",
+]
