@@ -104,13 +104,15 @@ KNOWN_SOURCES = {
 
 
 def hub_cards_dir() -> Path:
-    """The `hub_cards/` templates, found beside the package (a source checkout or an editable install)."""
-    if not (HUB_CARDS_DIR / "model_card.md").is_file():
-        raise FileNotFoundError(
-            f"Card templates not found in `{HUB_CARDS_DIR}`: `hub_cards/` ships with the source checkout, not the "
-            "wheel. Publish from a checkout of mmesid (`pip install -e .`)."
-        )
-    return HUB_CARDS_DIR
+    """The `hub_cards/` templates: top-level in a source checkout (editable install), or inside the package if a
+    wheel ships a copy there (`modeling_mmesid/hub_cards/`)."""
+    for folder in (HUB_CARDS_DIR, Path(__file__).resolve().parent / "hub_cards"):
+        if (folder / "model_card.md").is_file():
+            return folder
+    raise FileNotFoundError(
+        f"Card templates not found in `{HUB_CARDS_DIR}`: `hub_cards/` ships with the source checkout. Publish from a "
+        "checkout of mmesid (`pip install -e .`)."
+    )
 
 
 def _read_json(path: Path) -> dict:
