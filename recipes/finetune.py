@@ -124,7 +124,10 @@ def main(script_args: ScriptArguments, training_args: MMESIDTrainingConfig, mode
             processor.save_pretrained(out / "model")
         evaluation.write_results(
             out / "results.json", results, protocol,
-            run_info=evaluation.run_info(time.time() - start, {"script": vars(script_args)}),
+            run_info=evaluation.run_info(
+                time.time() - start,
+                {"script": vars(script_args), "training": training_args.to_dict(), "model": vars(model_args)},
+            ),
             train_info={"trainable_parameters": trainable, "train_samples": train.num_rows,
                         "best_checkpoint": trainer.state.best_model_checkpoint,
                         "best_metric": trainer.state.best_metric, "log_history": trainer.state.log_history},
