@@ -2,15 +2,14 @@
 """Training loop of MM-RQ-VAE (paper §3.2; official `MM-RQ-VAE/trainer_new_mm.py`) and the embedding-file reader."""
 
 import copy
-import json
 import os
+import resource
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from tqdm.auto import tqdm
 from transformers.utils import logging
 
@@ -57,39 +56,30 @@ class MMRQVAETrainingArguments:
                 raise ValueError(f"`{name}` must be positive, got {getattr(self, name)}.")
 
 
-def load_embedding_file(path: str | os.PathLike, num_items: int | None = None) -> tuple[torch.Tensor, dict]:
-    """Read `embeddings` `[num_items + 1, dim]` (row 0 = padding) from an embeddings file and its JSON sidecar.
+def load_modality_tables(
+    embeddings_dir: str | os.PathLike,
+    modalities: list[str],
+    num_items: int | None = None,
+    fingerprint: str | None = None,
+) -> tuple[dict[str, torch.Tensor], dict[str, dict]]:
+    """Read `embeddings/<modality>.safetensors` for each modality (docs/CONTRACTS.md) with
+    `tokenization.encoders.load_embeddings` (row count, NaN/Inf and fingerprint checks).
 
-    Uses `tokenization.encoders.load_embeddings` (row count, NaN and fingerprint checks) when that module exists;
-    until then it reads the safetensors file directly.
+    Returns:
+        `(tables, metas)`: per modality the float32 table `(num_items + 1, dim)` (row 0 = padding) and its sidecar.
     """
-    try:
-        from .encoders import load_embeddings
-    except ImportError:  # NOTE: fallback while tokenization/encoders.py is being written
-        load_embeddings = None
-    if load_embeddings is not None:
-        return load_embeddings(path, num_items=num_items)
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: embeddings file not found (expected `embeddings/<modality>.safetensors`).")
-    tensors = load_file(str(path))
-    if "embeddings" not in tensors:
-        raise ValueError(f"{path}: no `embeddings` key (found {sorted(tensors)}).")
-    emb = tensors["embeddings"].float()
-    if num_items is not None and emb.shape[0] != num_items + 1:
-        raise ValueError(f"{path}: {emb.shape[0]} rows, expected num_items + 1 = {num_items + 1}.")
-    if not torch.isfinite(emb).all():
-        raise ValueError(f"{path}: embeddings contain NaN or Inf.")
-    sidecar = path.with_suffix(".json")
-    meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
-    return emb, meta
+    from .encoders import load_embeddings
 
-
-def _atomic_write_json(path: Path, obj) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
+    tables, metas = {}, {}
+    for m in modalities:
+        tables[m], metas[m] = load_embeddings(Path(embeddings_dir) / f"{m}.safetensors", num_items, fingerprint)
+    rows = {t.shape[0] for t in tables.values()}
+    if len(rows) != 1:
+        raise ValueError(
+            f"Embedding tables in {embeddings_dir} have different row counts "
+            f"{ {m: t.shape[0] for m, t in tables.items()} }; every modality needs num_items + 1 rows."
+        )
+    return tables, metas
 
 
 def save_model_atomically(model: MMRQVAE, output_dir: str | os.PathLike) -> None:
@@ -196,6 +186,12 @@ def train_mmrqvae(
         stopped_early=stopped_early,
         train_seconds=time.perf_counter() - start,
         num_items=num_items,
+        trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        peak_memory_mb=(
+            torch.cuda.max_memory_allocated() / 2**20
+            if torch.cuda.is_available()
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # peak RSS of the process (Linux: KiB)
+        ),
         training_args=asdict(args),
     )
     if output_dir is not None and accelerator.is_main_process:
@@ -203,4 +199,4 @@ def train_mmrqvae(
     return model, history
 
 
-__all__ = ["MMRQVAETrainingArguments", "load_embedding_file", "save_model_atomically", "train_mmrqvae"]
+__all__ = ["MMRQVAETrainingArguments", "load_modality_tables", "save_model_atomically", "train_mmrqvae"]

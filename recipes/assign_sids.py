@@ -1,0 +1,75 @@
+# Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
+"""Stage 1c: trained MM-RQ-VAE + item embeddings → `outputs/<run>/sids/{sids,codebooks}.safetensors, sids.json,
+diagnostics.json` (docs/CONTRACTS.md).
+
+Commands:
+    python recipes/assign_sids.py --run beauty-smollm2-135m
+    python recipes/assign_sids.py --run beauty-smollm2-135m --rqvae_dir outputs/beauty-smollm2-135m/rqvae-mse \
+        --output_dir outputs/beauty-smollm2-135m/sids-mse
+    # validation pairs from the raw file instead of data/validation.parquet
+    python recipes/assign_sids.py --validation ../shared/data/Beauty/mmesid/Beauty_new.txt
+
+IDs use the plain nearest code at every level (no Sinkhorn). Diagnostics: collision rate per modality and combined,
+codebook utilization/perplexity per level, reconstruction error, Kendall's-tau concordance on validation users
+(paper: MSE 0.3714, MMD 0.4436, random 0.0550), singular-value spectrum.
+"""
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trl import TrlParser
+
+from modeling_mmesid.data import atomic_write_json
+from modeling_mmesid.evaluation import run_info
+from tokenization.diagnostics import (
+    format_diagnostics,
+    read_validation_pairs,
+    reconstruction_error,
+    semantic_id_diagnostics,
+)
+from tokenization.modeling_mmrqvae import MMRQVAE
+from tokenization.semantic_ids import compute_semantic_ids, save_semantic_ids
+from tokenization.train_rqvae import load_modality_tables
+
+
+@dataclass
+class ScriptArguments:
+    run: str = field(default="beauty-smollm2-135m", metadata={"help": "Run name: stages live in outputs/<run>/."})
+    rqvae_dir: str | None = field(default=None, metadata={"help": "Defaults to outputs/<run>/rqvae."})
+    embeddings_dir: str | None = field(default=None, metadata={"help": "Defaults to outputs/<run>/embeddings."})
+    validation: str | None = field(
+        default=None, metadata={"help": "validation.parquet or a raw `user item ...` file; default outputs/<run>/data."}
+    )
+    output_dir: str | None = field(default=None, metadata={"help": "Defaults to outputs/<run>/sids."})
+    batch_size: int = field(default=4096, metadata={"help": "Items per encoding batch."})
+
+
+def main(args: ScriptArguments):
+    start = time.perf_counter()
+    run_dir = Path("outputs") / args.run
+    rqvae_dir = Path(args.rqvae_dir or run_dir / "rqvae")
+    output_dir = Path(args.output_dir or run_dir / "sids")
+    model = MMRQVAE.from_pretrained(rqvae_dir).eval()
+    modalities = model.config.modalities
+    tables, metas = load_modality_tables(args.embeddings_dir or run_dir / "embeddings", modalities)
+    fingerprints = {meta.get("dataset_fingerprint") for meta in metas.values()}
+    fingerprint = fingerprints.pop() if len(fingerprints) == 1 else None
+    print(f"items {tables[modalities[0]].shape[0] - 1:,} · modalities {modalities} · {rqvae_dir} → {output_dir}")
+
+    sids = compute_semantic_ids(model, tables, batch_size=args.batch_size)
+    save_semantic_ids(output_dir, sids, model.codebooks, modalities, dataset_fingerprint=fingerprint)
+
+    validation = Path(args.validation or run_dir / "data" / "validation.parquet")
+    histories, targets = read_validation_pairs(validation)
+    report = semantic_id_diagnostics(sids, model.codebooks, modalities, tables, histories, targets)
+    report["reconstruction"] = reconstruction_error(model, {m: t[1:] for m, t in tables.items()}, args.batch_size)
+    report["validation_source"] = str(validation)
+    report["run_info"] = run_info(time.perf_counter() - start, vars(args))
+    print(format_diagnostics(report))
+    print("reconstruction " + " · ".join(f"{m} mse {r['mse']:.5f} cos {r['cosine']:.4f}" for m, r in report["reconstruction"].items()))
+    atomic_write_json(output_dir / "diagnostics.json", report)
+
+
+if __name__ == "__main__":
+    main(*TrlParser((ScriptArguments,)).parse_args_and_config())
