@@ -45,8 +45,11 @@ def codebook_usage(codes: torch.LongTensor, codebook_size: int) -> dict[str, lis
     return {"utilization": utilization, "perplexity": perplexity}
 
 
-def _pairwise_concordance(a: torch.Tensor, b: torch.Tensor, lengths: torch.LongTensor) -> torch.Tensor:
-    """Per row, the fraction of pairs i < j (within `lengths`) ordered the same way by `a` and by `b`."""
+def _pairwise_concordance(
+    a: torch.Tensor, b: torch.Tensor, lengths: torch.LongTensor, statistic: str = "fraction"
+) -> torch.Tensor:
+    """Per row, over pairs i < j (within `lengths`): the fraction ordered the same way by `a` and `b`
+    (`"fraction"`), or Kendall's tau-a `(concordant - discordant) / pairs` (`"tau"`)."""
     n = a.shape[1]
     valid = torch.arange(n, device=a.device).unsqueeze(0) < lengths.unsqueeze(1)  # (users, n)
     upper = torch.ones(n, n, dtype=torch.bool, device=a.device).triu(1)
@@ -54,7 +57,11 @@ def _pairwise_concordance(a: torch.Tensor, b: torch.Tensor, lengths: torch.LongT
     sign_a = torch.sign(a.unsqueeze(2) - a.unsqueeze(1))
     sign_b = torch.sign(b.unsqueeze(2) - b.unsqueeze(1))
     concordant = ((sign_a * sign_b) > 0) & pair_mask
-    return concordant.sum((1, 2)).double() / pair_mask.sum((1, 2)).clamp_min(1).double()
+    pairs = pair_mask.sum((1, 2)).clamp_min(1).double()
+    if statistic == "tau":
+        discordant = ((sign_a * sign_b) < 0) & pair_mask
+        return (concordant.sum((1, 2)) - discordant.sum((1, 2))).double() / pairs
+    return concordant.sum((1, 2)).double() / pairs
 
 
 def kendall_tau_concordance(
@@ -64,6 +71,7 @@ def kendall_tau_concordance(
     derived: torch.Tensor,
     similarity: str = "cosine",
     batch_size: int = 512,
+    statistic: str = "fraction",
 ) -> float:
     """The paper's Kendall's-tau concordance of SID embeddings (paper §4.4, Table 6).
 
@@ -77,9 +85,16 @@ def kendall_tau_concordance(
         targets (`list[int]`): the item each history is compared with.
         pretrained, derived (`torch.Tensor` of shape `(num_items + 1, dim)`): per-item tables, row = item id.
         similarity (`str`): `"cosine"` or `"dot"`.
+        statistic (`str`): `"fraction"` (share of concordant pairs, METHOD.md's reading; 0.5 for random tables) or
+            `"tau"` (Kendall's tau-a, (concordant − discordant) / pairs; 0 for random tables).
+
+    NOTE: the paper's random-init value 0.0550 fits tau-a (≈ 0 for unrelated rankings) rather than the concordant
+    fraction (≈ 0.5), so `semantic_id_diagnostics` reports both.
 
     Paper values: RQ-VAE with MSE 0.3714, with MMD 0.4436, SIDs learned from random init 0.0550.
     """
+    if statistic not in ("fraction", "tau"):
+        raise ValueError(f"`statistic` must be 'fraction' or 'tau', got {statistic!r}.")
     if similarity not in ("cosine", "dot"):
         raise ValueError(f"`similarity` must be 'cosine' or 'dot', got {similarity!r}.")
     if len(histories) != len(targets):
@@ -99,7 +114,7 @@ def kendall_tau_concordance(
         tgt = torch.as_tensor([targets[i] for i in chunk])
         sim_a = (pretrained[padded] * pretrained[tgt].unsqueeze(1)).sum(-1)  # (users, length)
         sim_b = (derived[padded] * derived[tgt].unsqueeze(1)).sum(-1)
-        scores.append(_pairwise_concordance(sim_a, sim_b, lengths))
+        scores.append(_pairwise_concordance(sim_a, sim_b, lengths, statistic))
     if not scores:
         return float("nan")
     return float(torch.cat(scores).mean())
@@ -204,6 +219,10 @@ def semantic_id_diagnostics(
             report["kendall_tau"][m] = {
                 "codes": kendall_tau_concordance(histories, targets, embeddings[m], derived),
                 "random": kendall_tau_concordance(histories, targets, embeddings[m], random_table),
+                "codes_tau_a": kendall_tau_concordance(histories, targets, embeddings[m], derived, statistic="tau"),
+                "random_tau_a": kendall_tau_concordance(
+                    histories, targets, embeddings[m], random_table, statistic="tau"
+                ),
                 "num_users": sum(len(h) >= 2 for h in histories),
                 "similarity": "cosine",
             }
@@ -221,7 +240,10 @@ def format_diagnostics(report: dict) -> str:
             line += " · perplexity " + "/".join(f"{p:.1f}" for p in usage["perplexity"])
         if m in report["kendall_tau"]:
             tau = report["kendall_tau"][m]
-            line += f" · Kendall tau {tau['codes']:.4f} (random {tau['random']:.4f})"
+            line += (
+                f" · concordant fraction {tau['codes']:.4f} (random {tau['random']:.4f})"
+                f" · tau-a {tau['codes_tau_a']:.4f} (random {tau['random_tau_a']:.4f})"
+            )
         lines.append(line)
     for name, s in report["spectrum"].items():
         if not math.isnan(s["effective_rank"]):

@@ -51,6 +51,8 @@ def test_kendall_tau_hand_case():
     # pairs (1,2): + / + concordant; (1,3): + / + concordant; (2,3): + / - discordant → 2/3
     tau = kendall_tau_concordance([[1, 2, 3]], [4], pretrained, derived, similarity="dot")
     assert tau == pytest.approx(2 / 3)
+    tau_a = kendall_tau_concordance([[1, 2, 3]], [4], pretrained, derived, similarity="dot", statistic="tau")
+    assert tau_a == pytest.approx((2 - 1) / 3)
     assert kendall_tau_concordance([[1, 2, 3]], [4], pretrained, pretrained, similarity="dot") == pytest.approx(1.0)
     # Two users (one short, skipped) average per user: [1,2,3] → 2/3, [3,2] → pair (3,2): 1 vs 2, 2 vs 1 → 0.
     tau = kendall_tau_concordance([[1, 2, 3], [1], [3, 2]], [4, 4, 4], pretrained, derived, similarity="dot")
