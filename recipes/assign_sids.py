@@ -14,6 +14,7 @@ codebook utilization/perplexity per level, reconstruction error, Kendall's-tau c
 (paper: MSE 0.3714, MMD 0.4436, random 0.0550), singular-value spectrum.
 """
 
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,10 @@ class ScriptArguments:
     )
     output_dir: str | None = field(default=None, metadata={"help": "Defaults to outputs/<run>/sids."})
     batch_size: int = field(default=4096, metadata={"help": "Items per encoding batch."})
+    max_validation_users: int | None = field(
+        default=None, metadata={"help": "Kendall's tau on N validation users sampled with `seed` (says so)."}
+    )
+    seed: int = 0
 
 
 def main(args: ScriptArguments):
@@ -62,6 +67,10 @@ def main(args: ScriptArguments):
 
     validation = Path(args.validation or run_dir / "data" / "validation.parquet")
     histories, targets = read_validation_pairs(validation)
+    if args.max_validation_users is not None and args.max_validation_users < len(targets):
+        keep = sorted(random.Random(args.seed).sample(range(len(targets)), args.max_validation_users))
+        print(f"Kendall's tau on {len(keep):,} of {len(targets):,} validation users (seed {args.seed})")
+        histories, targets = [histories[i] for i in keep], [targets[i] for i in keep]
     report = semantic_id_diagnostics(sids, model.codebooks, modalities, tables, histories, targets)
     report["reconstruction"] = reconstruction_error(model, {m: t[1:] for m, t in tables.items()}, args.batch_size)
     report["validation_source"] = str(validation)
