@@ -3,11 +3,12 @@
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+
+from modeling_mmesid.data import atomic_save_safetensors, atomic_write_json
 
 from .modeling_mmrqvae import MMRQVAE
 
@@ -44,13 +45,6 @@ def compute_semantic_ids(
     return sids
 
 
-def _atomic_save_file(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
-    os.replace(tmp, path)
-
-
 def save_semantic_ids(
     output_dir: str | os.PathLike,
     sids: torch.LongTensor,
@@ -65,8 +59,9 @@ def save_semantic_ids(
     if sids.dim() != 3 or sids.shape[1] != len(modalities):
         raise ValueError(f"`sids` must be (num_items + 1, {len(modalities)}, num_levels), got {tuple(sids.shape)}.")
     levels, codes, e_dim = next(iter(codebooks.values())).shape
-    _atomic_save_file({"sids": sids.long()}, output_dir / "sids.safetensors")
-    _atomic_save_file({f"codebooks.{m}": codebooks[m].float().cpu() for m in modalities}, output_dir / "codebooks.safetensors")
+    atomic_save_safetensors(output_dir / "sids.safetensors", {"sids": sids.long()})
+    books = {f"codebooks.{m}": codebooks[m].float().cpu() for m in modalities}
+    atomic_save_safetensors(output_dir / "codebooks.safetensors", books)
     meta = {
         "modalities": list(modalities),
         "num_levels": int(levels),
@@ -75,10 +70,7 @@ def save_semantic_ids(
         "num_items": int(sids.shape[0] - 1),
         "dataset_fingerprint": dataset_fingerprint,
     }
-    fd, tmp = tempfile.mkstemp(dir=output_dir, prefix=".sids.json.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(meta, f, indent=2)
-    os.replace(tmp, output_dir / "sids.json")
+    atomic_write_json(output_dir / "sids.json", meta)
 
 
 def load_semantic_ids(sids_dir: str | os.PathLike) -> tuple[torch.LongTensor, dict[str, torch.Tensor], dict]:
