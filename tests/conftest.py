@@ -6,22 +6,16 @@ from pathlib import Path
 import pytest
 
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-BEAUTY_NEW = SHARED_DATA / "Beauty" / "mmesid" / "Beauty_new.txt"
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-
-if str(REPO) not in sys.path:  # tests run against the checkout, installed or not
-    sys.path.insert(0, str(REPO))
+TESTS = Path(__file__).resolve().parent
+for path in (TESTS.parent, TESTS):  # the checkout (installed or not) and the shared helpers (mmesid_testing)
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-requires_shared_data = pytest.mark.skipif(
-    not BEAUTY_NEW.is_file(), reason=f"real Beauty data not found at {SHARED_DATA} (../shared/data beside the repo)"
-)
-slow = pytest.mark.skipif(os.environ.get("RUN_SLOW") != "1", reason="slow test: set RUN_SLOW=1 to run it")
+from mmesid_testing import build_tiny_run  # noqa: E402
 
 
 @pytest.fixture
@@ -29,3 +23,9 @@ def tiny_sequences_file(tmp_path):
     path = tmp_path / "seq.txt"
     path.write_text("1 1 2 3 4 5\n2 2 3 6\n3 4 1\n4 1 2 3 4 5 6 2\n")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A complete tiny run folder (data, embeddings, semantic IDs, random Llama backbone), built once per session."""
+    return build_tiny_run(tmp_path_factory.mktemp("runs"))

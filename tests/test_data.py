@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import BEAUTY_NEW, FIXTURES, SHARED_DATA, requires_shared_data
+from mmesid_testing import BEAUTY_NEW, FIXTURES, SHARED_DATA, requires_shared_data
 
 from modeling_mmesid import data
 

@@ -54,12 +54,11 @@ def _run(code: str, cache: Path, cwd: Path) -> dict:
 @pytest.fixture(scope="module")
 def published(tmp_path_factory):
     """Tiny run -> 2-step fine-tune (scores of the in-memory model kept) -> `publish.py --dry-run` -> Hub cache."""
+    import mmesid_testing as recipes_conftest
     from trl import ModelConfig, TrlParser
 
     from tokenization.configuration_mmrqvae import MMRQVAEConfig
     from tokenization.modeling_mmrqvae import MMRQVAE
-
-    recipes_conftest = _load("mmesid_recipes_conftest", REPO / "tests" / "recipes" / "conftest.py")
     root = tmp_path_factory.mktemp("hub")
     run = recipes_conftest.build_tiny_run(root)
     torch.manual_seed(0)

@@ -5,7 +5,7 @@ import ast
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from mmesid_testing import REPO
 
 
 HUB_SIDE = ("configuration_mmesid", "modeling_mmesid", "processing_mmesid")

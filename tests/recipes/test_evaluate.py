@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from mmesid_testing import REPO
 
 
 def _recipe(name):

@@ -9,7 +9,7 @@ import time
 
 import pytest
 import torch
-from conftest import REPO, finetune_config
+from mmesid_testing import REPO, finetune_config
 
 
 FINETUNE = REPO / "recipes" / "finetune.py"

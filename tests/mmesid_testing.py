@@ -1,6 +1,8 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
-"""A complete tiny run folder (data, embeddings, semantic IDs, a random Llama backbone) for the recipe tests."""
+"""Shared test helpers: repository paths, skip markers, and a complete tiny run folder (data, embeddings, semantic
+IDs, a random Llama backbone) for the recipe and Hub tests. Imported as `mmesid_testing` (tests/ is on sys.path)."""
 
+import os
 import random
 from pathlib import Path
 
@@ -9,8 +11,16 @@ import torch
 import yaml
 
 
-REPO = Path(__file__).resolve().parents[2]
-TINY_TOKENIZER_DIR = REPO / "tests" / "fixtures" / "tiny-llama3-tokenizer"
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+BEAUTY_NEW = SHARED_DATA / "Beauty" / "mmesid" / "Beauty_new.txt"
+FIXTURES = REPO / "tests" / "fixtures"
+TINY_TOKENIZER_DIR = FIXTURES / "tiny-llama3-tokenizer"
+
+requires_shared_data = pytest.mark.skipif(
+    not BEAUTY_NEW.is_file(), reason=f"real Beauty data not found at {SHARED_DATA} (../shared/data beside the repo)"
+)
+slow = pytest.mark.skipif(os.environ.get("RUN_SLOW") != "1", reason="slow test: set RUN_SLOW=1 to run it")
 NUM_ITEMS = 40
 
 
@@ -79,7 +89,3 @@ def finetune_config(run: Path, output_dir: Path, **overrides) -> Path:
     path.write_text(yaml.safe_dump(cfg))
     return path
 
-
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory) -> Path:
-    return build_tiny_run(tmp_path_factory.mktemp("runs"))
