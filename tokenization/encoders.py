@@ -370,6 +370,7 @@ def encode_texts(texts: Sequence[str | None], args: TextEncoderArguments) -> tup
     rows = [i for i, t in enumerate(texts) if t is not None]
     mask = torch.zeros(len(texts), dtype=torch.bool)
     mask[rows] = True
+    rows.sort(key=lambda i: len(texts[i]))  # length bucketing: batches of similar length pad less
     out = None
     for start in tqdm(range(0, len(rows), args.batch_size), desc="text", unit="batch"):
         index = rows[start : start + args.batch_size]
