@@ -61,6 +61,7 @@ class MMESIDTrainingConfig(SFTConfig):
     > - `eval_strategy="epoch"`, `save_strategy="epoch"`, `load_best_model_at_end=True`,
     >   `metric_for_best_model="eval_ndcg@10"`: best-checkpoint selection on validation nDCG@10.
     > - `report_to="none"`, `logging_steps=10`, `save_total_limit=2`.
+    > - `bf16` left unset means bf16 only where a CUDA device supports it (TRL: always), so CPU runs need no flag.
     """
 
     learning_rate: float = field(default=3e-4, metadata={"help": "Official run: 3e-4."})
@@ -87,6 +88,8 @@ class MMESIDTrainingConfig(SFTConfig):
     )
 
     def __post_init__(self):
+        if self.bf16 is None:  # TRL turns bf16 on by default, which a CPU-only machine refuses
+            self.bf16 = not self.fp16 and not self.use_cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         if self.metric_for_best_model is None:
             self.metric_for_best_model = f"eval_{self.best_metric}"
         valid = {f"{m}@{k}" for m in ("ndcg", "hr", "mrr") for k in self.eval_ks}

@@ -48,3 +48,16 @@ def test_run_configs_parse():
         )
         assert training_args.metric_for_best_model == "eval_ndcg@10", path
         assert model_args.lora_r == 8 and model_args.lora_alpha == 16, path
+
+
+def test_training_config_defaults_run_on_cpu(tmp_path):
+    """TRL turns bf16 on by default; ours only does where CUDA supports it, so CPU runs need no flag."""
+    import torch
+
+    from modeling_mmesid.trainer import MMESIDTrainingConfig
+
+    args = MMESIDTrainingConfig(output_dir=str(tmp_path))
+    assert args.bf16 == (torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    assert args.metric_for_best_model == "eval_ndcg@10" and args.learning_rate == 3e-4 and not args.packing
+    with pytest.raises(ValueError, match="`best_metric` must be one of"):
+        MMESIDTrainingConfig(output_dir=str(tmp_path), best_metric="ndcg@50")
