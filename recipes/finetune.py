@@ -16,6 +16,7 @@ Commands:
     accelerate launch recipes/finetune.py --config ... --resume_from_checkpoint outputs/<run>/finetune/checkpoint-100
 """
 
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,16 +45,18 @@ class ScriptArguments:
     gguf_file: str | None = field(default=None, metadata={"help": "GGUF file inside model_name_or_path."})
     fusion: str = field(default="frequency", metadata={"help": "frequency | equal (ablation)."})
     sid_init: str = field(default="codebook", metadata={"help": "codebook | random (ablation)."})
-    max_train_users: int | None = field(default=None, metadata={"help": "Train on the first N users (says so)."})
-    max_eval_users: int | None = field(default=None, metadata={"help": "Validate on the first N users."})
-    max_test_users: int | None = field(default=None, metadata={"help": "Test on the first N users."})
+    max_train_users: int | None = field(default=None, metadata={"help": "Train on N sampled users (says so)."})
+    max_eval_users: int | None = field(default=None, metadata={"help": "Validate on N sampled users."})
+    max_test_users: int | None = field(default=None, metadata={"help": "Test on N sampled users."})
     save_full_model: bool = field(default=True, metadata={"help": "Also save the merged model under finetune/model."})
 
 
-def _users_subset(split, max_users: int | None):
-    if max_users is None:
+def _users_subset(split, max_users: int | None, seed: int):
+    """The rows of `max_users` users sampled with `seed` (all rows of each), or the whole split."""
+    users = sorted(set(split["user_id"]))
+    if max_users is None or max_users >= len(users):
         return split
-    keep = set(sorted(set(split["user_id"]))[:max_users])
+    keep = set(random.Random(seed).sample(users, max_users))
     return split.filter(lambda u: u in keep, input_columns="user_id")
 
 
@@ -63,9 +66,10 @@ def main(script_args: ScriptArguments, training_args: MMESIDTrainingConfig, mode
     run = Path(script_args.run_dir)
     stats = data.load_stats(run / "data")
     splits = data.load_splits(run / "data")
-    train = _users_subset(splits["train"], script_args.max_train_users)
-    validation = _users_subset(splits["validation"], script_args.max_eval_users)
-    test = _users_subset(splits["test"], script_args.max_test_users)
+    # subsets (CPU budgets) are seeded user samples, drawn independently per split and said in the output
+    train = _users_subset(splits["train"], script_args.max_train_users, training_args.seed)
+    validation = _users_subset(splits["validation"], script_args.max_eval_users, training_args.seed + 1)
+    test = _users_subset(splits["test"], script_args.max_test_users, training_args.seed + 2)
 
     model_path = resolve_model_path(model_args.model_name_or_path)
     load_kwargs = {"gguf_file": script_args.gguf_file} if script_args.gguf_file else {}
@@ -104,13 +108,17 @@ def main(script_args: ScriptArguments, training_args: MMESIDTrainingConfig, mode
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     trainer.accelerator.print(
         f"users {stats['num_users']:,} · items {stats['num_items']:,} · training samples {train.num_rows:,}"
-        f"{' (first ' + str(script_args.max_train_users) + ' users)' if script_args.max_train_users else ''} · "
+        f"{f' ({script_args.max_train_users:,} sampled users)' if script_args.max_train_users else ''} · "
         f"validation users {validation.num_rows:,} · trainable parameters {trainable:,}"
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     test_metrics = trainer.evaluate(test, metric_key_prefix="test")
     results = {"mmesid": {k.removeprefix("test_"): v for k, v in test_metrics.items()}}
     protocol = evaluation.protocol_line(stats["num_items"], test.num_rows, "test")
+    if script_args.max_test_users is not None and test.num_rows < stats["num_test"]:
+        protocol += f" (sampled with seed {training_args.seed + 2} from {stats['num_test']:,})"
+    if script_args.max_train_users is not None:
+        protocol += f"; trained on {script_args.max_train_users:,} sampled users' samples ({train.num_rows:,})"
     trainer.accelerator.print(evaluation.format_table(results, protocol=protocol))
 
     out = Path(training_args.output_dir)

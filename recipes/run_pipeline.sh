@@ -17,12 +17,13 @@ LAUNCH=(.venv/bin/accelerate launch --config_file recipes/accelerate_configs/cpu
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 if [ "$BUDGET" = "cpu" ]; then
   # Laptop-CPU budget. Each override is printed by the stage it shapes; the YAMLs hold the full settings.
-  ENC_ARGS=(--sasrec_epochs 4 --num_threads 2)
+  ENC_ARGS=(--sasrec_epochs 10 --num_threads 2)
   RQ_ARGS=(--num_epochs 40)
   SID_ARGS=(--max_validation_users 2000)
-  FT_ARGS=(--max_train_users 150 --max_eval_users 150 --max_test_users 200)
+  FT_ARGS=(--max_train_users 200 --max_eval_users 200 --max_test_users 200)
   EVAL_ARGS=(--max_users 500)
-  echo "CPU budget: SASRec 4 epochs, MM-RQ-VAE 40 epochs, Kendall's tau on 2,000 users, fine-tuning on 150 users' samples for 1 epoch, MME-SID"
+  echo "CPU budget: SASRec 10 epochs, MM-RQ-VAE 40 epochs, Kendall's tau on 2,000 users, fine-tuning on 200 sampled users'"
+  echo "samples (~1,300) for 1 epoch, MME-SID"
   echo "ranked on 500 sampled test users (baselines on the same users). BUDGET=full runs the configs as written."
 else
   ENC_ARGS=(); RQ_ARGS=(); SID_ARGS=(); FT_ARGS=(); EVAL_ARGS=()
