@@ -25,9 +25,10 @@ from typing import Any, Literal
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 from transformers.utils import logging
+
+from modeling_mmesid.data import atomic_save_safetensors, atomic_write_bytes, atomic_write_json
 
 
 logger = logging.get_logger(__name__)
@@ -39,20 +40,6 @@ MASK_KEY = "mask"
 # --------------------------------------------------------------------------------------------------------------------
 # Embedding files
 # --------------------------------------------------------------------------------------------------------------------
-
-
-def _atomic_write_bytes(path: Path, data: bytes):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600 files
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:
@@ -113,17 +100,8 @@ def save_embeddings(
         "num_masked": int((~tensors[MASK_KEY][1:]).sum()) if mask is not None else 0,
         **details,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"modality": modality, "encoder": encoder})
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    _atomic_write_bytes(sidecar_path(path), (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
+    atomic_save_safetensors(path, tensors, metadata={"modality": modality, "encoder": encoder})
+    atomic_write_json(sidecar_path(path), meta)
     return path
 
 
@@ -508,7 +486,7 @@ def fetch_image(source: str, args: ImageEncoderArguments, cache_dir: Path):
                         data = response.read(args.max_bytes + 1)
                     if len(data) > args.max_bytes:
                         raise ValueError(f"{source}: larger than `max_bytes` ({args.max_bytes:,}).")
-                    _atomic_write_bytes(cached, data)
+                    atomic_write_bytes(cached, data)
                     error = None
                     break
                 except urllib.error.HTTPError as e:
