@@ -164,19 +164,10 @@ def read_validation_pairs(path: str | os.PathLike) -> tuple[list[list[int]], lis
 
         table = pq.read_table(path, columns=["history", "target"]).to_pydict()
         return [list(h) for h in table["history"]], list(table["target"])
-    histories, targets = [], []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
-        parts = line.split()
-        if not parts:
-            continue
-        try:
-            items = [int(tok) for tok in parts[1:]]
-        except ValueError as err:
-            raise ValueError(f"{path}:{lineno}: item ids must be integers ({err}).") from None
-        if len(items) >= 3:
-            histories.append(items[:-2])
-            targets.append(items[-2])
-    return histories, targets
+    from modeling_mmesid.data import leave_one_out, read_sequence_file  # the one reader of sequence files
+
+    validation = leave_one_out(read_sequence_file(path)).validation
+    return [history for _, history, _ in validation], [target for _, _, target in validation]
 
 
 def semantic_id_diagnostics(

@@ -88,7 +88,7 @@ def test_read_validation_pairs_from_raw_file(tmp_path):
     histories, targets = read_validation_pairs(path)
     assert histories == [[5, 6], [3], [9]] and targets == [7, 4, 9]
     path.write_text("1 5 x 7\n")
-    with pytest.raises(ValueError, match="seq.txt:1: item ids must be integers"):
+    with pytest.raises(ValueError, match="seq.txt:1: item id .* is not an integer"):
         read_validation_pairs(path)
 
 
