@@ -1,16 +1,14 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
 """SASRec: config checks, every-position batching, training, prefix equivalence, save/load and the export."""
 
-import json
 import random
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 from huggingface_hub.errors import StrictDataclassError
 
+from modeling_mmesid import data, evaluation
 from tokenization.encoders import load_embeddings, save_embeddings
 from tokenization.sasrec import (
     SASRecConfig,
@@ -43,34 +41,8 @@ def cyclic_sequences(num_users: int = 64, seed: int = 0) -> list[list[int]]:
 
 
 def write_fixture(folder: Path, sequences: list[list[int]]) -> dict:
-    """A data-stage folder (docs/CONTRACTS.md) from full sequences, by leave-one-out."""
-    folder.mkdir(parents=True, exist_ok=True)
-    samples_type = pa.schema([("user_id", pa.int64()), ("history", pa.list_(pa.int64())), ("target", pa.int64())])
-    rows = {"train": [], "validation": [], "test": []}
-    for user, seq in enumerate(sequences, start=1):
-        rows["test"].append({"user_id": user, "history": seq[:-1], "target": seq[-1]})
-        rows["validation"].append({"user_id": user, "history": seq[:-2], "target": seq[-2]})
-        train = seq[:-2]
-        for t in range(max(len(train) - 50, 0), len(train)):
-            rows["train"].append({"user_id": user, "history": train[:t], "target": train[t]})
-    for split, split_rows in rows.items():
-        pq.write_table(pa.Table.from_pylist(split_rows, schema=samples_type), folder / f"{split}.parquet")
-    pq.write_table(
-        pa.Table.from_pylist([{"user_id": u, "items": s[:-2]} for u, s in enumerate(sequences, start=1)]),
-        folder / "train_sequences.parquet",
-    )
-    stats = {"num_users": len(sequences), "num_items": NUM_ITEMS, "fingerprint": "f" * 64}
-    (folder / "stats.json").write_text(json.dumps(stats))
-    return stats
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and far faster than 2 threads on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    """A data-stage folder (docs/CONTRACTS.md) from full sequences, through the data stage itself."""
+    return data.write_dataset(folder, dict(enumerate(sequences, start=1)))
 
 
 class TestConfig:
@@ -215,11 +187,10 @@ class TestModel:
 
 
 def test_scorer_through_the_evaluator(tmp_path):
-    evaluation = pytest.importorskip("modeling_mmesid.evaluation", reason="the evaluator is another stage's file")
     sequences = [s + [s[-1] % NUM_ITEMS + 1, (s[-1] + 1) % NUM_ITEMS + 1] for s in cyclic_sequences(64)]
     stats = write_fixture(tmp_path, sequences)
-    train = pq.read_table(tmp_path / "train_sequences.parquet").column("items").to_pylist()
-    validation = pq.read_table(tmp_path / "validation.parquet")
+    train = data.load_train_sequences(tmp_path)
+    validation = data.load_split_table(tmp_path, "validation")
     torch.manual_seed(0)
     model = SASRecModel(tiny_config(hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1))
     history = train_sasrec(
@@ -229,5 +200,5 @@ def test_scorer_through_the_evaluator(tmp_path):
         eval_fn=lambda m: evaluation.evaluate_scorer(sasrec_scorer(m), validation, stats["num_items"])["ndcg@10"],
     )
     assert history["best_metric"] > 0.5
-    test = evaluation.evaluate_scorer(sasrec_scorer(model), pq.read_table(tmp_path / "test.parquet"), NUM_ITEMS)
+    test = evaluation.evaluate_scorer(sasrec_scorer(model), data.load_split_table(tmp_path, "test"), NUM_ITEMS)
     assert test["hr@10"] > 0.5
