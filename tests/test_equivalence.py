@@ -147,14 +147,20 @@ def test_prefix_tree_layout():
         assert int(mask[readout].sum()) == len(processor.prompt_token_ids(t)) - num_shared
 
 
-def test_group_samples_by_user_and_count_tokens():
-    _, processor = build_model()
+def sample_rows() -> dict[str, list]:
+    """The per-sample training rows (user_id, history, target) of `USERS`."""
     rows = {"user_id": [], "history": [], "target": []}
     for user, (items, start) in enumerate(USERS, start=1):
         for history, target in user_samples(items, start):
             rows["user_id"].append(user)
             rows["history"].append(history)
             rows["target"].append(target)
+    return rows
+
+
+def test_group_samples_by_user_and_count_tokens():
+    _, processor = build_model()
+    rows = sample_rows()
     grouped = group_samples_by_user(rows)
     assert [(r["items"], r["start"]) for r in grouped] == [(list(i), s) for i, s in USERS]
     counts = count_tokens(processor, USERS)
@@ -227,12 +233,7 @@ def test_trainer_packing_switch_gives_the_per_sample_loss(tmp_path):
     from modeling_mmesid.trainer import MMESIDCollator, MMESIDTrainer, MMESIDTrainingConfig
 
     model, processor = build_model("sdpa", tie_fusion=True)
-    rows = {"user_id": [], "history": [], "target": []}
-    for user, (items, start) in enumerate(USERS, start=1):
-        for history, target in user_samples(items, start):
-            rows["user_id"].append(user)
-            rows["history"].append(history)
-            rows["target"].append(target)
+    rows = sample_rows()
     train = Dataset.from_dict(rows)
     args = MMESIDTrainingConfig(
         output_dir=str(tmp_path), prefix_packing=True, per_device_train_batch_size=len(USERS), use_cpu=True,
