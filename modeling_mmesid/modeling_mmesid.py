@@ -9,6 +9,7 @@ token and scores every catalog item with four heads and frequency-aware fusion.
 Hub-side file: imports only `torch`, `transformers` and the sibling configuration file.
 """
 
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,34 @@ from .configuration_mmesid import MMESIDConfig
 
 
 logger = logging.get_logger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------- transformers versions
+# This file travels with every saved model and runs on the *user's* transformers, so it adapts here, and only here, to
+# the versions that `pyproject.toml` admits:
+# - transformers >= 5.24 names the key/value cache `cache`, both as the output field of every `ModelOutput` and as the
+#   forward argument of its models (`past_key_values` is a deprecated alias until 5.40); 5.23 names it
+#   `past_key_values`. `CACHE_NAME` is the name the installed version defines; outputs are built and read through it,
+#   and the backbone is called with the name its own `forward` declares (`_backbone_cache_kwarg`).
+CACHE_NAME = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+def _backbone_cache_kwarg(module: nn.Module) -> str:
+    """The name under which `module.forward` takes a key/value cache (`cache` or `past_key_values`)."""
+    parameters = inspect.signature(module.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def _merge_cache_arguments(cache: "Cache | None", past_key_values: "Cache | None") -> "Cache | None":
+    """One cache from the new (`cache`) or the old (`past_key_values`) argument name."""
+    if cache is not None and past_key_values is not None:
+        raise ValueError("Pass the key/value cache as `cache` or as `past_key_values`, not both.")
+    return cache if cache is not None else past_key_values
+
+
+def _output_cache(outputs: ModelOutput) -> "Cache | None":
+    """The key/value cache of a backbone output, whichever name the installed transformers gives it."""
+    return getattr(outputs, CACHE_NAME, None)
 
 
 @dataclass
@@ -48,8 +77,9 @@ class MMESIDOutput(ModelOutput):
             `h`, the last hidden state of each prompt's final (non-padding) token.
         last_hidden_state (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`):
             Backbone output for every position.
-        past_key_values (`Cache`, *optional*, returned when the backbone uses a cache):
-            The backbone's key/value cache.
+        cache (`Cache`, *optional*, returned when the backbone uses a cache):
+            The backbone's key/value cache. The field is named `cache` on transformers >= 5.24 and `past_key_values`
+            before (`CACHE_NAME`); 5.24 also answers `output.past_key_values`.
         hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned when `output_hidden_states=True`):
             Backbone hidden states per layer.
         attentions (`tuple(torch.FloatTensor)`, *optional*, returned when `output_attentions=True`):
@@ -62,7 +92,10 @@ class MMESIDOutput(ModelOutput):
     fusion_weights: torch.FloatTensor | None = None
     user_embeddings: torch.FloatTensor | None = None
     last_hidden_state: torch.FloatTensor | None = None
-    past_key_values: Cache | None = None
+    if CACHE_NAME == "cache":
+        cache: Cache | None = None
+    else:
+        past_key_values: Cache | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
 
@@ -77,7 +110,7 @@ class MMESIDPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     input_modalities = ("text",)
     supports_gradient_checkpointing = True
-    _skip_keys_device_placement = ["past_key_values"]  # noqa: RUF012
+    _skip_keys_device_placement = ["cache", "past_key_values"]  # noqa: RUF012
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_flex_attn = True
@@ -245,7 +278,7 @@ class MMESIDModel(MMESIDPreTrainedModel):
         embeds = self.get_input_embeddings()(prompt_ids)
         positions = torch.arange(prompt_ids.shape[1], device=embeds.device)[None]
         outputs = self.language_model(inputs_embeds=embeds, position_ids=positions, use_cache=True)
-        return [(layer.keys, layer.values) for layer in outputs.past_key_values.layers]
+        return [(layer.keys, layer.values) for layer in _output_cache(outputs).layers]
 
     def expand_shared_prompt(self, prompt_cache: list[tuple[torch.Tensor, torch.Tensor]], batch_size: int) -> Cache:
         """A fresh `DynamicCache` holding the shared prompt's keys/values for each of `batch_size` rows."""
@@ -270,11 +303,17 @@ class MMESIDModel(MMESIDPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         item_ids: torch.LongTensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         shared_prompt_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPast:
         r"""
+        cache (`Cache`, *optional*):
+            Keys/values of tokens that precede `input_ids` (the backbone's cache). Named `cache` as in transformers
+            >= 5.24; `past_key_values` is accepted as the older name.
+        past_key_values (`Cache`, *optional*):
+            The older name of `cache` (transformers < 5.24); pass one of the two.
         attention_mask (`torch.Tensor` of shape `(batch_size, sequence_length)` or `(batch_size, 1, sequence_length, key_length)`, *optional*):
             2D padding mask (1 = token), or a 4D mask over `(query, key)` pairs (boolean, True = attend, or additive
             float) for prefix-tree packed rows, where several samples share their common history (then
@@ -290,6 +329,7 @@ class MMESIDModel(MMESIDPreTrainedModel):
         """
         if (input_ids is None) ^ (inputs_embeds is not None):
             raise ValueError("You must specify exactly one of `input_ids` or `inputs_embeds`.")
+        past_key_values = _merge_cache_arguments(cache, past_key_values)
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
         batch_size, seq_len = inputs_embeds.shape[:2]
@@ -297,7 +337,7 @@ class MMESIDModel(MMESIDPreTrainedModel):
         if is_4d and position_ids is None:
             raise ValueError("A 4D `attention_mask` (packed rows) needs explicit `position_ids`.")
         if shared_prompt_ids is not None and past_key_values is not None:
-            raise ValueError("Pass either `shared_prompt_ids` or `past_key_values`, not both.")
+            raise ValueError("Pass either `shared_prompt_ids` or `cache`, not both.")
         num_shared = shared_prompt_ids.shape[-1] if shared_prompt_ids is not None else 0
 
         max_positions = getattr(self.config.text_config, "max_position_embeddings", None)
@@ -351,12 +391,9 @@ class MMESIDModel(MMESIDPreTrainedModel):
                 prompt_cache = self.encode_shared_prompt(shared_prompt_ids.to(device))
                 past_key_values = self.expand_shared_prompt(prompt_cache, batch_size)
         kwargs.setdefault("use_cache", past_key_values is not None)
+        kwargs[_backbone_cache_kwarg(self.language_model)] = past_key_values
         outputs = self.language_model(
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            past_key_values=past_key_values,
-            inputs_embeds=inputs_embeds,
-            **kwargs,
+            attention_mask=attention_mask, position_ids=position_ids, inputs_embeds=inputs_embeds, **kwargs
         )
         last_hidden_state, hidden_states = outputs.last_hidden_state, outputs.hidden_states
         if prepended:
@@ -365,9 +402,9 @@ class MMESIDModel(MMESIDPreTrainedModel):
                 hidden_states = tuple(h[:, num_shared:] for h in hidden_states)
         return BaseModelOutputWithPast(
             last_hidden_state=last_hidden_state,
-            past_key_values=outputs.past_key_values,
             hidden_states=hidden_states,
             attentions=outputs.attentions,
+            **{CACHE_NAME: _output_cache(outputs)},
         )
 
 
@@ -575,12 +612,17 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel):
         item_ids: torch.LongTensor | None = None,
         labels: torch.LongTensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         shared_prompt_ids: torch.LongTensor | None = None,
         readout_positions: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> MMESIDOutput:
         r"""
+        cache (`Cache`, *optional*):
+            Keys/values of tokens that precede `input_ids` (see [`MMESIDModel.forward`]).
+        past_key_values (`Cache`, *optional*):
+            The older name of `cache` (transformers < 5.24); pass one of the two.
         attention_mask (`torch.Tensor` of shape `(batch_size, sequence_length)` or `(batch_size, 1, sequence_length, key_length)`, *optional*):
             2D padding mask, or a 4D mask for prefix-tree packed rows (see [`MMESIDModel.forward`]; then
             `position_ids` and `readout_positions` are required).
@@ -602,7 +644,7 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel):
             inputs_embeds=inputs_embeds,
             item_ids=item_ids,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=_merge_cache_arguments(cache, past_key_values),
             shared_prompt_ids=shared_prompt_ids,
             **kwargs,
         )
@@ -638,9 +680,9 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel):
             fusion_weights=fusion_weights,
             user_embeddings=user_embeddings,
             last_hidden_state=hidden_states,
-            past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
+            **{CACHE_NAME: _output_cache(outputs)},
         )
 
     # ------------------------------------------------------------------ inference
@@ -716,8 +758,8 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel):
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=self.model.expand_shared_prompt(state["prompt_cache"], batch_size),
             use_cache=True,
+            **{_backbone_cache_kwarg(self.model.language_model): self.model.expand_shared_prompt(state["prompt_cache"], batch_size)},
         )
         h = outputs.last_hidden_state[:, -1]  # left padding: the last position is each prompt's final token
         table = state["score_table"]
