@@ -119,6 +119,10 @@ def main(args: EncodeItemsArguments):
             "SASRec (ours, CE)": evaluation.evaluate_scorer(sasrec_scorer(model), test, num_items),
         }
         protocol = evaluation.protocol_line(num_items, test.num_rows)
+        print(
+            f"SASRec on the whole test split ({test.num_rows:,} users). The evaluation stage ranks it again on the "
+            "users it samples for MME-SID, so its figures there differ from these."
+        )
         print(evaluation.format_table(results, protocol=protocol))
         evaluation.write_results(
             out / "sasrec" / "results.json",

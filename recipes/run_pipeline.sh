@@ -12,8 +12,9 @@ BUDGET=${BUDGET:-cpu}
 CONFIGS=recipes/configs/$RUN
 OUT=outputs/$RUN
 bash recipes/setup_env.sh
-PY=.venv/bin/python
-LAUNCH=(.venv/bin/accelerate launch --config_file recipes/accelerate_configs/cpu.yaml)
+VENV=${MMESID_VENV:-.venv}
+PY=$VENV/bin/python
+LAUNCH=("$VENV/bin/accelerate" launch --config_file recipes/accelerate_configs/cpu.yaml)
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 if [ "$BUDGET" = "cpu" ]; then
   # Laptop-CPU budget. Each override is printed by the stage it shapes; the YAMLs hold the full settings.
@@ -22,9 +23,10 @@ if [ "$BUDGET" = "cpu" ]; then
   SID_ARGS=(--max_validation_users 2000)
   FT_ARGS=(--max_train_users 200 --max_eval_users 200 --max_test_users 200)
   EVAL_ARGS=(--max_users 500)
-  echo "CPU budget: SASRec 10 epochs, MM-RQ-VAE 40 epochs, Kendall's tau on 2,000 users, fine-tuning on 200 sampled users'"
-  echo "samples (~1,300) for 1 epoch, MME-SID"
-  echo "ranked on 500 sampled test users (baselines on the same users). BUDGET=full runs the configs as written."
+  echo "CPU budget (BUDGET=full runs the configs as written):"
+  echo "  - SASRec: 10 epochs; MM-RQ-VAE: 40 epochs; Kendall's tau on 2,000 validation users."
+  echo "  - Fine-tuning: the samples of 200 sampled users (~1,300), 1 epoch."
+  echo "  - Evaluation: 500 sampled test users, MME-SID and the baselines on the same users."
 else
   ENC_ARGS=(); RQ_ARGS=(); SID_ARGS=(); FT_ARGS=(); EVAL_ARGS=()
 fi

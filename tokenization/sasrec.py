@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from huggingface_hub.dataclasses import strict
 from torch import nn
+from tqdm.auto import tqdm
 from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.utils import ModelOutput, logging
@@ -318,6 +319,8 @@ class SASRecTrainingArguments:
         `stopping_step`). The best weights are restored at the end.
     eval_every (`int`, defaults to 1): epochs between validation runs.
     seed (`int`, defaults to 42): seed of the shuffling, dropout and init.
+    progress_bar (`bool`, defaults to `True`): a progress bar over each epoch's batches (an epoch takes minutes on a
+        loaded CPU).
     """
 
     num_epochs: int = field(default=300, metadata={"help": "Upper bound on epochs (RecBole `epochs`)."})
@@ -327,6 +330,7 @@ class SASRecTrainingArguments:
     patience: int = field(default=10, metadata={"help": "Evaluations without improvement before stopping."})
     eval_every: int = field(default=1, metadata={"help": "Epochs between validation runs."})
     seed: int = field(default=42, metadata={"help": "Seed of shuffling, dropout and init."})
+    progress_bar: bool = field(default=True, metadata={"help": "A progress bar over each epoch's batches."})
 
     def __post_init__(self):
         for name in ("num_epochs", "batch_size", "patience", "eval_every"):
@@ -388,14 +392,16 @@ def train_one_epoch(
     sequences: Sequence[Sequence[int]],
     batch_size: int = 256,
     generator: random.Random | None = None,
+    description: str | None = None,
 ) -> float:
-    """One pass over `sequences` (shuffled by `generator`); returns the target-weighted mean training loss."""
+    """One pass over `sequences` (shuffled by `generator`); returns the target-weighted mean training loss. With a
+    `description`, a progress bar over the batches (stderr, cleared at the end of the epoch)."""
     model.train()
     device = model.item_embeddings.weight.device
     total, count = 0.0, 0
-    for input_ids, labels in build_training_batches(
-        sequences, model.config.max_position_embeddings, batch_size, generator
-    ):
+    batches = build_training_batches(sequences, model.config.max_position_embeddings, batch_size, generator)
+    progress = tqdm(batches, desc=description, unit="batch", leave=False, disable=description is None, mininterval=2)
+    for input_ids, labels in progress:
         input_ids, labels = input_ids.to(device), labels.to(device)
         loss = model(input_ids=input_ids, labels=labels).loss
         optimizer.zero_grad(set_to_none=True)
@@ -442,7 +448,8 @@ def train_sasrec(
     epoch = 0
     for epoch in range(1, args.num_epochs + 1):
         start = time.perf_counter()
-        loss = train_one_epoch(model, optimizer, train_sequences, args.batch_size, rng)
+        description = f"SASRec epoch {epoch}/{args.num_epochs}" if args.progress_bar else None
+        loss = train_one_epoch(model, optimizer, train_sequences, args.batch_size, rng, description=description)
         entry = {"epoch": epoch, "loss": loss, "train_seconds": time.perf_counter() - start}
         if eval_fn is not None and epoch % args.eval_every == 0:
             metric = float(eval_fn(model))

@@ -471,6 +471,7 @@ REMOTE_SCRIPT = textwrap.dedent(
     """
     import sys
     sys.modules["modeling_mmesid"] = None  # the package must not be importable: only the copied files are used
+    sys.modules["tokenization"] = None
     import torch
     from safetensors.torch import load_file, save_file
     from transformers import AutoModel, AutoProcessor
@@ -483,8 +484,10 @@ REMOTE_SCRIPT = textwrap.dedent(
     assert torch.equal(processor([[1, 2, 3], [4], [], [50, 7, 7, 9, 11]])["input_ids"], inputs["input_ids"])
     with torch.no_grad():
         logits = model(**inputs).item_logits
-    save_file({"item_logits": logits.contiguous()}, "logits.safetensors")
-    print(type(model).__name__, type(processor).__name__)
+        cached = model.score_histories([[1, 2, 3], [4], [], [50, 7, 7, 9, 11]], processor)  # the KV-cache path
+    save_file({"item_logits": logits.contiguous(), "cached": cached.contiguous()}, "logits.safetensors")
+    import transformers
+    print(type(model).__name__, type(processor).__name__, "transformers", transformers.__version__)
     """
 )
 
@@ -516,9 +519,44 @@ def test_trust_remote_code_load_in_subprocess(tester, model, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-4000:]
     assert "MMESIDForSequentialRecommendation MMESIDProcessor" in result.stdout
+    assert "[ERROR]" not in result.stderr, result.stderr[-4000:]  # transformers' auto_docstring complaints
+    print(result.stdout.strip())  # the transformers version the copied code ran on (shown with pytest -s)
     with torch.no_grad():
         expected = model(**inputs).item_logits
-    torch.testing.assert_close(load_file(work / "logits.safetensors")["item_logits"], expected, rtol=0, atol=0)
+        expected_cached = model.eval().score_histories([[1, 2, 3], [4], [], [50, 7, 7, 9, 11]], tester.processor)
+    outputs = load_file(work / "logits.safetensors")
+    torch.testing.assert_close(outputs["item_logits"], expected, rtol=0, atol=0)
+    torch.testing.assert_close(outputs["cached"], expected_cached, rtol=0, atol=0)
+
+
+def test_imports_print_no_docstring_errors():
+    """transformers' `auto_docstring` prints `[ERROR] ...` (not an exception) when a forward argument is not
+    documented for the installed version; a new user reads it as a failure. Importing every model must be silent."""
+    code = "import modeling_mmesid, tokenization; from modeling_mmesid import MMESIDForSequentialRecommendation"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "[ERROR]" not in result.stdout + result.stderr, (result.stdout + result.stderr)[-4000:]
+
+
+def test_cache_argument_and_output_field_follow_the_installed_transformers(model, tester):
+    """Both cache argument names are taken, and the output carries the cache under the installed version's name."""
+    import transformers.modeling_outputs as outputs_module
+
+    from modeling_mmesid.modeling_mmesid import CACHE_NAME
+
+    fields = outputs_module.BaseModelOutputWithPast.__dataclass_fields__
+    assert CACHE_NAME in fields
+    model.eval()
+    _, inputs = tester.prepare_config_and_inputs_for_common()
+    inputs.pop("labels")
+    inputs.pop("attention_mask", None)
+    with torch.no_grad():
+        out = model.model(**inputs, use_cache=True)
+        cache = getattr(out, CACHE_NAME)
+        assert cache is not None and cache.get_seq_length() == inputs["input_ids"].shape[1]
+        with pytest.raises(ValueError, match="not both"):
+            model(**inputs, cache=cache, past_key_values=cache)
 
 
 # ----------------------------------------------------------------------------------------------- real backbone
