@@ -115,6 +115,13 @@ class MMESIDPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+    # Mixed precision: a backbone loaded in bf16 (`from_pretrained(..., dtype=torch.bfloat16)`) runs in bf16, while
+    # MME-SID's own modules and item tables stay float32, so that what trains is float32 and the fused item scores,
+    # the softmax and every ranking comparison are float32 (bf16 scores create ties that change ranks).
+    _keep_in_fp32_modules_strict = [  # noqa: RUF012
+        "modality_projections", "item_fusion", "item_head", "fusion_gate",
+        "collaborative_embeddings", "image_embeddings", "text_embeddings",
+    ]
 
     def _init_weights(self, module):
         # Linear layers (projections, item MLP, item table, fusion gate) and the backbone: the library default
@@ -589,15 +596,17 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel):
             `(batch_size, num_items + 1, num_modalities + 1)` and `(num_items + 1, num_modalities + 1)`; column 0 of
             `item_logits` is `-inf`.
         """
-        h = user_embeddings.to(self.item_head.weight.dtype)
-        scores = [self.item_head(h)]
-        for modality in self.config.modalities:
-            projection = self.model.modality_projections[modality]
-            items = projection(self.model.modality_embeddings(modality).to(projection.weight.dtype))
-            scores.append(h @ items.to(h.dtype).T)
-        modality_logits = torch.stack(scores, dim=-1)
-        fusion_weights = self.get_fusion_weights()
-        item_logits = (modality_logits * fusion_weights.to(modality_logits.dtype)).sum(-1)
+        # float32 whatever the backbone's dtype or an enclosing autocast: these are the scores that are ranked
+        with torch.autocast(device_type=user_embeddings.device.type, enabled=False):
+            h = user_embeddings.to(self.item_head.weight.dtype)
+            scores = [self.item_head(h).float()]
+            for modality in self.config.modalities:
+                projection = self.model.modality_projections[modality]
+                items = projection(self.model.modality_embeddings(modality).to(projection.weight.dtype))
+                scores.append(h.float() @ items.float().T)
+            modality_logits = torch.stack(scores, dim=-1)
+            fusion_weights = self.get_fusion_weights()
+            item_logits = (modality_logits * fusion_weights.float()).sum(-1)
         padding = torch.zeros_like(item_logits[:1])
         padding[:, self.config.pad_item_id] = float("-inf")
         return item_logits + padding, modality_logits, fusion_weights
@@ -694,13 +703,14 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel):
         Equal to [`~MMESIDForSequentialRecommendation.score_items`] up to float rounding; computed once per
         evaluation instead of once per user.
         """
-        weights = self.get_fusion_weights()  # (num_items + 1, num_modalities + 1)
-        table = weights[:, :1] * self.item_head.weight
-        for index, modality in enumerate(self.config.modalities, start=1):
-            projection = self.model.modality_projections[modality]
-            items = projection(self.model.modality_embeddings(modality).to(projection.weight.dtype))
-            table = table + weights[:, index : index + 1] * items.to(table.dtype)
-        return table
+        with torch.autocast(device_type=self.item_head.weight.device.type, enabled=False):
+            weights = self.get_fusion_weights().float()  # (num_items + 1, num_modalities + 1)
+            table = weights[:, :1] * self.item_head.weight.float()
+            for index, modality in enumerate(self.config.modalities, start=1):
+                projection = self.model.modality_projections[modality]
+                items = projection(self.model.modality_embeddings(modality).to(projection.weight.dtype))
+                table = table + weights[:, index : index + 1] * items.float()
+        return table  # float32: the scores it gives are ranked
 
     @torch.no_grad()
     def prepare_ranking(self, processor, item_ids: torch.Tensor | Sequence[int] | None = None) -> dict:
@@ -763,7 +773,7 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel):
         )
         h = outputs.last_hidden_state[:, -1]  # left padding: the last position is each prompt's final token
         table = state["score_table"]
-        item_logits = h.to(table.dtype) @ table.T  # (batch, num_items + 1)
+        item_logits = h.float() @ table.float().T  # (batch, num_items + 1), float32 whatever the backbone's dtype
         item_logits[:, self.config.pad_item_id] = float("-inf")
         return item_logits
 

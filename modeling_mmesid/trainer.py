@@ -24,6 +24,7 @@ from trl import SFTConfig, SFTTrainer
 
 from .evaluation import DEFAULT_KS, metrics_from_ranks, pad_histories, target_ranks
 from .packing import MMESIDPackedCollator, group_samples_by_user
+from .precision import use_bf16
 
 
 @dataclass
@@ -61,7 +62,11 @@ class MMESIDTrainingConfig(SFTConfig):
     > - `eval_strategy="epoch"`, `save_strategy="epoch"`, `load_best_model_at_end=True`,
     >   `metric_for_best_model="eval_ndcg@10"`: best-checkpoint selection on validation nDCG@10.
     > - `report_to="none"`, `logging_steps=10`, `save_total_limit=2`.
-    > - `bf16` left unset means bf16 only where a CUDA device supports it (TRL: always), so CPU runs need no flag.
+    > - `bf16` left unset means bf16 autocast where the hardware runs it fast: a CUDA device with bf16, or a CPU with
+    >   AMX or AVX512-BF16 (`modeling_mmesid/precision.py`; TRL: always on, which other CPUs refuse or emulate
+    >   slowly). `bf16=False` or `MMESID_PRECISION=float32` forces float32. The recipe then also loads the frozen
+    >   backbone in bf16; what trains and the optimizer state stay float32, and the item scores and the loss are
+    >   float32 (`MMESIDForSequentialRecommendation.score_items`).
     """
 
     learning_rate: float = field(default=3e-4, metadata={"help": "Official run: 3e-4."})
@@ -88,8 +93,9 @@ class MMESIDTrainingConfig(SFTConfig):
     )
 
     def __post_init__(self):
-        if self.bf16 is None:  # TRL turns bf16 on by default, which a CPU-only machine refuses
-            self.bf16 = not self.fp16 and not self.use_cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        if self.bf16 is None:  # TRL: always on; ours: where the hardware runs bf16 fast (CUDA, or AMX/AVX512-BF16 CPUs)
+            device = "cuda" if torch.cuda.is_available() and not self.use_cpu else "cpu"
+            self.bf16 = not self.fp16 and use_bf16(device)
         if self.metric_for_best_model is None:
             self.metric_for_best_model = f"eval_{self.best_metric}"
         valid = {f"{m}@{k}" for m in ("ndcg", "hr", "mrr") for k in self.eval_ks}

@@ -84,7 +84,12 @@ def main(script_args: ScriptArguments, training_args: MMESIDTrainingConfig, mode
         m: load_embeddings(run / "embeddings" / f"{m}.safetensors", stats["num_items"], stats["fingerprint"])[0]
         for m in script_args.modalities
     }
-    dtype = getattr(torch, model_args.dtype) if model_args.dtype not in (None, "auto") else torch.float32
+    # frozen backbone weights in bf16 where training runs bf16 (the hardware decides, `MMESIDTrainingConfig.bf16`);
+    # MME-SID's own modules stay float32 either way
+    if model_args.dtype in (None, "auto"):
+        dtype = torch.bfloat16 if training_args.bf16 else torch.float32
+    else:
+        dtype = getattr(torch, model_args.dtype)
     backbone_kwargs = {**load_kwargs, "dtype": dtype}
     if model_args.load_in_4bit:
         from transformers import BitsAndBytesConfig

@@ -14,6 +14,8 @@ for path in (TESTS.parent, TESTS):  # the checkout (installed or not) and the sh
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# float32 unless a test asks for bf16 (tests/test_precision.py): exact comparisons must not depend on the CPU's AMX
+os.environ.setdefault("MMESID_PRECISION", "float32")
 
 from mmesid_testing import build_tiny_run  # noqa: E402
 

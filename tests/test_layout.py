@@ -17,7 +17,7 @@ LAYERS = {
     "modeling_mmesid.configuration_mmesid": 4, "modeling_mmesid.modeling_mmesid": 4,
     "modeling_mmesid.processing_mmesid": 4, "tokenization.configuration_mmrqvae": 4,
     "tokenization.modeling_mmrqvae": 4, "tokenization.encoders": 4, "tokenization.sasrec": 4,
-    "modeling_mmesid.data": 5,
+    "modeling_mmesid.data": 5, "modeling_mmesid.precision": 5,
 }
 
 

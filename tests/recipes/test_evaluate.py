@@ -50,14 +50,17 @@ def test_run_configs_parse():
         assert model_args.lora_r == 8 and model_args.lora_alpha == 16, path
 
 
-def test_training_config_defaults_run_on_cpu(tmp_path):
-    """TRL turns bf16 on by default; ours only does where CUDA supports it, so CPU runs need no flag."""
-    import torch
-
+def test_training_config_defaults_run_on_cpu(tmp_path, monkeypatch):
+    """TRL turns bf16 on by default; ours only where the hardware runs it fast, so any CPU run needs no flag."""
+    from modeling_mmesid.precision import bf16_is_fast
     from modeling_mmesid.trainer import MMESIDTrainingConfig
 
-    args = MMESIDTrainingConfig(output_dir=str(tmp_path))
-    assert args.bf16 == (torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    args = MMESIDTrainingConfig(output_dir=str(tmp_path))  # conftest: MMESID_PRECISION=float32
+    assert args.bf16 is False
+    monkeypatch.delenv("MMESID_PRECISION")
+    args = MMESIDTrainingConfig(output_dir=str(tmp_path), use_cpu=True)
+    assert args.bf16 == bf16_is_fast("cpu")
+    assert MMESIDTrainingConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False).bf16 is False
     assert args.metric_for_best_model == "eval_ndcg@10" and args.learning_rate == 3e-4 and not args.packing
     with pytest.raises(ValueError, match="`best_metric` must be one of"):
         MMESIDTrainingConfig(output_dir=str(tmp_path), best_metric="ndcg@50")
