@@ -8,7 +8,8 @@ precision, gradient checkpointing, DDP/FSDP/DeepSpeed through Accelerate, checkp
 PEFT wrapping) is the stock `SFTTrainer`/`Trainer` machinery.
 
 Evaluation during training is the paper's protocol (full ranking, history masked): `prediction_step` returns the
-rank of each user's target instead of the `(batch, num_items + 1)` logits, so evaluation memory stays `O(users)`, and
+rank of each user's target (its tie block `(first, last)`, `evaluation.target_ranks`) instead of the
+`(batch, num_items + 1)` logits, so evaluation memory stays `O(users)`, and
 `compute_ranking_metrics` turns the gathered ranks into nDCG/HR/MRR@K.
 """
 
@@ -117,8 +118,9 @@ class MMESIDCollator:
 
 
 def compute_ranking_metrics(eval_pred: EvalPrediction, ks=DEFAULT_KS) -> dict[str, float]:
-    """nDCG/HR/MRR@K from the target ranks that `MMESIDTrainer.prediction_step` returns as "predictions"."""
-    ranks = np.asarray(eval_pred.predictions).reshape(-1)
+    """nDCG/HR/MRR@K from the targets' tie blocks `(first, last)` that `MMESIDTrainer.prediction_step` returns as
+    "predictions" (`evaluation.target_ranks`)."""
+    ranks = np.asarray(eval_pred.predictions).reshape(-1, 2)
     metrics = metrics_from_ranks(ranks, ks)
     metrics.pop("num_users")
     return metrics

@@ -25,7 +25,24 @@ def test_evaluate_baselines_on_sampled_users(tiny_run, tmp_path, capsys):
     saved = json.loads((tmp_path / "results.json").read_text())
     assert "sampled with seed 0 from 24" in saved["protocol"]
     assert saved["results"]["transition"]["ndcg@10"] == pytest.approx(results["transition"]["ndcg@10"])
-    assert "protocol: test: leave-one-out, full ranking over 40 items" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "protocol: test: leave-one-out, full ranking over 40 items, history items and padding masked" in out
+
+
+def test_evaluate_no_mask_history_is_recbole_protocol(tiny_run, tmp_path, capsys):
+    from trl import TrlParser
+
+    recipe = _recipe("evaluate")
+    (args,) = TrlParser((recipe.EvaluateArguments,)).parse_args_and_config(
+        ["--data_dir", str(tiny_run / "data"), "--output_dir", str(tmp_path), "--no_mask_history"]
+    )
+    assert args.no_mask_history
+    unmasked = recipe.main(args)
+    assert "history items kept (RecBole)" in json.loads((tmp_path / "results.json").read_text())["protocol"]
+    assert "history items kept (RecBole)" in capsys.readouterr().out
+    masked = recipe.main(recipe.EvaluateArguments(data_dir=str(tiny_run / "data"), output_dir=str(tmp_path)))
+    # the transition scorer's best guesses are often history items (i -> i + 1 -> ...): the protocols differ
+    assert any(unmasked[n]["ndcg@10"] != masked[n]["ndcg@10"] for n in masked)
 
 
 @pytest.mark.parametrize("name", ["cpu", "single_gpu", "multi_gpu", "fsdp2", "zero2"])
@@ -43,7 +60,7 @@ def test_run_configs_parse():
     recipe = _recipe("finetune")
     for path in sorted(Path(REPO / "recipes" / "configs").glob("*/finetune.yaml")):
         parser = TrlParser((recipe.ScriptArguments, recipe.MMESIDTrainingConfig, ModelConfig))
-        script_args, training_args, model_args = parser.parse_args_and_config(
+        _script_args, training_args, model_args = parser.parse_args_and_config(
             ["--config", str(path), "--use_cpu", "true", "--bf16", "false"]
         )
         assert training_args.metric_for_best_model == "eval_ndcg@10", path
