@@ -20,11 +20,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from transformers import EvalPrediction
 from trl import SFTConfig, SFTTrainer
 
 from .evaluation import DEFAULT_KS, metrics_from_ranks, pad_histories, target_ranks
 from .packing import MMESIDPackedCollator, group_samples_by_user
+
+
+PREFIX_PACKING_ATTENTION = ("eager", "sdpa")  # attention implementations whose 4D-mask path is tested exact
 
 
 @dataclass
@@ -126,6 +130,18 @@ def compute_ranking_metrics(eval_pred: EvalPrediction, ks=DEFAULT_KS) -> dict[st
     return metrics
 
 
+def check_prefix_packing_attention(config) -> None:
+    """Refuse `prefix_packing` with an attention implementation whose 4D-mask path is not tested exact
+    (tests/test_equivalence.py covers `eager` and `sdpa`; flash attention reads a 4D mask as padding)."""
+    attn_implementation = config.text_config._attn_implementation
+    if attn_implementation not in PREFIX_PACKING_ATTENTION:
+        raise ValueError(
+            f"`prefix_packing=True` needs the `eager` or `sdpa` attention implementation (its 4D tree mask is tested "
+            f"exact only with those), got {attn_implementation!r}. Load the backbone with "
+            "`attn_implementation=\"sdpa\"` or set `prefix_packing=False`."
+        )
+
+
 class MMESIDTrainer(SFTTrainer):
     """`SFTTrainer` whose loss and evaluation go through the MME-SID forward (see the module docstring).
 
@@ -135,22 +151,46 @@ class MMESIDTrainer(SFTTrainer):
 
     def __init__(self, *args, **kwargs):
         training_args = kwargs.get("args")
-        if training_args is None or not getattr(training_args, "prefix_packing", False):
-            super().__init__(*args, **kwargs)
-            return
-        train_dataset = kwargs.get("train_dataset")
-        if train_dataset is not None and "items" not in train_dataset.column_names:
-            kwargs["train_dataset"] = group_samples_by_user(train_dataset)
-        processor = kwargs.get("processing_class")
-        per_sample = kwargs.get("data_collator") or MMESIDCollator(processor)
-        kwargs["data_collator"] = MMESIDPackedCollator(processor, per_sample_collator=per_sample)
+        packing = training_args is not None and getattr(training_args, "prefix_packing", False)
+        if packing:
+            train_dataset = kwargs.get("train_dataset")
+            if train_dataset is not None and "items" not in train_dataset.column_names:
+                kwargs["train_dataset"] = group_samples_by_user(train_dataset)
+            processor = kwargs.get("processing_class")
+            per_sample = kwargs.get("data_collator") or MMESIDCollator(processor)
+            kwargs["data_collator"] = MMESIDPackedCollator(processor, per_sample_collator=per_sample)
         super().__init__(*args, **kwargs)
+        if packing:
+            check_prefix_packing_attention(self.model.config)
+        # `compute_loss` divides by `num_items_in_batch` itself: make `Trainer` count it and not divide the loss by
+        # the accumulation steps (what it does for models whose forward takes `**kwargs`), whatever the model declares
+        self.model_accepts_loss_kwargs = True
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The model's item cross-entropy; in training, normalized over the whole accumulated batch.
+
+        `Trainer` counts the labels of all micro-batches of one optimizer step (`num_items_in_batch`, the samples: with
+        prefix packing a row holds several samples, and `labels` has one entry per sample) and does not divide the
+        returned loss by `gradient_accumulation_steps`, since our forward takes `**kwargs`. So the loss is the sum of
+        the per-sample cross-entropies of this micro-batch over that count: gradient accumulation of `n` micro-batches
+        gives the gradient of the mean over all their samples, as one batch of them would, whatever the number of
+        samples per micro-batch. With `average_tokens_across_devices` (the default) the count covers every process
+        and the loss is scaled by the number of processes, which DDP's gradient averaging undoes: the mean over the
+        samples of the global batch.
+        """
         inputs = dict(inputs)
         inputs.pop("history", None)
         outputs = model(**inputs)
         loss = outputs.loss
+        if num_items_in_batch is not None:
+            # the forward's cross-entropy (mean over samples), summed here over this micro-batch's samples
+            loss_sum = nn.functional.cross_entropy(
+                outputs.item_logits.float(), inputs["labels"].to(outputs.item_logits.device), ignore_index=-100,
+                reduction="sum",
+            )
+            loss = loss_sum / torch.as_tensor(num_items_in_batch, device=loss_sum.device).clamp(min=1)
+            if self.args.average_tokens_across_devices:
+                loss = loss * self.accelerator.num_processes
         mode = "train" if self.model.training else "eval"
         if mode == "train":
             weights = outputs.fusion_weights.detach()  # (num_items + 1, num_heads)
