@@ -49,6 +49,17 @@ class MMESIDTrainingConfig(SFTConfig):
         Train the SID token rows of the input embeddings (paper: code embeddings start from the codebooks and stay
         trainable). With PEFT they are `trainable_token_indices`.
 
+    > Parameters that control the batch
+
+    global_train_batch_size (`int`, *optional*):
+        Training samples per optimizer step over all processes (the paper's 16). When set,
+        `gradient_accumulation_steps` is derived from it: `global_train_batch_size / (per_device_train_batch_size x
+        number of processes)`, which must be a whole number, so the same config gives the same batch on 1 and on 8
+        processes (on 8 GPUs x 2: 1 step; on 1 GPU x 2: 8). Unset, the batch per optimizer step is
+        `per_device_train_batch_size x gradient_accumulation_steps x number of processes` and changes with the
+        number of processes. With `prefix_packing` all these counts are *users*, not samples. Either way the loss is
+        the mean over the samples of the whole step (`MMESIDTrainer.compute_loss`).
+
     > Parameters that control packing
 
     prefix_packing (`bool`, *optional*, defaults to `False`):
@@ -91,6 +102,11 @@ class MMESIDTrainingConfig(SFTConfig):
     prefix_packing: bool = field(
         default=False, metadata={"help": "MME-SID prefix-tree packing (one row per user); batch size counts users."}
     )
+    global_train_batch_size: int | None = field(
+        default=None,
+        metadata={"help": "Samples (users when packed) per optimizer step over all processes; derives "
+                  "gradient_accumulation_steps from the number of processes (paper: 16)."},
+    )
 
     def __post_init__(self):
         if self.bf16 is None:  # TRL turns bf16 on by default, which a CPU-only machine refuses
@@ -100,7 +116,22 @@ class MMESIDTrainingConfig(SFTConfig):
         valid = {f"{m}@{k}" for m in ("ndcg", "hr", "mrr") for k in self.eval_ks}
         if self.best_metric not in valid:
             raise ValueError(f"`best_metric` must be one of {sorted(valid)}, got {self.best_metric!r}.")
+        if self.global_train_batch_size is not None and self.gradient_accumulation_steps != 1:
+            raise ValueError(
+                f"Set either `global_train_batch_size` ({self.global_train_batch_size}) or "
+                f"`gradient_accumulation_steps` ({self.gradient_accumulation_steps}), not both: the first derives the "
+                "second from the number of processes."
+            )
         super().__post_init__()
+        if self.global_train_batch_size is not None:
+            per_step = self.train_batch_size * self.world_size  # one micro-batch on every process
+            if self.global_train_batch_size % per_step:
+                raise ValueError(
+                    f"`global_train_batch_size` ({self.global_train_batch_size}) must be a multiple of "
+                    f"`per_device_train_batch_size` x processes ({self.train_batch_size} x {self.world_size} = "
+                    f"{per_step}); change one of them."
+                )
+            self.gradient_accumulation_steps = self.global_train_batch_size // per_step
 
 
 class MMESIDCollator:

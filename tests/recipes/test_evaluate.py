@@ -65,6 +65,28 @@ def test_run_configs_parse():
         )
         assert training_args.metric_for_best_model == "eval_ndcg@10", path
         assert model_args.lora_r == 8 and model_args.lora_alpha == 16, path
+        if training_args.global_train_batch_size is not None:  # one process here
+            assert training_args.global_train_batch_size == (
+                training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
+            ), path
+
+
+def test_global_batch_derives_accumulation_from_the_number_of_processes(tmp_path):
+    from modeling_mmesid.trainer import MMESIDTrainingConfig
+
+    class EightProcesses(MMESIDTrainingConfig):
+        @property
+        def world_size(self):
+            return 8
+
+    kwargs = {"output_dir": str(tmp_path), "use_cpu": True, "per_device_train_batch_size": 2}
+    assert MMESIDTrainingConfig(global_train_batch_size=16, **kwargs).gradient_accumulation_steps == 8
+    assert EightProcesses(global_train_batch_size=16, **kwargs).gradient_accumulation_steps == 1
+    assert MMESIDTrainingConfig(gradient_accumulation_steps=3, **kwargs).gradient_accumulation_steps == 3
+    with pytest.raises(ValueError, match=r"must be a multiple of `per_device_train_batch_size` x processes \(2 x 8 = 16\)"):
+        EightProcesses(global_train_batch_size=24, **kwargs)
+    with pytest.raises(ValueError, match="Set either `global_train_batch_size` \\(16\\) or `gradient_accumulation_steps`"):
+        MMESIDTrainingConfig(global_train_batch_size=16, gradient_accumulation_steps=2, **kwargs)
 
 
 def test_training_config_defaults_run_on_cpu(tmp_path):
