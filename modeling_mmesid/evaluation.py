@@ -1,23 +1,35 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
 """Full-ranking evaluation (paper §4.1; RecBole `full_sort_predict` + `_full_sort_batch_eval`).
 
-The model never knows the protocol: a *scorer* gives a score to every item, and this module masks the padding item
-and the user's history, ranks the target among all remaining items and averages nDCG/HR/MRR@K over users.
+The model never knows the protocol: a *scorer* gives a score to every item, and this module removes the padding item
+and (by default, the paper's protocol) the user's history from the candidates, ranks the target among the remaining
+items and averages nDCG/HR/MRR@K over users. `mask_history=False` keeps history items as candidates, as RecBole's
+full-sort evaluation of sequential models does, so its numbers can be printed beside ours. Scores are compared in
+float32, whatever dtype the scorer returns.
 
-Rank of the target (1 = best): `1 + #{j : s_j > s_t} + #{j : s_j = s_t, j < t}` over unmasked items `j`, i.e. the
-position the target takes in a stable descending sort by score in which ties go to the lower item id. This is exact
-(no top-K truncation), deterministic, and neither optimistic nor pessimistic about ties in a data-dependent way.
-A target that also appears in the history is masked like every history item and therefore counts as a miss, as in
-RecBole.
+Ties are averaged, not broken: with `h` the number of candidates scoring above the target and `t` the number of other
+candidates scoring the same, the target's position is uniform over `first = h + 1 .. last = h + t + 1` (a random
+tie-break), and every metric is its exact expectation over those positions. Breaking ties by item id is not neutral:
+ids follow first appearance, which tracks popularity. `target_ranks` returns the block `(first, last)`; without ties
+`first == last` is the rank.
 
-Metrics, with one target per user and `r` its rank:
-- `hr@k = 1[r <= k]` (= Recall@k with a single relevant item);
-- `ndcg@k = 1[r <= k] / log2(r + 1)` (the ideal DCG is 1);
-- `mrr@k = 1[r <= k] / r`.
+Non-finite scores: NaN is worse than every number, `-inf` included. A target scored NaN is ranked last among the
+candidates (`first = last = number of candidates`, no credit for ties with other NaNs), and a NaN candidate never
+outranks or ties a non-NaN target, so a diverged (all-NaN) scorer gets metrics near 0, never 1. `+inf` and `-inf` are
+ordinary values: they tie with equal infinities. `evaluate_scorer` reports the number of users with a NaN among their
+candidates' scores as `nan_users`, and a warning is logged.
+
+A target that is also in the history is, with history masking, not a candidate and counts as a miss
+(`first = last = num_items + 1`), as in RecBole.
+
+Metrics, with one target per user, `r` its position and `E` the mean over `r = first .. last`:
+- `hr@k = E 1[r <= k]` (= Recall@k with a single relevant item): the fraction of the tie positions within the top k;
+- `ndcg@k = E 1[r <= k] / log2(r + 1)` (the ideal DCG is 1);
+- `mrr@k = E 1[r <= k] / r`.
+Without ties these are the usual `1[r <= k]`, `1[r <= k] / log2(r + 1)` and `1[r <= k] / r`.
 """
 
 import json
-import math
 import platform
 import subprocess
 import sys
@@ -27,23 +39,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from transformers.utils import logging
+
+
+logger = logging.get_logger(__name__)
 
 
 DEFAULT_KS = (5, 10, 20)
 Scorer = Callable[[torch.LongTensor, torch.LongTensor], torch.Tensor]
 
 
-def target_ranks(
-    scores: torch.Tensor, targets: torch.LongTensor, histories: torch.LongTensor | None = None
-) -> torch.LongTensor:
-    """Ranks (1-based) of `targets` among all items after masking padding and history items.
-
-    Args:
-        scores (`torch.Tensor` of shape `(batch_size, num_items + 1)`): higher is better; column 0 is padding.
-        targets (`torch.LongTensor` of shape `(batch_size,)`): the held-out item of each user.
-        histories (`torch.LongTensor` of shape `(batch_size, history_length)`, *optional*):
-            items to mask, right-padded with 0.
-    """
+def _rank_blocks(
+    scores: torch.Tensor, targets: torch.LongTensor, histories: torch.LongTensor | None, mask_history: bool
+) -> tuple[torch.LongTensor, torch.BoolTensor]:
+    """`target_ranks` plus, per user, whether a candidate's score (the target's included) is NaN."""
     if scores.dim() != 2 or scores.shape[0] != targets.shape[0]:
         raise ValueError(
             f"`scores` must have shape (batch_size, num_items + 1) with batch_size {targets.shape[0]}, "
@@ -51,36 +60,86 @@ def target_ranks(
         )
     if bool((targets <= 0).any()) or bool((targets >= scores.shape[1]).any()):
         raise ValueError(f"target item ids must lie in 1..{scores.shape[1] - 1}, got {targets.tolist()}.")
-    scores = scores.float().clone()
-    scores[:, 0] = -math.inf
-    if histories is not None and histories.numel():
-        scores.scatter_(1, histories, -math.inf)  # padding 0 is already -inf
+    scores = scores.to(torch.float32)  # ranking comparisons in float32 whatever the scorer's dtype
+    candidates = torch.ones_like(scores, dtype=torch.bool)  # (batch, num_items + 1)
+    candidates[:, 0] = False
+    if mask_history and histories is not None and histories.numel():
+        candidates.scatter_(1, histories.to(scores.device), False)  # padding 0 is already out
+    is_nan = torch.isnan(scores)
+    has_nan = (is_nan & candidates).any(1)
+    comparable = candidates & ~is_nan
     target_scores = scores.gather(1, targets[:, None])  # (batch, 1)
-    greater = (scores > target_scores).sum(1)
-    ids = torch.arange(scores.shape[1], device=scores.device)[None, :]
-    ties_before = ((scores == target_scores) & (ids < targets[:, None])).sum(1)
-    ranks = 1 + greater + ties_before
-    # a masked target (-inf) ranks behind every unmasked item
-    masked = torch.isneginf(target_scores[:, 0])
-    if bool(masked.any()):
-        ranks = torch.where(masked, torch.full_like(ranks, scores.shape[1]), ranks)
-    return ranks
+    higher = (comparable & (scores > target_scores)).sum(1)
+    tied = (comparable & (scores == target_scores)).sum(1)  # the target itself included
+    first, last = 1 + higher, higher + tied
+    # a NaN target: last among the candidates, with no credit for ties with other NaNs
+    num_candidates = candidates.sum(1)
+    nan_target = torch.isnan(target_scores[:, 0])
+    first = torch.where(nan_target, num_candidates, first)
+    last = torch.where(nan_target, num_candidates, last)
+    # a masked target (in the history) is no candidate: a miss behind every candidate
+    masked = ~candidates.gather(1, targets[:, None])[:, 0]
+    miss = torch.full_like(first, scores.shape[1])
+    first, last = torch.where(masked, miss, first), torch.where(masked, miss, last)
+    return torch.stack([first, last], dim=1), has_nan
 
 
-def metrics_from_ranks(ranks: Sequence[int] | np.ndarray | torch.Tensor, ks: Sequence[int] = DEFAULT_KS) -> dict:
-    """Average nDCG/HR/MRR@k over users from 1-based target ranks (formulas in the module docstring)."""
+def target_ranks(
+    scores: torch.Tensor,
+    targets: torch.LongTensor,
+    histories: torch.LongTensor | None = None,
+    mask_history: bool = True,
+) -> torch.LongTensor:
+    """The positions (1-based) the target can take among the candidates: its tie block `(first, last)`.
+
+    `first = 1 + #higher`, `last = #higher + #tied` (the target included); a random tie-break puts the target at any of
+    `first..last` with equal probability, and `metrics_from_ranks` averages each metric over them. NaN scores are
+    worse than every number (module docstring).
+
+    Args:
+        scores (`torch.Tensor` of shape `(batch_size, num_items + 1)`): higher is better; column 0 is padding.
+        targets (`torch.LongTensor` of shape `(batch_size,)`): the held-out item of each user.
+        histories (`torch.LongTensor` of shape `(batch_size, history_length)`, *optional*):
+            items to mask, right-padded with 0.
+        mask_history (`bool`, *optional*, defaults to `True`):
+            Remove history items from the candidates (the paper's protocol); `False` keeps them (RecBole's).
+
+    Returns:
+        `torch.LongTensor` of shape `(batch_size, 2)`: `first` and `last` per user (`first == last` without ties).
+    """
+    return _rank_blocks(scores, targets, histories, mask_history)[0]
+
+
+def metrics_from_ranks(ranks: Sequence | np.ndarray | torch.Tensor, ks: Sequence[int] = DEFAULT_KS) -> dict:
+    """Average nDCG/HR/MRR@k over users (formulas in the module docstring).
+
+    Args:
+        ranks (`(num_users,)` or `(num_users, 2)`): 1-based ranks, or tie blocks `(first, last)` from
+            `target_ranks`; each metric is then averaged over the positions `first..last`.
+    """
     r = torch.as_tensor(ranks, dtype=torch.float64)
     if r.numel() == 0:
         raise ValueError("No users to evaluate.")
-    out = {}
+    if r.dim() == 1:
+        r = torch.stack([r, r], dim=1)
+    if r.dim() != 2 or r.shape[1] != 2:
+        raise ValueError(f"`ranks` must have shape (num_users,) or (num_users, 2), got {tuple(r.shape)}.")
+    first, last = r[:, 0:1], r[:, 1:2]  # (users, 1)
+    if bool((first < 1).any()) or bool((last < first).any()):
+        raise ValueError("`ranks` must be >= 1, and each tie block's `last` must be >= its `first`.")
     for k in ks:
         if k < 1:
             raise ValueError(f"`k` must be a positive integer, got {k}.")
-        hit = (r <= k).double()
-        out[f"ndcg@{k}"] = float((hit / torch.log2(r + 1)).mean())
-        out[f"hr@{k}"] = float(hit.mean())
-        out[f"mrr@{k}"] = float((hit / r).mean())
-    out["num_users"] = int(r.numel())
+    size = last[:, 0] - first[:, 0] + 1
+    positions = torch.arange(1, max(ks) + 1, dtype=torch.float64)[None]  # (1, max_k)
+    inside = ((positions >= first) & (positions <= last)).double()  # (users, max_k): tie positions in the top max_k
+    out = {}
+    for k in ks:
+        hit, pos = inside[:, :k], positions[:, :k]
+        out[f"ndcg@{k}"] = float(((hit / torch.log2(pos + 1)).sum(1) / size).mean())
+        out[f"hr@{k}"] = float((hit.sum(1) / size).mean())
+        out[f"mrr@{k}"] = float(((hit / pos).sum(1) / size).mean())
+    out["num_users"] = int(r.shape[0])
     return out
 
 
@@ -103,17 +162,13 @@ def pad_histories(histories: Sequence[Sequence[int]], device=None) -> tuple[torc
 
 
 @torch.no_grad()
-def rank_split(
-    scorer: Scorer,
-    split,
-    batch_size: int = 256,
-    device: str | torch.device = "cpu",
-    progress: bool = False,
-) -> np.ndarray:
-    """The target rank of every user of `split` (in split order), scoring users in length-sorted batches."""
+def _rank_split(
+    scorer: Scorer, split, batch_size: int, device: str | torch.device, progress: bool, mask_history: bool
+) -> tuple[np.ndarray, int]:
     histories, targets = _as_columns(split)
     order = np.argsort([len(h) for h in histories], kind="stable")  # length bucketing: less padding
-    ranks = np.zeros(len(targets), dtype=np.int64)
+    ranks = np.zeros((len(targets), 2), dtype=np.int64)
+    nan_users = 0
     batches = range(0, len(order), batch_size)
     if progress:
         from tqdm.auto import tqdm
@@ -123,9 +178,25 @@ def rank_split(
         idx = order[start : start + batch_size]
         hist, lengths = pad_histories([histories[i] for i in idx], device)
         tgt = torch.as_tensor([targets[i] for i in idx], dtype=torch.long, device=device)
-        scores = scorer(hist, lengths)
-        ranks[idx] = target_ranks(scores, tgt, hist).cpu().numpy()
-    return ranks
+        blocks, has_nan = _rank_blocks(scorer(hist, lengths), tgt, hist, mask_history)
+        ranks[idx] = blocks.cpu().numpy()
+        nan_users += int(has_nan.sum())
+    if nan_users:
+        logger.warning(f"{nan_users:,} of {len(targets):,} users have NaN scores; NaN ranks below every number.")
+    return ranks, nan_users
+
+
+def rank_split(
+    scorer: Scorer,
+    split,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+    mask_history: bool = True,
+) -> np.ndarray:
+    """The target's tie block `(first, last)` (see `target_ranks`) for every user of `split`, in split order, as an
+    `(num_users, 2)` array; users are scored in length-sorted batches."""
+    return _rank_split(scorer, split, batch_size, device, progress, mask_history)[0]
 
 
 def evaluate_scorer(
@@ -136,19 +207,24 @@ def evaluate_scorer(
     batch_size: int = 256,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    mask_history: bool = True,
 ) -> dict:
-    """nDCG/HR/MRR@k of `scorer` on a split (full ranking, padding and history masked), averaged over users."""
-    ranks = rank_split(scorer, split, batch_size=batch_size, device=device, progress=progress)
+    """nDCG/HR/MRR@k of `scorer` on a split (full ranking, padding masked, history masked unless
+    `mask_history=False`), averaged over users, plus `num_users` and `nan_users` (users with a NaN score)."""
+    ranks, nan_users = _rank_split(scorer, split, batch_size, device, progress, mask_history)
     out = metrics_from_ranks(ranks, ks)
+    out["nan_users"] = nan_users
     if num_items is not None:
         out["num_items"] = int(num_items)
     return out
 
 
-def protocol_line(num_items: int, num_users: int, split: str = "test") -> str:
+def protocol_line(num_items: int, num_users: int, split: str = "test", mask_history: bool = True) -> str:
+    """The protocol printed under every table and stored in every `results.json`."""
+    masked = "history items and padding masked" if mask_history else "padding masked, history items kept (RecBole)"
     return (
-        f"{split}: leave-one-out, full ranking over {num_items:,} items, history items and padding masked, "
-        f"ties to the lower item id, {num_users:,} users"
+        f"{split}: leave-one-out, full ranking over {num_items:,} items, {masked}, "
+        f"ties averaged (expected metric over the tied positions), NaN scores ranked last, {num_users:,} users"
     )
 
 
@@ -169,7 +245,8 @@ def run_info(wall_time_s: float | None = None, config: dict | None = None) -> di
     """Provenance block for `results.json`: command, git commit, versions, device, wall time."""
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5
+            ["git", "rev-parse", "HEAD"],
+            check=False, capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""

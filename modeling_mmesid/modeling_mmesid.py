@@ -343,6 +343,14 @@ class MMESIDModel(MMESIDPreTrainedModel):
         is_4d = attention_mask is not None and attention_mask.dim() == 4
         if is_4d and position_ids is None:
             raise ValueError("A 4D `attention_mask` (packed rows) needs explicit `position_ids`.")
+        attn_implementation = self.language_model.config._attn_implementation
+        if is_4d and attn_implementation not in ("eager", "sdpa"):
+            # flash attention reads a 4D mask as padding: samples would see later targets of their user
+            raise ValueError(
+                f"A 4D `attention_mask` (packed rows) is tested exact only with the `eager` and `sdpa` attention "
+                f"implementations, got {attn_implementation!r}. Load the backbone with `attn_implementation=\"sdpa\"` "
+                "(or call `model.set_attn_implementation(\"sdpa\")`), or train without `prefix_packing`."
+            )
         if shared_prompt_ids is not None and past_key_values is not None:
             raise ValueError("Pass either `shared_prompt_ids` or `cache`, not both.")
         num_shared = shared_prompt_ids.shape[-1] if shared_prompt_ids is not None else 0

@@ -8,7 +8,8 @@ precision, gradient checkpointing, DDP/FSDP/DeepSpeed through Accelerate, checkp
 PEFT wrapping) is the stock `SFTTrainer`/`Trainer` machinery.
 
 Evaluation during training is the paper's protocol (full ranking, history masked): `prediction_step` returns the
-rank of each user's target instead of the `(batch, num_items + 1)` logits, so evaluation memory stays `O(users)`, and
+rank of each user's target (its tie block `(first, last)`, `evaluation.target_ranks`) instead of the
+`(batch, num_items + 1)` logits, so evaluation memory stays `O(users)`, and
 `compute_ranking_metrics` turns the gathered ranks into nDCG/HR/MRR@K.
 """
 
@@ -19,12 +20,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from transformers import EvalPrediction
 from trl import SFTConfig, SFTTrainer
 
 from .evaluation import DEFAULT_KS, metrics_from_ranks, pad_histories, target_ranks
 from .packing import MMESIDPackedCollator, group_samples_by_user
 from .precision import use_bf16
+
+
+PREFIX_PACKING_ATTENTION = ("eager", "sdpa")  # attention implementations whose 4D-mask path is tested exact
 
 
 @dataclass
@@ -44,6 +49,17 @@ class MMESIDTrainingConfig(SFTConfig):
     sid_trainable (`bool`, *optional*, defaults to `True`):
         Train the SID token rows of the input embeddings (paper: code embeddings start from the codebooks and stay
         trainable). With PEFT they are `trainable_token_indices`.
+
+    > Parameters that control the batch
+
+    global_train_batch_size (`int`, *optional*):
+        Training samples per optimizer step over all processes (the paper's 16). When set,
+        `gradient_accumulation_steps` is derived from it: `global_train_batch_size / (per_device_train_batch_size x
+        number of processes)`, which must be a whole number, so the same config gives the same batch on 1 and on 8
+        processes (on 8 GPUs x 2: 1 step; on 1 GPU x 2: 8). Unset, the batch per optimizer step is
+        `per_device_train_batch_size x gradient_accumulation_steps x number of processes` and changes with the
+        number of processes. With `prefix_packing` all these counts are *users*, not samples. Either way the loss is
+        the mean over the samples of the whole step (`MMESIDTrainer.compute_loss`).
 
     > Parameters that control packing
 
@@ -91,6 +107,11 @@ class MMESIDTrainingConfig(SFTConfig):
     prefix_packing: bool = field(
         default=False, metadata={"help": "MME-SID prefix-tree packing (one row per user); batch size counts users."}
     )
+    global_train_batch_size: int | None = field(
+        default=None,
+        metadata={"help": "Samples (users when packed) per optimizer step over all processes; derives "
+                  "gradient_accumulation_steps from the number of processes (paper: 16)."},
+    )
 
     def __post_init__(self):
         if self.bf16 is None:  # TRL: always on; ours: where the hardware runs bf16 fast (CUDA, or AMX/AVX512-BF16 CPUs)
@@ -101,7 +122,22 @@ class MMESIDTrainingConfig(SFTConfig):
         valid = {f"{m}@{k}" for m in ("ndcg", "hr", "mrr") for k in self.eval_ks}
         if self.best_metric not in valid:
             raise ValueError(f"`best_metric` must be one of {sorted(valid)}, got {self.best_metric!r}.")
+        if self.global_train_batch_size is not None and self.gradient_accumulation_steps != 1:
+            raise ValueError(
+                f"Set either `global_train_batch_size` ({self.global_train_batch_size}) or "
+                f"`gradient_accumulation_steps` ({self.gradient_accumulation_steps}), not both: the first derives the "
+                "second from the number of processes."
+            )
         super().__post_init__()
+        if self.global_train_batch_size is not None:
+            per_step = self.train_batch_size * self.world_size  # one micro-batch on every process
+            if self.global_train_batch_size % per_step:
+                raise ValueError(
+                    f"`global_train_batch_size` ({self.global_train_batch_size}) must be a multiple of "
+                    f"`per_device_train_batch_size` x processes ({self.train_batch_size} x {self.world_size} = "
+                    f"{per_step}); change one of them."
+                )
+            self.gradient_accumulation_steps = self.global_train_batch_size // per_step
 
 
 class MMESIDCollator:
@@ -123,11 +159,24 @@ class MMESIDCollator:
 
 
 def compute_ranking_metrics(eval_pred: EvalPrediction, ks=DEFAULT_KS) -> dict[str, float]:
-    """nDCG/HR/MRR@K from the target ranks that `MMESIDTrainer.prediction_step` returns as "predictions"."""
-    ranks = np.asarray(eval_pred.predictions).reshape(-1)
+    """nDCG/HR/MRR@K from the targets' tie blocks `(first, last)` that `MMESIDTrainer.prediction_step` returns as
+    "predictions" (`evaluation.target_ranks`)."""
+    ranks = np.asarray(eval_pred.predictions).reshape(-1, 2)
     metrics = metrics_from_ranks(ranks, ks)
     metrics.pop("num_users")
     return metrics
+
+
+def check_prefix_packing_attention(config) -> None:
+    """Refuse `prefix_packing` with an attention implementation whose 4D-mask path is not tested exact
+    (tests/test_equivalence.py covers `eager` and `sdpa`; flash attention reads a 4D mask as padding)."""
+    attn_implementation = config.text_config._attn_implementation
+    if attn_implementation not in PREFIX_PACKING_ATTENTION:
+        raise ValueError(
+            f"`prefix_packing=True` needs the `eager` or `sdpa` attention implementation (its 4D tree mask is tested "
+            f"exact only with those), got {attn_implementation!r}. Load the backbone with "
+            "`attn_implementation=\"sdpa\"` or set `prefix_packing=False`."
+        )
 
 
 class MMESIDTrainer(SFTTrainer):
@@ -139,22 +188,46 @@ class MMESIDTrainer(SFTTrainer):
 
     def __init__(self, *args, **kwargs):
         training_args = kwargs.get("args")
-        if training_args is None or not getattr(training_args, "prefix_packing", False):
-            super().__init__(*args, **kwargs)
-            return
-        train_dataset = kwargs.get("train_dataset")
-        if train_dataset is not None and "items" not in train_dataset.column_names:
-            kwargs["train_dataset"] = group_samples_by_user(train_dataset)
-        processor = kwargs.get("processing_class")
-        per_sample = kwargs.get("data_collator") or MMESIDCollator(processor)
-        kwargs["data_collator"] = MMESIDPackedCollator(processor, per_sample_collator=per_sample)
+        packing = training_args is not None and getattr(training_args, "prefix_packing", False)
+        if packing:
+            train_dataset = kwargs.get("train_dataset")
+            if train_dataset is not None and "items" not in train_dataset.column_names:
+                kwargs["train_dataset"] = group_samples_by_user(train_dataset)
+            processor = kwargs.get("processing_class")
+            per_sample = kwargs.get("data_collator") or MMESIDCollator(processor)
+            kwargs["data_collator"] = MMESIDPackedCollator(processor, per_sample_collator=per_sample)
         super().__init__(*args, **kwargs)
+        if packing:
+            check_prefix_packing_attention(self.model.config)
+        # `compute_loss` divides by `num_items_in_batch` itself: make `Trainer` count it and not divide the loss by
+        # the accumulation steps (what it does for models whose forward takes `**kwargs`), whatever the model declares
+        self.model_accepts_loss_kwargs = True
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The model's item cross-entropy; in training, normalized over the whole accumulated batch.
+
+        `Trainer` counts the labels of all micro-batches of one optimizer step (`num_items_in_batch`, the samples: with
+        prefix packing a row holds several samples, and `labels` has one entry per sample) and does not divide the
+        returned loss by `gradient_accumulation_steps`, since our forward takes `**kwargs`. So the loss is the sum of
+        the per-sample cross-entropies of this micro-batch over that count: gradient accumulation of `n` micro-batches
+        gives the gradient of the mean over all their samples, as one batch of them would, whatever the number of
+        samples per micro-batch. With `average_tokens_across_devices` (the default) the count covers every process
+        and the loss is scaled by the number of processes, which DDP's gradient averaging undoes: the mean over the
+        samples of the global batch.
+        """
         inputs = dict(inputs)
         inputs.pop("history", None)
         outputs = model(**inputs)
         loss = outputs.loss
+        if num_items_in_batch is not None:
+            # the forward's cross-entropy (mean over samples), summed here over this micro-batch's samples
+            loss_sum = nn.functional.cross_entropy(
+                outputs.item_logits.float(), inputs["labels"].to(outputs.item_logits.device), ignore_index=-100,
+                reduction="sum",
+            )
+            loss = loss_sum / torch.as_tensor(num_items_in_batch, device=loss_sum.device).clamp(min=1)
+            if self.args.average_tokens_across_devices:
+                loss = loss * self.accelerator.num_processes
         mode = "train" if self.model.training else "eval"
         if mode == "train":
             weights = outputs.fusion_weights.detach()  # (num_items + 1, num_heads)

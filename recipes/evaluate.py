@@ -8,6 +8,9 @@ Commands:
     python recipes/evaluate.py --data_dir outputs/beauty-smollm2-135m/data \
         --model outputs/beauty-smollm2-135m/finetune/model --sasrec outputs/beauty-smollm2-135m/embeddings/sasrec \
         --max_users 2000 --output_dir outputs/beauty-smollm2-135m/eval
+    # RecBole's protocol (history items stay candidates), to print beside RecBole's numbers
+    python recipes/evaluate.py --data_dir outputs/beauty-smollm2-135m/data --no_mask_history \
+        --output_dir outputs/beauty-smollm2-135m/eval-unmasked
 """
 
 import time
@@ -28,6 +31,9 @@ class EvaluateArguments:
     model: str | None = field(default=None, metadata={"help": "Fine-tuned MME-SID folder or Hub repo id."})
     sasrec: str | None = field(default=None, metadata={"help": "SASRec folder (encode_items.py writes embeddings/sasrec)."})
     max_users: int | None = field(default=None, metadata={"help": "Evaluate N users sampled with `seed` (says so)."})
+    no_mask_history: bool = field(
+        default=False, metadata={"help": "Keep history items as candidates (RecBole's protocol; ours masks them)."}
+    )
     seed: int = 0
     batch_size: int = 256
     model_batch_size: int = 32
@@ -60,9 +66,11 @@ def main(args: EvaluateArguments) -> dict:
     for name, scorer in scorers.items():
         tic = time.time()
         batch_size = args.model_batch_size if name == "mmesid" else args.batch_size
-        results[name] = evaluation.evaluate_scorer(scorer, split, num_items, batch_size=batch_size)
+        results[name] = evaluation.evaluate_scorer(
+            scorer, split, num_items, batch_size=batch_size, mask_history=not args.no_mask_history
+        )
         results[name]["seconds"] = round(time.time() - tic, 2)
-    protocol = evaluation.protocol_line(num_items, split.num_rows, args.split)
+    protocol = evaluation.protocol_line(num_items, split.num_rows, args.split, mask_history=not args.no_mask_history)
     if split.num_rows < total:
         protocol += f" (sampled with seed {args.seed} from {total:,})"
     print(evaluation.format_table(results, protocol=protocol))

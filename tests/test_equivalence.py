@@ -253,3 +253,67 @@ def test_trainer_packing_switch_gives_the_per_sample_loss(tmp_path):
     torch.testing.assert_close(packed, per_sample, rtol=0, atol=1e-5)
     # evaluation rows stay per sample
     assert "history" in trainer.data_collator([{"user_id": 1, "history": [1, 2], "target": 3}])
+
+
+def _one_sgd_step(tmp_path, rows, batch_size, accumulation, prefix_packing):
+    """Trainable parameters before and after one optimizer step of `MMESIDTrainer` (LoRA, plain SGD, no clipping)."""
+    from datasets import Dataset
+    from peft import LoraConfig
+
+    from modeling_mmesid.trainer import MMESIDCollator, MMESIDTrainer, MMESIDTrainingConfig
+
+    model, processor = build_model("sdpa")
+    args = MMESIDTrainingConfig(
+        output_dir=str(tmp_path / f"b{batch_size}-ga{accumulation}"), prefix_packing=prefix_packing,
+        per_device_train_batch_size=batch_size, gradient_accumulation_steps=accumulation, max_steps=1,
+        optim="sgd", learning_rate=1e-2, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
+        max_grad_norm=0.0, train_sampling_strategy="sequential", use_cpu=True, eval_strategy="no",
+        save_strategy="no", load_best_model_at_end=False, report_to="none", disable_tqdm=True, seed=0,
+    )
+    peft_config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["gate_proj", "up_proj", "down_proj"],
+                             modules_to_save=model.non_backbone_module_names(), init_lora_weights="gaussian")
+    trainer = MMESIDTrainer(model=model, args=args, train_dataset=Dataset.from_dict(rows), processing_class=processor,
+                            data_collator=MMESIDCollator(processor), peft_config=peft_config)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    trainer.train()
+    after = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    return before, after
+
+
+@pytest.mark.parametrize(
+    "prefix_packing, users, batch_size",
+    [(False, USERS, 8), (True, USERS[:2], 1)],  # packed: micro-batches of 6 and 2 samples (one user each)
+    ids=["per-sample", "packed-unequal-micro-batches"],
+)
+def test_gradient_accumulation_equals_one_big_batch(tmp_path, prefix_packing, users, batch_size):
+    """2 accumulated micro-batches of b give the update of one batch of 2b: the loss is the mean over all samples of
+    the optimizer step (not the mean of micro-batch means, and not GA x too large)."""
+    rows = sample_rows()
+    keep = [i for i, u in enumerate(rows["user_id"]) if u <= len(users)]
+    rows = {k: [v[i] for i in keep] for k, v in rows.items()}
+    before, big = _one_sgd_step(tmp_path, rows, 2 * batch_size, 1, prefix_packing)
+    _, accumulated = _one_sgd_step(tmp_path, rows, batch_size, 2, prefix_packing)
+    update = max(float((big[n] - before[n]).abs().max()) for n in big)
+    diff = max(float((big[n] - accumulated[n]).abs().max()) for n in big)
+    print(f"max |update| {update:.3e}, max |big - accumulated| {diff:.3e}")
+    assert update > 1e-3  # the step moved the parameters
+    assert diff <= 1e-5 * update, f"accumulated update differs from the big batch's by {diff:.3e} (update {update:.3e})"
+
+
+@pytest.mark.parametrize("attn", ["flash_attention_2", "flex_attention"])
+def test_4d_mask_refused_with_untested_attention(attn, tmp_path):
+    from datasets import Dataset
+
+    from modeling_mmesid.trainer import MMESIDTrainer, MMESIDTrainingConfig
+
+    model, processor = build_model("sdpa")
+    inputs = packed_inputs(processor)
+    model.model.language_model.config._attn_implementation = attn  # the string only: no kernel is ever called
+    with pytest.raises(ValueError, match=f"tested exact only with the `eager` and `sdpa`.*got '{attn}'"):
+        model(**inputs)
+    args = MMESIDTrainingConfig(
+        output_dir=str(tmp_path), prefix_packing=True, use_cpu=True, eval_strategy="no", save_strategy="no",
+        load_best_model_at_end=False, report_to="none", disable_tqdm=True,
+    )
+    with pytest.raises(ValueError, match=f"`prefix_packing=True` needs the `eager` or `sdpa`.*got '{attn}'"):
+        MMESIDTrainer(model=model, args=args, train_dataset=Dataset.from_dict(sample_rows()), processing_class=processor)

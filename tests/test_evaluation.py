@@ -12,17 +12,117 @@ from modeling_mmesid.metrics import FULL_RANKING_METRIC_PATH
 def test_rank_with_ties_and_padding():
     # items 1..4 score .5 .9 .5 .1; padding (column 0) scores highest but is never ranked
     scores = torch.tensor([[9.0, 0.5, 0.9, 0.5, 0.1]])
-    assert evaluation.target_ranks(scores, torch.tensor([3])).tolist() == [3]  # item 2 above, tie with lower id 1
-    assert evaluation.target_ranks(scores, torch.tensor([1])).tolist() == [2]  # tie with item 3 goes to item 1
-    assert evaluation.target_ranks(scores, torch.tensor([4])).tolist() == [4]
+    # items 1 and 3 tie behind item 2: each takes position 2 or 3 (a random tie-break), whatever its id
+    assert evaluation.target_ranks(scores, torch.tensor([3])).tolist() == [[2, 3]]
+    assert evaluation.target_ranks(scores, torch.tensor([1])).tolist() == [[2, 3]]
+    assert evaluation.target_ranks(scores, torch.tensor([4])).tolist() == [[4, 4]]
+
+
+def test_tied_metrics_are_expectations_over_the_tied_positions():
+    m = evaluation.metrics_from_ranks([[2, 3]], ks=(1, 2, 10))
+    assert m["hr@1"] == 0 and m["ndcg@1"] == 0 and m["mrr@1"] == 0
+    assert m["hr@2"] == pytest.approx(1 / 2)  # one of the two tie positions is in the top 2
+    assert m["ndcg@2"] == pytest.approx((1 / math.log2(3)) / 2)
+    assert m["mrr@2"] == pytest.approx((1 / 2) / 2)
+    assert m["hr@10"] == 1.0
+    assert m["ndcg@10"] == pytest.approx((1 / math.log2(3) + 1 / math.log2(4)) / 2)  # (0.6309 + 0.5) / 2
+    assert m["mrr@10"] == pytest.approx((1 / 2 + 1 / 3) / 2)  # 5/12
+    # a block of 4 ties at positions 9..12 straddling K=10: half of it inside
+    m = evaluation.metrics_from_ranks([[9, 12], [1, 1]], ks=(10,))
+    assert m["hr@10"] == pytest.approx((2 / 4 + 1) / 2)
+    assert m["ndcg@10"] == pytest.approx(((1 / math.log2(10) + 1 / math.log2(11)) / 4 + 1) / 2)
+    assert m["mrr@10"] == pytest.approx(((1 / 9 + 1 / 10) / 4 + 1) / 2)
+    # plain ranks are one-position blocks
+    assert evaluation.metrics_from_ranks([3, 1]) == evaluation.metrics_from_ranks([[3, 3], [1, 1]])
+    with pytest.raises(ValueError, match="must be >= its `first`"):
+        evaluation.metrics_from_ranks([[3, 2]])
+    with pytest.raises(ValueError, match=r"shape \(num_users,\) or \(num_users, 2\)"):
+        evaluation.metrics_from_ranks([[1, 2, 3]])
+
+
+def test_all_tied_scorer_gets_the_random_expectation():
+    # a constant scorer over 30 items: the target is uniform over positions 1..30
+    ranks = evaluation.target_ranks(torch.zeros(1, 31), torch.tensor([17]))
+    m = evaluation.metrics_from_ranks(ranks, ks=(10,))
+    assert ranks.tolist() == [[1, 30]] and m["hr@10"] == pytest.approx(10 / 30)
+    assert m["ndcg@10"] == pytest.approx(sum(1 / math.log2(r + 1) for r in range(1, 11)) / 30)
+
+
+def test_nan_scores_rank_last():
+    # a diverged scorer (all NaN) must not look perfect: its target is last among the 30 candidates
+    ranks = evaluation.target_ranks(torch.full((2, 31), math.nan), torch.tensor([1, 30]))
+    assert ranks.tolist() == [[30, 30], [30, 30]]
+    m = evaluation.metrics_from_ranks(ranks, ks=(10,))
+    assert m["ndcg@10"] == 0 and m["hr@10"] == 0 and m["mrr@10"] == 0
+    # NaN candidates never outrank (or tie) a real score; a NaN target is behind every candidate, NaN ones included
+    scores = torch.tensor([[0.0, math.nan, 0.2, math.nan, 0.1]])
+    assert evaluation.target_ranks(scores, torch.tensor([4])).tolist() == [[2, 2]]
+    assert evaluation.target_ranks(scores, torch.tensor([1])).tolist() == [[4, 4]]
+    # ... after history masking: 2 candidates left (3 and 4)
+    assert evaluation.target_ranks(scores, torch.tensor([3]), torch.tensor([[1, 2]])).tolist() == [[2, 2]]
+
+
+def test_infinite_scores_are_ordinary_values():
+    scores = torch.tensor([[0.0, math.inf, math.inf, 0.5, -math.inf, -math.inf]])
+    assert evaluation.target_ranks(scores, torch.tensor([2])).tolist() == [[1, 2]]  # ties with the other +inf
+    assert evaluation.target_ranks(scores, torch.tensor([3])).tolist() == [[3, 3]]
+    assert evaluation.target_ranks(scores, torch.tensor([5])).tolist() == [[4, 5]]  # ties with the other -inf
+    # a -inf candidate does not tie with masked items: item 1 masked, -inf target still 2 positions
+    assert evaluation.target_ranks(scores, torch.tensor([5]), torch.tensor([[1]])).tolist() == [[3, 4]]
+
+
+def test_scores_are_compared_in_float32():
+    # 1 and 1 + 1e-12 differ in float64 but are the same float32: a tie, not a win for item 2
+    scores = torch.tensor([[0.0, 1.0, 1.0 + 1e-12, 0.5]], dtype=torch.float64)
+    assert evaluation.target_ranks(scores, torch.tensor([1])).tolist() == [[1, 2]]
+    assert evaluation.target_ranks(scores.bfloat16(), torch.tensor([3])).tolist() == [[3, 3]]
 
 
 def test_history_items_are_masked():
     scores = torch.tensor([[0.0, 0.5, 0.9, 0.5, 0.1], [0.0, 0.5, 0.9, 0.5, 0.1]])
     history = torch.tensor([[2, 1], [3, 0]])  # row 2 right-padded
-    assert evaluation.target_ranks(scores, torch.tensor([3, 4]), history).tolist() == [1, 3]
+    assert evaluation.target_ranks(scores, torch.tensor([3, 4]), history).tolist() == [[1, 1], [3, 3]]
     # a target that is also in the history is masked too: ranked behind everything (a miss)
-    assert evaluation.target_ranks(scores[:1], torch.tensor([2]), torch.tensor([[2]]))[0] >= 5
+    assert evaluation.target_ranks(scores[:1], torch.tensor([2]), torch.tensor([[2]])).tolist() == [[5, 5]]
+
+
+def test_unmasked_history_is_recbole_protocol():
+    scores = torch.tensor([[0.0, 0.5, 0.9, 0.5, 0.1]])
+    history = torch.tensor([[2]])
+    assert evaluation.target_ranks(scores, torch.tensor([3]), history).tolist() == [[1, 2]]
+    assert evaluation.target_ranks(scores, torch.tensor([3]), history, mask_history=False).tolist() == [[2, 3]]
+    # the target itself in the history: a candidate like any other without masking
+    assert evaluation.target_ranks(scores, torch.tensor([2]), history, mask_history=False).tolist() == [[1, 1]]
+    split = {"history": [[2]], "target": [3]}
+    scorer = lambda h, n: scores.expand(h.shape[0], -1)  # noqa: E731
+    masked = evaluation.evaluate_scorer(scorer, split, 4, ks=(1,))
+    unmasked = evaluation.evaluate_scorer(scorer, split, 4, ks=(1,), mask_history=False)
+    assert masked["hr@1"] == pytest.approx(1 / 2) and unmasked["hr@1"] == 0
+    assert "history items and padding masked" in evaluation.protocol_line(4, 1)
+    assert "history items kept (RecBole)" in evaluation.protocol_line(4, 1, mask_history=False)
+    line = evaluation.protocol_line(4, 1)
+    assert "ties averaged (expected metric over the tied positions)" in line and "NaN scores ranked last" in line
+
+
+def test_nan_users_are_counted_and_warned(caplog):
+    split = {"history": [[1], [2], []], "target": [3, 3, 4]}
+
+    def scorer(histories, lengths):
+        scores = torch.arange(5, dtype=torch.float32).repeat(histories.shape[0], 1)
+        scores[histories[:, 0] == 2, 1] = math.nan  # the user with history [2] gets a NaN for item 1
+        scores[histories[:, 0] == 1, 1] = math.nan  # ... and for the masked item 1: not a candidate, not counted
+        return scores
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.enable_propagation()
+    try:
+        with caplog.at_level("WARNING"):
+            m = evaluation.evaluate_scorer(scorer, split, 4, ks=(1,))
+    finally:
+        hf_logging.disable_propagation()
+    assert m["nan_users"] == 1 and m["num_users"] == 3
+    assert "1 of 3 users have NaN scores" in caplog.text
 
 
 def test_metrics_by_hand():
@@ -39,7 +139,7 @@ def test_k_larger_than_candidates():
     scores = torch.tensor([[0.0, 0.3, 0.2, 0.1]])
     ranks = evaluation.target_ranks(scores, torch.tensor([3]), torch.tensor([[1]]))
     m = evaluation.metrics_from_ranks(ranks, ks=(20,))
-    assert ranks.tolist() == [2] and m["hr@20"] == 1.0 and m["ndcg@20"] == pytest.approx(1 / math.log2(3))
+    assert ranks.tolist() == [[2, 2]] and m["hr@20"] == 1.0 and m["ndcg@20"] == pytest.approx(1 / math.log2(3))
 
 
 def test_bad_targets():
@@ -58,17 +158,20 @@ def _random_split(n_users=37, n_items=30, seed=0):
 
 def test_batched_equals_one_user_at_a_time():
     split = _random_split()
-    table = torch.randn(31, 31)
+    table = torch.randint(0, 4, (31, 31)).float()  # few distinct scores: many ties
     scorer = lambda h, n: table[h.gather(1, (n - 1).clamp(min=0)[:, None])[:, 0]]  # noqa: E731
     batched = evaluation.rank_split(scorer, split, batch_size=16)
     single = evaluation.rank_split(scorer, split, batch_size=1)
     np.testing.assert_array_equal(batched, single)
-    # and both equal a plain Python loop over sorted scores
+    # and both equal a plain Python loop over the candidates
     for i, (h, t) in enumerate(zip(split["history"], split["target"])):
         s = table[h[-1] if h else 0].tolist()
-        cands = sorted((j for j in range(1, 31) if j not in h), key=lambda j: (-s[j], j))
-        expected = cands.index(t) + 1 if t in cands else 31
-        assert batched[i] == expected or (t in h and batched[i] >= len(cands) + 1)
+        cands = [j for j in range(1, 31) if j not in h]
+        if t not in cands:
+            assert batched[i].tolist() == [31, 31]
+            continue
+        higher = sum(s[j] > s[t] for j in cands)
+        assert batched[i].tolist() == [higher + 1, higher + sum(s[j] == s[t] for j in cands)]
 
 
 def test_evaluate_metric_module_matches_evaluator():
@@ -81,7 +184,7 @@ def test_evaluate_metric_module_matches_evaluator():
     masked = scores.clone()
     masked[:, 0] = -math.inf
     masked.scatter_(1, hist, -math.inf)
-    order = torch.sort(masked, dim=1, descending=True, stable=True).indices[:, :20].tolist()  # ties: lower id first
+    order = torch.sort(masked, dim=1, descending=True, stable=True).indices[:, :20].tolist()  # no ties
     metric = evaluate.load(FULL_RANKING_METRIC_PATH)
     got = metric.compute(predictions=order, references=split["target"], ks=[5, 10, 20])
     want = evaluation.metrics_from_ranks(ranks)

@@ -25,7 +25,24 @@ def test_evaluate_baselines_on_sampled_users(tiny_run, tmp_path, capsys):
     saved = json.loads((tmp_path / "results.json").read_text())
     assert "sampled with seed 0 from 24" in saved["protocol"]
     assert saved["results"]["transition"]["ndcg@10"] == pytest.approx(results["transition"]["ndcg@10"])
-    assert "protocol: test: leave-one-out, full ranking over 40 items" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "protocol: test: leave-one-out, full ranking over 40 items, history items and padding masked" in out
+
+
+def test_evaluate_no_mask_history_is_recbole_protocol(tiny_run, tmp_path, capsys):
+    from trl import TrlParser
+
+    recipe = _recipe("evaluate")
+    (args,) = TrlParser((recipe.EvaluateArguments,)).parse_args_and_config(
+        ["--data_dir", str(tiny_run / "data"), "--output_dir", str(tmp_path), "--no_mask_history"]
+    )
+    assert args.no_mask_history
+    unmasked = recipe.main(args)
+    assert "history items kept (RecBole)" in json.loads((tmp_path / "results.json").read_text())["protocol"]
+    assert "history items kept (RecBole)" in capsys.readouterr().out
+    masked = recipe.main(recipe.EvaluateArguments(data_dir=str(tiny_run / "data"), output_dir=str(tmp_path)))
+    # the transition scorer's best guesses are often history items (i -> i + 1 -> ...): the protocols differ
+    assert any(unmasked[n]["ndcg@10"] != masked[n]["ndcg@10"] for n in masked)
 
 
 @pytest.mark.parametrize("name", ["cpu", "single_gpu", "multi_gpu", "fsdp2", "zero2"])
@@ -43,11 +60,33 @@ def test_run_configs_parse():
     recipe = _recipe("finetune")
     for path in sorted(Path(REPO / "recipes" / "configs").glob("*/finetune.yaml")):
         parser = TrlParser((recipe.ScriptArguments, recipe.MMESIDTrainingConfig, ModelConfig))
-        script_args, training_args, model_args = parser.parse_args_and_config(
+        _script_args, training_args, model_args = parser.parse_args_and_config(
             ["--config", str(path), "--use_cpu", "true", "--bf16", "false"]
         )
         assert training_args.metric_for_best_model == "eval_ndcg@10", path
         assert model_args.lora_r == 8 and model_args.lora_alpha == 16, path
+        if training_args.global_train_batch_size is not None:  # one process here
+            assert training_args.global_train_batch_size == (
+                training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
+            ), path
+
+
+def test_global_batch_derives_accumulation_from_the_number_of_processes(tmp_path):
+    from modeling_mmesid.trainer import MMESIDTrainingConfig
+
+    class EightProcesses(MMESIDTrainingConfig):
+        @property
+        def world_size(self):
+            return 8
+
+    kwargs = {"output_dir": str(tmp_path), "use_cpu": True, "per_device_train_batch_size": 2}
+    assert MMESIDTrainingConfig(global_train_batch_size=16, **kwargs).gradient_accumulation_steps == 8
+    assert EightProcesses(global_train_batch_size=16, **kwargs).gradient_accumulation_steps == 1
+    assert MMESIDTrainingConfig(gradient_accumulation_steps=3, **kwargs).gradient_accumulation_steps == 3
+    with pytest.raises(ValueError, match=r"must be a multiple of `per_device_train_batch_size` x processes \(2 x 8 = 16\)"):
+        EightProcesses(global_train_batch_size=24, **kwargs)
+    with pytest.raises(ValueError, match="Set either `global_train_batch_size` \\(16\\) or `gradient_accumulation_steps`"):
+        MMESIDTrainingConfig(global_train_batch_size=16, gradient_accumulation_steps=2, **kwargs)
 
 
 def test_training_config_defaults_run_on_cpu(tmp_path, monkeypatch):

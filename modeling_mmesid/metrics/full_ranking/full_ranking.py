@@ -12,7 +12,9 @@ Load it offline from the installed package:
 With `r` the 1-based position of the reference in its list (absent = miss):
 `hr@k = 1[r <= k]`, `ndcg@k = 1[r <= k] / log2(r + 1)`, `mrr@k = 1[r <= k] / r`, averaged over users.
 This file is self-contained (evaluate copies it into its module cache); `modeling_mmesid.evaluation` computes the
-same numbers from full score matrices without depending on it.
+same numbers from full score matrices without depending on it. A ranked list has already broken any ties among
+scores; `modeling_mmesid.evaluation` instead averages each metric over the tied positions (its module docstring),
+so the two agree exactly when the scores have no ties.
 """
 
 import math
