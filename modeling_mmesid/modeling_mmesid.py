@@ -781,7 +781,8 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel):
         )
         h = outputs.last_hidden_state[:, -1]  # left padding: the last position is each prompt's final token
         table = state["score_table"]
-        item_logits = h.float() @ table.float().T  # (batch, num_items + 1), float32 whatever the backbone's dtype
+        with torch.autocast(device_type=h.device.type, enabled=False):  # float32 whatever the backbone's dtype
+            item_logits = h.float() @ table.float().T  # (batch, num_items + 1)
         item_logits[:, self.config.pad_item_id] = float("-inf")
         return item_logits
 

@@ -61,7 +61,13 @@ class MMESIDTrainingConfig(SFTConfig):
         number of processes. With `prefix_packing` all these counts are *users*, not samples. Either way the loss is
         the mean over the samples of the whole step (`MMESIDTrainer.compute_loss`).
 
-    > Parameters that control packing
+    > Parameters that control packing and evaluation speed
+
+    eval_cached_ranking (`bool`, *optional*, defaults to `True`):
+        Rank validation/test users through the batched ranking path
+        ([`MMESIDForSequentialRecommendation.score_histories`]: the shared prompt's KV cache, every item token and the
+        item score table computed once per evaluation) instead of the per-sample forward with the full prompt. Same
+        scores up to float rounding (tests/test_equivalence.py); `False` is the plain path.
 
     prefix_packing (`bool`, *optional*, defaults to `False`):
         MME-SID prefix-tree packing (not TRL's text packing `packing`, which stays off): all training samples of a
@@ -106,6 +112,10 @@ class MMESIDTrainingConfig(SFTConfig):
     sid_trainable: bool = field(default=True, metadata={"help": "Train the SID token rows."})
     prefix_packing: bool = field(
         default=False, metadata={"help": "MME-SID prefix-tree packing (one row per user); batch size counts users."}
+    )
+    eval_cached_ranking: bool = field(
+        default=True,
+        metadata={"help": "Validate through the batched ranking path (shared-prompt KV cache, item tables once)."},
     )
     global_train_batch_size: int | None = field(
         default=None,
@@ -238,16 +248,42 @@ class MMESIDTrainer(SFTTrainer):
                 self._metrics[mode][f"fusion_weight_{head}"].append(value)
         return (loss, outputs) if return_outputs else loss
 
+    def evaluation_loop(self, *args, **kwargs):
+        # the cached ranking tables hold the current weights: build them once per evaluation, drop them after
+        self._ranking_state = None
+        try:
+            return super().evaluation_loop(*args, **kwargs)
+        finally:
+            self._ranking_state = None
+
+    def _cached_item_logits(self, model, history: torch.Tensor) -> torch.Tensor:
+        """Fused item logits through the batched ranking path (`score_histories`): the shared prompt's KV cache, the
+        item tokens and the item score table computed once per evaluation. The PEFT adapters are injected in place,
+        so the base model's methods see them."""
+        unwrapped = self.accelerator.unwrap_model(model)
+        base = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
+        if getattr(self, "_ranking_state", None) is None:
+            self._ranking_state = base.prepare_ranking(self.processing_class)
+        rows = [h[h != 0].tolist() for h in history]  # right-padded with 0, item ids start at 1
+        return base.score_histories(
+            rows, self.processing_class, batch_size=max(len(rows), 1), ranking_state=self._ranking_state
+        )
+
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
         history = inputs.pop("history")
         labels = inputs["labels"]
         with torch.no_grad(), self.compute_loss_context_manager():
-            outputs = model(**inputs)
-        loss = outputs.loss.detach() if outputs.loss is not None else None
+            if self.args.eval_cached_ranking:
+                item_logits = self._cached_item_logits(model, history)
+                loss = torch.nn.functional.cross_entropy(item_logits.float(), labels.to(item_logits.device))
+            else:
+                outputs = model(**inputs)
+                item_logits = outputs.item_logits
+                loss = outputs.loss.detach() if outputs.loss is not None else None
         if prediction_loss_only:
             return loss, None, None
-        ranks = target_ranks(outputs.item_logits.detach(), labels, history)
+        ranks = target_ranks(item_logits.detach(), labels, history)
         return loss, ranks.float(), labels
 
 

@@ -8,12 +8,16 @@
 3. Ranking: the official inference (one user at a time, full prompt, every candidate's projections recomputed) vs
    batched ranking (shared-prompt KV cache, item tokens and item score table computed once per evaluation, users
    length-bucketed); same users, same model, scores checked equal.
+4. bf16 against float32 (`--precision both`, the default): the same model with its frozen backbone weights in bf16
+   and bf16 autocast (what the trainer and `finetune.py` do where the hardware runs bf16 fast), packed training and
+   batched ranking on the same users; loss difference, top-10 agreement, extrapolated epoch and test-split times.
 
 Commands:
     python recipes/benchmark.py                          # CI size: tiny random Llama, synthetic data, < 1 min on CPU
     python recipes/benchmark.py --full                   # Beauty_new, SmolLM2-135M-Instruct from the GGUF, CPU
     python recipes/benchmark.py --full --backbone random # Beauty_new, random Llama of SmolLM2's shape
-    python recipes/benchmark.py --full --device cuda     # the same on a GPU (bf16 autocast off: fp32 weights)
+    python recipes/benchmark.py --full --device cuda     # the same on a GPU
+    python recipes/benchmark.py --precision float32      # skip the bf16 comparison (4.: on by default)
 Writes `results.json` (run_info, train_info, meta_info) to `--output_dir`.
 """
 
@@ -51,6 +55,7 @@ class BenchmarkArguments:
     rank_users_batched: int | None = field(default=None, metadata={"help": "Users for batched ranking (128/256)."})
     rank_batch_size: int = field(default=64, metadata={"help": "Users per batch in batched ranking."})
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads."})
+    precision: str = field(default="both", metadata={"help": "float32, bf16, or both (ratios bf16 / float32)."})
     seed: int = 0
     output_dir: str = field(default="outputs/benchmark", metadata={"help": "Where results.json goes."})
 
@@ -151,7 +156,9 @@ def token_counts(processor, train, batch_users: int) -> dict:
     return counts
 
 
-def time_training(model, processor, train, args, device) -> dict:
+def time_training(model, processor, train, args, device, bf16: bool = False, packed_only: bool = False) -> dict:
+    """Forward + backward under LoRA. `bf16`: the model's backbone is already bf16 (frozen weights) and the step runs
+    under bf16 autocast, as `MMESIDTrainer` does with `bf16=True`; LoRA and MME-SID's modules stay float32."""
     from peft import LoraConfig, get_peft_model
 
     num_users = args.train_users or (4 if args.full else 16)
@@ -174,7 +181,8 @@ def time_training(model, processor, train, args, device) -> dict:
             batch = {k: v.to(device) for k, v in batch.items()}
             tokens += batch["input_ids"].numel() if batch["attention_mask"].dim() == 4 else int(batch["attention_mask"].sum())
             tokens += batch["shared_prompt_ids"].numel() if "shared_prompt_ids" in batch else 0
-            loss = peft_model(**batch).loss
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss = peft_model(**batch).loss
             (loss * batch["labels"].numel()).backward()
             total_loss += float(loss.detach()) * batch["labels"].numel()
             peft_model.zero_grad(set_to_none=True)
@@ -184,15 +192,25 @@ def time_training(model, processor, train, args, device) -> dict:
     per_sample_batches = [per_sample_collator(samples[i : i + args.batch_samples])
                           for i in range(0, len(samples), args.batch_samples)]
     packed_batches = [packed_collator(rows[i : i + args.batch_users]) for i in range(0, len(rows), args.batch_users)]
+    if packed_only:
+        per_sample_batches = per_sample_batches[:1]
     run(per_sample_batches[:1])  # warm-up
     run(packed_batches[:1])
     _reset_peak(device)
     t_ps, loss_ps, tok_ps = run(per_sample_batches)
     mem_ps = _peak_memory_mb(device)
+    if packed_only:  # one batch only: not a measurement
+        t_ps = loss_ps = tok_ps = mem_ps = float("nan")
     _reset_peak(device)
     t_pk, loss_pk, tok_pk = run(packed_batches)
     mem_pk = _peak_memory_mb(device)
     peft_model.unload()  # back to the plain model (LoRA B = 0: unchanged weights)
+    if packed_only:
+        len_samples = len(samples)
+        return {"users": num_users, "samples": len_samples,
+                "packed": {"seconds": t_pk, "tokens": tok_pk, "tokens_per_s": tok_pk / t_pk,
+                           "samples_per_s": len_samples / t_pk, "users_per_s": num_users / t_pk,
+                           "peak_memory_mb": mem_pk, "mean_loss": loss_pk}}
     return {
         "users": num_users, "samples": len(samples),
         "per_sample": {"seconds": t_ps, "tokens": tok_ps, "tokens_per_s": tok_ps / t_ps,
@@ -259,6 +277,75 @@ def time_ranking(model, processor, test, args, device) -> dict:
     }
 
 
+@torch.no_grad()
+def time_batched_scores(model, processor, histories, batch_size, device) -> tuple[torch.Tensor, float, float, float]:
+    """(scores, prepare seconds, scoring seconds, peak memory) of batched ranking over `histories`."""
+    model.eval()
+    model.score_histories(histories[:1], processor, batch_size=1)  # warm-up
+    _reset_peak(device)
+    _sync(device)
+    start = time.perf_counter()
+    state = model.prepare_ranking(processor)
+    _sync(device)
+    t_prepare = time.perf_counter() - start
+    start = time.perf_counter()
+    scores = model.score_histories(histories, processor, batch_size=batch_size, ranking_state=state)
+    _sync(device)
+    return scores, t_prepare, time.perf_counter() - start, _peak_memory_mb(device)
+
+
+def compare_precisions(model, processor, train, test, args, device, tokens, training, ranking) -> dict:
+    """bf16 against float32 on the same model, users and batches: frozen backbone weights cast to bf16 (what
+    `finetune.py` loads where the hardware runs bf16), bf16 autocast in training, float32 scores."""
+    import copy
+
+    model16 = copy.deepcopy(model)
+    model16.model.language_model.to(torch.bfloat16)
+    train16 = time_training(model16, processor, train, args, device, bf16=True, packed_only=True)
+    train32 = time_training(model, processor, train, args, device, bf16=False, packed_only=True)  # same process, now
+    histories, targets = evaluation._as_columns(test)
+    n = args.rank_users_batched or (256 if args.full else 128)
+    histories, targets = histories[:n], torch.as_tensor(targets[:n])
+    s32, p32, t32, m32 = time_batched_scores(model, processor, histories, args.rank_batch_size, device)
+    s16, p16, t16, m16 = time_batched_scores(model16, processor, histories, args.rank_batch_size, device)
+    masks = evaluation.pad_histories(histories, s32.device)[0]
+    for scores in (s32, s16):
+        scores.scatter_(1, masks, float("-inf"))
+        scores[:, 0] = float("-inf")
+    top32, top16 = s32.topk(10, dim=-1).indices, s16.topk(10, dim=-1).indices
+    overlap = [len(set(a.tolist()) & set(b.tolist())) / 10 for a, b in zip(top32, top16)]
+    users = len(histories)
+    all_users = ranking["full_split_users"]
+    pk32, pk16 = train32["packed"], train16["packed"]
+    result = {
+        "training_packed": {"float32_samples_per_s": pk32["samples_per_s"], "bf16_samples_per_s": pk16["samples_per_s"],
+                            "speedup": pk16["samples_per_s"] / pk32["samples_per_s"],
+                            "float32_peak_memory_mb": pk32["peak_memory_mb"], "bf16_peak_memory_mb": pk16["peak_memory_mb"],
+                            "loss_float32": pk32["mean_loss"], "loss_bf16": pk16["mean_loss"],
+                            "loss_rel_diff": abs(pk16["mean_loss"] - pk32["mean_loss"]) / abs(pk32["mean_loss"]),
+                            "epoch_minutes_float32": tokens["samples"] / pk32["samples_per_s"] / 60,
+                            "epoch_minutes_bf16": tokens["samples"] / pk16["samples_per_s"] / 60},
+        "ranking_batched": {"users": users, "float32_users_per_s": users / t32, "bf16_users_per_s": users / t16,
+                            "speedup": t32 / t16, "prepare_seconds_float32": p32, "prepare_seconds_bf16": p16,
+                            "float32_peak_memory_mb": m32, "bf16_peak_memory_mb": m16,
+                            "full_split_minutes_float32": (p32 + t32 / users * all_users) / 60,
+                            "full_split_minutes_bf16": (p16 + t16 / users * all_users) / 60,
+                            "top10_overlap_mean": sum(overlap) / users,
+                            "users_with_same_top10_set": sum(o == 1.0 for o in overlap) / users,
+                            "scores_dtype": str(s16.dtype)},
+    }
+    tr, rk = result["training_packed"], result["ranking_batched"]
+    print(f"bf16 vs float32 (backbone weights bf16 + autocast, scores float32; same users, same batches): training "
+          f"packed {tr['float32_samples_per_s']:.2f} -> {tr['bf16_samples_per_s']:.2f} samples/s ({tr['speedup']:.2f}x), "
+          f"epoch {tr['epoch_minutes_float32']:,.1f} -> {tr['epoch_minutes_bf16']:,.1f} min, loss rel. diff "
+          f"{tr['loss_rel_diff']:.1e}, peak {tr['float32_peak_memory_mb']:,.0f} / {tr['bf16_peak_memory_mb']:,.0f} MB · "
+          f"ranking {rk['float32_users_per_s']:.2f} -> {rk['bf16_users_per_s']:.2f} users/s ({rk['speedup']:.2f}x), "
+          f"full split {rk['full_split_minutes_float32']:,.1f} -> {rk['full_split_minutes_bf16']:,.1f} min, top-10 "
+          f"overlap {rk['top10_overlap_mean']:.3f} (same top-10 set for {rk['users_with_same_top10_set']:.1%} of "
+          f"{users} users)")
+    return result
+
+
 def main(args: BenchmarkArguments) -> dict:
     wall = time.time()
     device = torch.device(args.device)
@@ -303,6 +390,9 @@ def main(args: BenchmarkArguments) -> dict:
           f"full split (extrapolated) {ranking['full_split_seconds_loop_extrapolated'] / 60:,.1f} min -> "
           f"{ranking['full_split_seconds_batched_extrapolated'] / 60:,.1f} min · max |score diff| "
           f"{ranking['max_abs_score_diff']:.1e}, ranks equal: {ranking['ranks_equal']}")
+    precisions = None
+    if args.precision in ("both", "bf16"):
+        precisions = compare_precisions(model, processor, train, test, args, device, tokens, training, ranking)
     if device.type == "cpu":
         print("peak memory on CPU is the process's peak RSS so far (monotone across sections).")
 
@@ -310,7 +400,8 @@ def main(args: BenchmarkArguments) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     results = {
         "run_info": evaluation.run_info(time.time() - wall, {"benchmark": vars(args), "setup": what}),
-        "train_info": {"tokens_per_epoch": tokens, "training": training, "ranking": ranking},
+        "train_info": {"tokens_per_epoch": tokens, "training": training, "ranking": ranking,
+                       "bf16_vs_float32": precisions},
         "meta_info": {"device": str(device), "threads": torch.get_num_threads(),
                       "cuda": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
     }

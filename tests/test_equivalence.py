@@ -317,3 +317,41 @@ def test_4d_mask_refused_with_untested_attention(attn, tmp_path):
     )
     with pytest.raises(ValueError, match=f"`prefix_packing=True` needs the `eager` or `sdpa`.*got '{attn}'"):
         MMESIDTrainer(model=model, args=args, train_dataset=Dataset.from_dict(sample_rows()), processing_class=processor)
+
+
+def test_trainer_validation_through_the_cached_ranking_path_equals_the_per_sample_forward(tmp_path, monkeypatch):
+    """`eval_cached_ranking` (shared-prompt KV cache, item tables once per evaluation) gives the per-sample forward's
+    metrics and loss, with LoRA adapters and trained MME-SID modules active (a step of training first)."""
+    from datasets import Dataset
+    from peft import LoraConfig
+
+    from modeling_mmesid.trainer import MMESIDCollator, MMESIDTrainer, MMESIDTrainingConfig, compute_ranking_metrics
+
+    from modeling_mmesid import MMESIDForSequentialRecommendation
+
+    prepared = []
+    original = MMESIDForSequentialRecommendation.prepare_ranking
+    monkeypatch.setattr(MMESIDForSequentialRecommendation, "prepare_ranking",
+                        lambda self, *a, **k: prepared.append(1) or original(self, *a, **k))
+    rows = sample_rows()
+    metrics = {}
+    for cached in (False, True):
+        model, processor = build_model("sdpa")
+        args = MMESIDTrainingConfig(
+            output_dir=str(tmp_path / str(cached)), per_device_train_batch_size=4, per_device_eval_batch_size=3,
+            max_steps=2, learning_rate=5e-2, warmup_steps=0, use_cpu=True, eval_strategy="no", save_strategy="no",
+            load_best_model_at_end=False, report_to="none", disable_tqdm=True, seed=3, eval_cached_ranking=cached,
+        )
+        lora = LoraConfig(r=4, lora_alpha=8, target_modules=["gate_proj", "up_proj", "down_proj"],
+                          modules_to_save=model.non_backbone_module_names())
+        trainer = MMESIDTrainer(model=model, args=args, train_dataset=Dataset.from_dict(rows),
+                                eval_dataset=Dataset.from_dict(rows), processing_class=processor,
+                                data_collator=MMESIDCollator(processor), peft_config=lora,
+                                compute_metrics=compute_ranking_metrics)
+        trainer.train()
+        metrics[cached] = trainer.evaluate()
+        assert len(prepared) == int(cached)  # the cached path builds its tables once per evaluation, the plain never
+    plain, cached = metrics[False], metrics[True]
+    assert abs(plain["eval_loss"] - cached["eval_loss"]) < 1e-4, (plain["eval_loss"], cached["eval_loss"])
+    for key in ("eval_ndcg@10", "eval_hr@10", "eval_mrr@10", "eval_ndcg@5"):
+        assert abs(plain[key] - cached[key]) < 1e-6, (key, plain[key], cached[key])
