@@ -84,8 +84,8 @@ def main(script_args: ScriptArguments, training_args: MMESIDTrainingConfig, mode
         m: load_embeddings(run / "embeddings" / f"{m}.safetensors", stats["num_items"], stats["fingerprint"])[0]
         for m in script_args.modalities
     }
-    # frozen backbone weights in bf16 where training runs bf16 (the hardware decides, `MMESIDTrainingConfig.bf16`);
-    # MME-SID's own modules stay float32 either way
+    # `dtype: auto`: frozen backbone weights in bf16 where training runs bf16 (the hardware decides,
+    # `MMESIDTrainingConfig.bf16`), float32 otherwise; MME-SID's own modules stay float32 either way
     if model_args.dtype in (None, "auto"):
         dtype = torch.bfloat16 if training_args.bf16 else torch.float32
     else:

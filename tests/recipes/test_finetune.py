@@ -122,3 +122,38 @@ def test_resume_after_interruption_matches_uninterrupted(tiny_run, tmp_path):
     resumed = json.loads((tmp_path / "cut" / "results.json").read_text())["results"]["mmesid"]
     for key in ("ndcg@5", "ndcg@10", "ndcg@20", "hr@10", "mrr@10", "loss"):
         assert resumed[key] == pytest.approx(full[key], abs=1e-6), key
+
+
+def test_bf16_run_trains_float32_parameters_and_saves_a_loadable_model(tiny_run, tmp_path, monkeypatch):
+    """Where the hardware runs bf16 (forced here with MMESID_PRECISION=bf16): the recipe loads the frozen backbone in
+    bf16 and trains under bf16 autocast; what trains is float32, and the saved model loads with AutoModel (backbone
+    bf16, MME-SID's modules float32) and ranks with float32 scores."""
+    from transformers import AutoModel, AutoProcessor
+    from trl import ModelConfig, TrlParser
+
+    monkeypatch.setenv("MMESID_PRECISION", "bf16")
+    recipe = _load_recipe()
+    cfg = finetune_config(tiny_run, tmp_path / "out", max_steps=2, eval_strategy="no", save_strategy="no", dtype="auto")
+    script_args, training_args, model_args = TrlParser(
+        (recipe.ScriptArguments, recipe.MMESIDTrainingConfig, ModelConfig)
+    ).parse_args_and_config(["--config", str(cfg)])
+    assert training_args.bf16 is True
+    captured = {}
+
+    class Spy(recipe.MMESIDTrainer):
+        def train(self, *args, **kwargs):
+            params = dict(self.model.named_parameters())
+            captured["trainable"] = {n: p.dtype for n, p in params.items() if p.requires_grad}
+            captured["frozen"] = {n: p.dtype for n, p in params.items() if not p.requires_grad and "layers" in n}
+            return super().train(*args, **kwargs)
+
+    recipe.MMESIDTrainer = Spy
+    results = recipe.main(script_args, training_args, model_args)
+    assert set(captured["trainable"].values()) == {torch.float32}, captured["trainable"]
+    assert set(captured["frozen"].values()) == {torch.bfloat16}
+    assert 0.0 <= results["mmesid"]["ndcg@10"] <= 1.0
+    model = AutoModel.from_pretrained(tmp_path / "out" / "model", trust_remote_code=True).eval()
+    processor = AutoProcessor.from_pretrained(tmp_path / "out" / "model", trust_remote_code=True)
+    assert model.item_head.weight.dtype == torch.float32
+    scores = model.score_histories([[1, 2, 3], [4]], processor)
+    assert scores.dtype == torch.float32 and torch.isfinite(scores[:, 1:]).all()
