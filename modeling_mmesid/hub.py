@@ -608,7 +608,7 @@ def build_dataset_folder(
             "sids.safetensors": "semantic IDs, key `sids` int64 `[num_items + 1, modalities, levels]`",
             "codebooks.safetensors": "MM-RQ-VAE codebooks, keys `codebooks.<modality>` `[levels, codes, e_dim]`",
             "sids.json": "modality order of axis 1, levels, codebook size, e_dim, fingerprint",
-            "diagnostics.json": "collision rate, codebook usage, concordance",
+            "diagnostics.json": "collision rate, codebook utilization/perplexity, reconstruction, Kendall tau-a, spectra",
         }[name]
         files.append({"path": f"sids/{name}", "what": what,
                       "made_by": f"`recipes/assign_sids.py` with [{rqvae_repo_id}](https://huggingface.co/{rqvae_repo_id})"})
@@ -702,11 +702,32 @@ def build_rqvae_folder(
             "modalities", "input_dims", "hidden_dims", "e_dim", "num_levels", "codebook_size", "recon_loss",
             "beta", "alignment_weight", "alignment_anchor", "kmeans_method", "sinkhorn_epsilon") if k in config],
         diagnostics=json.dumps(diagnostics, indent=2)[:4000] if diagnostics else "",
+        diagnostics_rows=_diagnostics_rows(diagnostics),
         meta_info=_versions_block((results.get("run_info") or {}).get("meta_info") or {}),
         citation=CITATION,
     )
     card.save(out / "README.md")
     return out
+
+
+def _diagnostics_rows(diagnostics: dict) -> list[tuple[str, ...]]:
+    """One summary row per modality of `sids/diagnostics.json` for the RQ-VAE card (docs/SID_QUALITY.md)."""
+    rows = []
+    for m, usage in (diagnostics.get("codebook") or {}).items():
+        tau = (diagnostics.get("kendall_tau") or {}).get(m, {})
+        recon = (diagnostics.get("reconstruction") or {}).get(m, {})
+        rows.append((
+            m,
+            f"{diagnostics['collision_rate'][m]:.4f}",
+            " / ".join(f"{u:.1%}" for u in usage["utilization"]),
+            " / ".join(f"{p:.1f}" for p in usage["perplexity"]),
+            f"{recon['cosine']:.4f}" if "cosine" in recon else "–",
+            f"{tau['tau_a']:.4f}" if "tau_a" in tau else "–",
+            f"{tau['concordant_fraction']:.4f}" if "concordant_fraction" in tau else "–",
+        ))
+    if rows and "combined" in diagnostics.get("collision_rate", {}):
+        rows.append(("combined ID", f"{diagnostics['collision_rate']['combined']:.4f}", "", "", "", "", ""))
+    return rows
 
 
 def build_repo_folders(

@@ -27,7 +27,7 @@ from trl import TrlParser
 from modeling_mmesid.data import atomic_write_json
 from modeling_mmesid.evaluation import run_info
 from tokenization.configuration_mmrqvae import MMRQVAEConfig
-from tokenization.diagnostics import collision_rate
+from tokenization.diagnostics import codebook_usage, collision_rate
 from tokenization.train_rqvae import MMRQVAETrainingArguments, load_modality_tables, train_mmrqvae
 
 
@@ -53,6 +53,9 @@ class ModelArguments:
     kmeans_iters: int = field(default=10, metadata={"help": "k-means iterations of the init."})
     sinkhorn_epsilon: float = field(default=0.003, metadata={"help": "Last-level Sinkhorn epsilon; 0 = off."})
     sinkhorn_iters: int = field(default=50, metadata={"help": "Sinkhorn iterations."})
+    dead_code_restart: bool = field(
+        default=True, metadata={"help": "Re-seed unused codes after each epoch (docs/SID_QUALITY.md); off = official."}
+    )
     recon_loss: str = field(default="mmd", metadata={"help": "mmd (paper) or mse (ablation)."})
     mmd_bandwidth_multipliers: list[float] = field(default_factory=lambda: [0.5], metadata={"help": "Kernel α."})
     beta: float = field(default=0.25, metadata={"help": "Commitment weight (official accidental 0.01)."})
@@ -97,6 +100,13 @@ def main(script_args: ScriptArguments, training_args: MMRQVAETrainingArguments, 
         f"trainable params {history['trainable_params']:,} · peak memory {history['peak_memory_mb']:,.0f} MB\n"
         "collision rate " + " · ".join(f"{m} {r:.4f}" for m, r in collisions.items())
     )
+    for m, c in codes.items():
+        usage = codebook_usage(c.cpu(), config.codebook_size)
+        accelerator.print(
+            f"{m}: utilization per level " + "/".join(f"{u:.1%}" for u in usage["utilization"])
+            + " · perplexity " + "/".join(f"{p:.1f}" for p in usage["perplexity"])
+            + f" · dead-code restart {'on' if config.dead_code_restart else 'off'}"
+        )
     atomic_write_json(
         output_dir / "results.json",
         {

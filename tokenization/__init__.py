@@ -12,10 +12,12 @@ from .configuration_mmrqvae import MMRQVAEConfig
 from .diagnostics import (
     codebook_usage,
     collision_rate,
+    embedding_collapse_tables,
     format_diagnostics,
     kendall_tau_concordance,
     read_validation_pairs,
     reconstruction_error,
+    save_spectrum_plot,
     semantic_id_diagnostics,
     spectrum_summary,
 )
@@ -61,6 +63,7 @@ __all__ = [
     "TextEncoderArguments",
     "codebook_usage",
     "collision_rate",
+    "embedding_collapse_tables",
     "compute_semantic_ids",
     "encode_images",
     "encode_item_texts",
@@ -78,6 +81,7 @@ __all__ = [
     "sasrec_scorer",
     "save_embeddings",
     "save_semantic_ids",
+    "save_spectrum_plot",
     "semantic_id_diagnostics",
     "sinkhorn_assign",
     "spectrum_summary",

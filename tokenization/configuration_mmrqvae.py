@@ -51,6 +51,11 @@ class MMRQVAEConfig(PreTrainedConfig):
             0 disables it (paper §3.2; official `sk_epsilons` = `[0, 0, 0, 0.003]`).
         sinkhorn_iters (`int`, *optional*, defaults to 50):
             Sinkhorn iterations (official `sk_iters=50`).
+        dead_code_restart (`bool`, *optional*, defaults to `True`):
+            After every training epoch, re-seed each code that no item of the catalog picks (nearest code) from the
+            current residuals of random items, and reset its optimizer state. Without it the first level collapses
+            onto a few codes as the encoder's latents drift (docs/SID_QUALITY.md, "Dead-code restart"). Not in the
+            official code: `False` reproduces it.
         recon_loss (`Literal["mmd", "mse"]`, *optional*, defaults to `"mmd"`):
             Reconstruction loss: Gaussian-kernel MMD between reconstructions and inputs (paper Eq. 4) or the
             MSE of the paper's ablation (paper Table 5).
@@ -98,6 +103,7 @@ class MMRQVAEConfig(PreTrainedConfig):
     kmeans_iters: int = 10
     sinkhorn_epsilon: float = 0.003
     sinkhorn_iters: int = 50
+    dead_code_restart: bool = True
     recon_loss: Literal["mmd", "mse"] = "mmd"
     mmd_bandwidth_multipliers: list[float] | None = None
     beta: float = 0.25

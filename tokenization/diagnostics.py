@@ -71,27 +71,28 @@ def kendall_tau_concordance(
     derived: torch.Tensor,
     similarity: str = "cosine",
     batch_size: int = 512,
-    statistic: str = "fraction",
+    statistic: str = "tau",
 ) -> float:
-    """The paper's Kendall's-tau concordance of SID embeddings (paper §4.4, Table 6).
+    """The paper's Kendall's tau of SID embeddings (paper §4.4, Table 6; docs/SID_QUALITY.md).
 
     For each user, rank the history items by similarity to the target item under the `pretrained` embeddings and
-    under the `derived` (code-derived, e.g. sum of code vectors over levels) embeddings; the score is the fraction of
-    history-item pairs ordered the same way (concordant) by both. Ties in either ranking count as not concordant.
-    Users with fewer than two history items are skipped; the result is the mean over the remaining users.
+    under the `derived` (code-derived, e.g. sum of code vectors over levels) embeddings; the score is Kendall's tau-a
+    `(concordant − discordant) / pairs` over history-item pairs (the default, the paper's figures), or the fraction
+    of concordant pairs. A pair tied in either ranking is neither concordant nor discordant. Users with fewer than
+    two history items are skipped; the result is the mean over the remaining users.
 
     Args:
         histories (`list[list[int]]`): item ids (1-based) per user.
         targets (`list[int]`): the item each history is compared with.
         pretrained, derived (`torch.Tensor` of shape `(num_items + 1, dim)`): per-item tables, row = item id.
         similarity (`str`): `"cosine"` or `"dot"`.
-        statistic (`str`): `"fraction"` (share of concordant pairs, METHOD.md's reading; 0.5 for random tables) or
-            `"tau"` (Kendall's tau-a, (concordant − discordant) / pairs; 0 for random tables).
+        statistic (`str`): `"tau"` (Kendall's tau-a, (concordant − discordant) / pairs; 0 for unrelated tables;
+            the headline) or `"fraction"` (share of concordant pairs; 0.5 for unrelated tables).
 
-    NOTE: the paper's random-init value 0.0550 fits tau-a (≈ 0 for unrelated rankings) rather than the concordant
-    fraction (≈ 0.5), so `semantic_id_diagnostics` reports both.
+    NOTE: the paper's value for SID rows learned from a random init (0.0550) fits tau-a, not the concordant fraction
+    (≈ 0.5 for unrelated rankings); `semantic_id_diagnostics` headlines tau-a and also reports the fraction.
 
-    Paper values: RQ-VAE with MSE 0.3714, with MMD 0.4436, SIDs learned from random init 0.0550.
+    Paper values (tau-a): RQ-VAE with MSE 0.3714, with MMD 0.4436, SID rows learned from random init 0.0550.
     """
     if statistic not in ("fraction", "tau"):
         raise ValueError(f"`statistic` must be 'fraction' or 'tau', got {statistic!r}.")
@@ -120,10 +121,15 @@ def kendall_tau_concordance(
     return float(torch.cat(scores).mean())
 
 
+def singular_values(table: torch.Tensor) -> torch.Tensor:
+    """Singular values (descending) of the mean-centred item table `(num_items, dim)`, in float64."""
+    return torch.linalg.svdvals(table.double() - table.double().mean(0))
+
+
 def spectrum_summary(table: torch.Tensor) -> dict[str, float]:
     """Singular-value summary of an item table `(num_items, dim)`: effective rank `exp(H(σ/Σσ))` (Roy & Vetterli,
     2007) and the number of directions holding 90% / 99% of the energy Σσ² (the paper's embedding-collapse check)."""
-    s = torch.linalg.svdvals(table.double() - table.double().mean(0))
+    s = singular_values(table)
     p = s / s.sum()
     entropy = -(p[p > 0] * p[p > 0].log()).sum()
     energy = (s**2).cumsum(0) / (s**2).sum()
@@ -133,6 +139,86 @@ def spectrum_summary(table: torch.Tensor) -> dict[str, float]:
         "dims_99pct_energy": int((energy < 0.99).sum()) + 1,
         "dim": int(table.shape[1]),
     }
+
+
+def embedding_collapse_tables(
+    sids: torch.LongTensor,
+    codebooks: dict[str, torch.Tensor],
+    modalities: list[str],
+    collaborative: torch.Tensor | None = None,
+    seed: int = 0,
+) -> dict[str, torch.Tensor]:
+    """The item tables of the paper's embedding-collapse analysis that exist before fine-tuning, `(num_items, e_dim)`:
+
+    - `collaborative_projected`: the raw collaborative table `(num_items + 1, d)` through a Gaussian `d → e_dim` map
+      (the untrained `W_c`; any linear map keeps the rank ≤ d, the paper's point);
+    - `<modality>_sid`: per item, the sum over levels of its code vectors (the SID embedding rows the LLM reads).
+
+    The fused item tokens need the fine-tuned fusion MLP: `recipes/forgetting.py` adds them from a model.
+    """
+    tables = {}
+    e_dim = next(iter(codebooks.values())).shape[-1]
+    if collaborative is not None:
+        generator = torch.Generator().manual_seed(seed)
+        projection = torch.randn(collaborative.shape[1], e_dim, generator=generator) / math.sqrt(collaborative.shape[1])
+        tables["collaborative_projected"] = collaborative[1:].float() @ projection
+    for i, m in enumerate(modalities):
+        books = codebooks[m].float()  # (levels, codes, e_dim)
+        tables[f"{m}_sid"] = torch.stack([books[level][sids[1:, i, level]] for level in range(books.shape[0])]).sum(0)
+    return tables
+
+
+def _png_bytes(pixels: torch.Tensor) -> bytes:
+    """An RGB image `(height, width, 3)` uint8 as PNG bytes (zlib, no filter): no plotting library needed."""
+    import struct
+    import zlib
+
+    height, width, _ = pixels.shape
+    raw = b"".join(b"\x00" + bytes(row.flatten().tolist()) for row in pixels.to(torch.uint8))
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
+
+
+SPECTRUM_COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (140, 86, 75))
+
+
+def save_spectrum_plot(tables: dict[str, torch.Tensor], path: str | os.PathLike, width: int = 640, height: int = 400):
+    """PNG of the normalized singular-value spectra `log10(σ_k / σ_1)` against the index `k` (one line per table, in
+    the order and colours of `SPECTRUM_COLOURS`; y from 0 down to -6, x over the largest dimension; grid lines at
+    every decade and every 64 dimensions). Written without matplotlib. Returns the legend `[(name, rgb)]`."""
+    margin = 20
+    image = torch.full((height, width, 3), 255, dtype=torch.uint8)
+    plot_w, plot_h = width - 2 * margin, height - 2 * margin
+    max_dim = max(t.shape[1] for t in tables.values())
+    for decade in range(7):  # horizontal grid at 10^0 ... 10^-6
+        image[margin + round(decade / 6 * (plot_h - 1)), margin : width - margin] = 220
+    for k in range(0, max_dim, 64):  # vertical grid every 64 dimensions
+        image[margin : height - margin, margin + round(k / max(max_dim - 1, 1) * (plot_w - 1))] = 220
+    legend = []
+    for (name, table), colour in zip(tables.items(), SPECTRUM_COLOURS):
+        s = singular_values(table)
+        y = (s / s[0]).clamp_min(1e-6).log10().float()  # 0 .. -6
+        xs = torch.linspace(0, plot_w - 1, steps=max(plot_w * 4, 2))
+        k = xs / (plot_w - 1) * (max_dim - 1)
+        inside = k <= s.numel() - 1
+        k, xs = k[inside], xs[inside]
+        values = torch.lerp(y[k.floor().long()], y[k.ceil().long()], k - k.floor())
+        rows = (margin + (-values / 6) * (plot_h - 1)).round().long()
+        cols = (margin + xs).round().long()
+        for dy in (-1, 0, 1):  # 3-pixel line
+            image[(rows + dy).clamp(0, height - 1), cols] = torch.tensor(colour, dtype=torch.uint8)
+        legend.append((name, colour))
+    for i, (_, colour) in enumerate(legend):  # legend swatches in the top-right corner
+        image[margin + 4 + 10 * i : margin + 10 + 10 * i, width - margin - 24 : width - margin - 4] = torch.tensor(
+            colour, dtype=torch.uint8
+        )
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_bytes(_png_bytes(image))
+    return legend
 
 
 @torch.no_grad()
@@ -189,7 +275,10 @@ def semantic_id_diagnostics(
         histories, targets (*optional*): validation pairs for Kendall's tau.
 
     Returns a JSON-ready dict: `collision_rate` per modality and `combined`, `codebook` usage per modality,
-    `kendall_tau` per modality (code-derived vs pre-trained, plus a random-table baseline), `spectrum`.
+    `kendall_tau` per modality (code-derived vs pre-trained: `tau_a`, the headline, and `concordant_fraction`; the
+    same for a Gaussian table as a floor, ≈ 0 / 0.5 — the paper's "random" is SID rows learned from a random init,
+    measured after fine-tuning by `recipes/forgetting.py`), `spectrum` of the inputs and of the SID rows, and
+    `embedding_collapse` (effective ranks of the projected collaborative table and of each SID table).
     """
     items = sids[1:]
     report = {"num_items": int(items.shape[0]), "collision_rate": {}, "codebook": {}, "kendall_tau": {}, "spectrum": {}}
@@ -206,17 +295,26 @@ def semantic_id_diagnostics(
             continue
         report["spectrum"][f"{m}_input"] = spectrum_summary(embeddings[m][1:].float())
         if histories is not None and targets is not None:
-            random_table = torch.randn(derived.shape, generator=generator)
+            gaussian = torch.randn(derived.shape, generator=generator)
             report["kendall_tau"][m] = {
-                "codes": kendall_tau_concordance(histories, targets, embeddings[m], derived),
-                "random": kendall_tau_concordance(histories, targets, embeddings[m], random_table),
-                "codes_tau_a": kendall_tau_concordance(histories, targets, embeddings[m], derived, statistic="tau"),
-                "random_tau_a": kendall_tau_concordance(
-                    histories, targets, embeddings[m], random_table, statistic="tau"
+                "tau_a": kendall_tau_concordance(histories, targets, embeddings[m], derived, statistic="tau"),
+                "concordant_fraction": kendall_tau_concordance(
+                    histories, targets, embeddings[m], derived, statistic="fraction"
+                ),
+                "gaussian_table_tau_a": kendall_tau_concordance(
+                    histories, targets, embeddings[m], gaussian, statistic="tau"
+                ),
+                "gaussian_table_concordant_fraction": kendall_tau_concordance(
+                    histories, targets, embeddings[m], gaussian, statistic="fraction"
                 ),
                 "num_users": sum(len(h) >= 2 for h in histories),
                 "similarity": "cosine",
+                "statistic": "Kendall tau-a = (concordant - discordant) / pairs (paper: MMD 0.4436, MSE 0.3714, "
+                "SID rows learned from random init 0.0550)",
             }
+    collaborative = embeddings.get("collaborative") if embeddings is not None else None
+    tables = embedding_collapse_tables(sids, codebooks, modalities, collaborative, seed)
+    report["embedding_collapse"] = {name: spectrum_summary(t) for name, t in tables.items()}
     return report
 
 
@@ -232,11 +330,17 @@ def format_diagnostics(report: dict) -> str:
         if m in report["kendall_tau"]:
             tau = report["kendall_tau"][m]
             line += (
-                f" · concordant fraction {tau['codes']:.4f} (random {tau['random']:.4f})"
-                f" · tau-a {tau['codes_tau_a']:.4f} (random {tau['random_tau_a']:.4f})"
+                f" · Kendall tau-a {tau['tau_a']:.4f} (Gaussian table {tau['gaussian_table_tau_a']:.4f})"
+                f" · concordant fraction {tau['concordant_fraction']:.4f}"
             )
         lines.append(line)
-    for name, s in report["spectrum"].items():
+    if "reconstruction" in report:
+        lines.append(
+            "reconstruction "
+            + " · ".join(f"{m} mse {r['mse']:.5f} cosine {r['cosine']:.4f}" for m, r in report["reconstruction"].items())
+        )
+    spectra = {**report["spectrum"], **{f"collapse:{k}": v for k, v in report.get("embedding_collapse", {}).items()}}
+    for name, s in spectra.items():
         if not math.isnan(s["effective_rank"]):
             lines.append(
                 f"{name:>22}: effective rank {s['effective_rank']:.1f} of {s['dim']} · "
@@ -248,6 +352,9 @@ def format_diagnostics(report: dict) -> str:
 __all__ = [
     "codebook_usage",
     "collision_rate",
+    "embedding_collapse_tables",
+    "save_spectrum_plot",
+    "singular_values",
     "format_diagnostics",
     "kendall_tau_concordance",
     "read_validation_pairs",

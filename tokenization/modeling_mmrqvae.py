@@ -234,8 +234,43 @@ class MMRQVAEResidualQuantizer(nn.Module):
                 constrained=self.config.kmeans_method == "constrained",
             )
             self.codebooks[level].copy_(centers)
-            residual = residual - centers[labels]
+            # The next level starts from the nearest-code residual, as `forward` and the official `vq_ini` compute it
+            # (the constrained labels can send a vector to a farther center when its nearest one is full).
+            residual = residual - centers[squared_distances(residual, centers).argmin(dim=1)]
         self.initialized.fill_(True)
+
+    @torch.no_grad()
+    def restart_dead_codes(self, latents: torch.Tensor, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+        """Re-seed every code that no vector of `latents` `(n, e_dim)` picks (nearest code), level by level.
+
+        At each level, the residuals of all `n` vectors are assigned to their nearest code; each code with no vector
+        is moved onto the residual of a distinct vector drawn at random (`generator`), then the residuals are
+        recomputed with the updated codebook before the next level. Codes nobody picks get no gradient from the
+        codebook loss and never move again; without this, the first level collapses onto a few codes as the
+        encoder's latents drift (docs/SID_QUALITY.md, "Dead-code restart"). Not in the official code.
+
+        Returns:
+            `list[torch.BoolTensor]`, one `(codebook_size,)` mask per level: the codes that were re-seeded (the
+            caller resets their optimizer state).
+        """
+        residual = latents.detach().float()
+        n = residual.shape[0]
+        restarted = []
+        for level in range(self.config.num_levels):
+            codebook = self.codebooks[level]  # (codes, e_dim), updated in place
+            idx = squared_distances(residual, codebook).argmin(dim=1)
+            dead = torch.bincount(idx, minlength=self.config.codebook_size) == 0
+            num_dead = int(dead.sum())
+            if num_dead:
+                if n >= num_dead:
+                    pick = torch.randperm(n, generator=generator)[:num_dead]
+                else:
+                    pick = torch.randint(0, n, (num_dead,), generator=generator)
+                codebook[dead] = residual[pick.to(residual.device)].to(codebook.dtype)
+                idx = squared_distances(residual, codebook).argmin(dim=1)
+            restarted.append(dead)
+            residual = residual - codebook[idx]
+        return restarted
 
     def forward(self, latents: torch.Tensor, balanced: bool = False):
         """Quantize `latents` `(batch, e_dim)`.
@@ -440,6 +475,18 @@ class MMRQVAE(MMRQVAEPreTrainedModel):
         if not self.is_initialized:
             raise ValueError("The codebooks are not initialized; train the model or call `initialize_codebooks`.")
         return {m: self.quantizers[m](self.encoders[m](embeddings[m]), balanced=False)[1] for m in self.config.modalities}
+
+    @torch.no_grad()
+    def restart_dead_codes(
+        self, embeddings: dict[str, torch.Tensor], generator: torch.Generator | None = None
+    ) -> dict[str, list[torch.Tensor]]:
+        """Per modality, re-seed the codes that no item of `embeddings` (the whole catalog) picks; see
+        `MMRQVAEResidualQuantizer.restart_dead_codes`. Returns per modality one re-seeded mask per level."""
+        self._check_inputs(embeddings)
+        return {
+            m: self.quantizers[m].restart_dead_codes(self.encoders[m](embeddings[m]), generator)
+            for m in self.config.modalities
+        }
 
     def code_embeddings(self, codes: dict[str, torch.LongTensor]) -> dict[str, torch.Tensor]:
         """Sum over levels of the code vectors, per modality `(batch, e_dim)`: the SID embedding the LLM stage is

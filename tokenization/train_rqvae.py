@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from transformers.utils import logging
 
 from .configuration_mmrqvae import MMRQVAEConfig
+from .diagnostics import codebook_usage
 from .modeling_mmrqvae import MMRQVAE
 
 
@@ -39,6 +40,12 @@ class MMRQVAETrainingArguments:
         patience (`int`, defaults to 2000): stop after this many epochs without a lower training loss
             (official `--maxe 2000`); the lowest-loss weights are kept.
         seed (`int`, defaults to 42): seed of k-means init, shuffling and weights.
+
+    > Parameters that control the codebook monitoring
+
+    Args:
+        low_perplexity_fraction (`float`, defaults to 0.1): warn when a level's code perplexity on the catalog falls
+            below this fraction of `codebook_size` (a collapsing level; 0 disables the warning).
     """
 
     learning_rate: float = field(default=2e-4, metadata={"help": "AdamW learning rate (official --lr 2e-4)."})
@@ -49,11 +56,16 @@ class MMRQVAETrainingArguments:
         default=2000, metadata={"help": "Epochs without a lower training loss before stopping (official --maxe)."}
     )
     seed: int = field(default=42, metadata={"help": "Seed of k-means init, shuffling and weights."})
+    low_perplexity_fraction: float = field(
+        default=0.1, metadata={"help": "Warn when a level's perplexity < this × codebook_size (0 = never)."}
+    )
 
     def __post_init__(self):
         for name in ("learning_rate", "batch_size", "num_epochs", "patience"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"`{name}` must be positive, got {getattr(self, name)}.")
+        if not 0 <= self.low_perplexity_fraction <= 1:
+            raise ValueError(f"`low_perplexity_fraction` must be in [0, 1], got {self.low_perplexity_fraction}.")
 
 
 def load_modality_tables(
@@ -92,6 +104,33 @@ def save_model_atomically(model: MMRQVAE, output_dir: str | os.PathLike) -> None
             os.replace(os.path.join(tmp, name), output_dir / name)
 
 
+def _warn_low_perplexity(usage: dict[str, dict], threshold: float, epoch: int, warned: set) -> None:
+    """Warn once per (modality, level) when its perplexity first falls below `threshold` (again if it recovers)."""
+    for m, u in usage.items():
+        for level, ppl in enumerate(u["perplexity"]):
+            key = (m, level)
+            if ppl < threshold and key not in warned:
+                warned.add(key)
+                logger.warning(
+                    f"MM-RQ-VAE epoch {epoch}: {m} level {level + 1} perplexity {ppl:.1f} < {threshold:.1f} "
+                    f"(utilization {u['utilization'][level]:.1%}): its codebook is collapsing; keep "
+                    "`dead_code_restart=True` (docs/SID_QUALITY.md, \"Dead-code restart\")."
+                )
+            elif ppl >= threshold:
+                warned.discard(key)
+
+
+def _reset_optimizer_rows(optimizer: torch.optim.Optimizer, codebooks: torch.nn.Parameter, dead: torch.Tensor) -> None:
+    """Zero the optimizer state (AdamW moments) of the re-seeded code vectors `dead` `(levels, codes)` of
+    `codebooks` `(levels, codes, e_dim)`, so old momentum does not push a fresh code away at once."""
+    if not dead.any():
+        return
+    state = optimizer.state.get(codebooks, {})
+    for value in state.values():
+        if torch.is_tensor(value) and value.shape == codebooks.shape:
+            value[dead] = 0
+
+
 def train_mmrqvae(
     config: MMRQVAEConfig,
     embeddings: dict[str, torch.Tensor],
@@ -110,11 +149,15 @@ def train_mmrqvae(
         output_dir (`str`, *optional*): when given, the best model is saved there (atomically) at the end.
 
     Returns:
-        `(model, history)`; `history` holds `best_loss`, `best_epoch`, `epochs_run`, `stopped_early` and per-epoch
-        mean losses.
+        `(model, history)`; `history` holds `best_loss`, `best_epoch`, `epochs_run`, `stopped_early`, per-epoch
+        mean losses and, per modality, per-epoch per-level `utilization`, `perplexity` (of the nearest-code IDs of
+        the whole catalog at the end of the epoch, before any restart) and `restarted_codes`.
 
     The codebooks are k-means-initialized on the whole catalog before the first step (official: the catalog is the
     first batch). Early stopping watches the mean training loss per epoch (official; there is no validation set).
+    With `config.dead_code_restart`, after each epoch (and after the best-checkpoint snapshot, so the kept weights
+    are those the epoch's loss and usage were measured on) every code that no item picks is re-seeded and its AdamW
+    state reset (`MMRQVAE.restart_dead_codes`).
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -142,14 +185,19 @@ def train_mmrqvae(
     rank, world = accelerator.process_index, accelerator.num_processes
 
     best_loss, best_epoch, best_state, since_best = float("inf"), -1, None, 0
-    history = {"loss": [], "reconstruction_loss": [], "vq_loss": [], "alignment_loss": []}
+    loss_keys = ("loss", "reconstruction_loss", "vq_loss", "alignment_loss")
+    history = {k: [] for k in loss_keys}
+    usage_history = {key: {m: [] for m in config.modalities} for key in ("utilization", "perplexity", "restarted_codes")}
+    warned = set()
     stopped_early = False
     start = time.perf_counter()
     bar = tqdm(range(args.num_epochs), desc="MM-RQ-VAE", disable=not accelerator.is_local_main_process)
     generator = torch.Generator().manual_seed(args.seed)
+    # A generator of its own, so restarts never shift the shuffling stream (restart off = the official run).
+    restart_generator = torch.Generator().manual_seed(args.seed + 1)
     for epoch in bar:
         perm = torch.randperm(num_items, generator=generator)
-        sums = {k: 0.0 for k in history}
+        sums = {k: 0.0 for k in loss_keys}
         steps = 0
         for begin in range(0, num_items, args.batch_size * world):
             idx = perm[begin : begin + args.batch_size * world][rank::world].to(device)
@@ -159,19 +207,43 @@ def train_mmrqvae(
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(out.loss)
             optimizer.step()
-            for k in history:
+            for k in loss_keys:
                 sums[k] += float(out[k].detach())
             steps += 1
         means = {k: accelerator.reduce(torch.tensor(v / steps, device=device), "mean").item() for k, v in sums.items()}
         for k, v in means.items():
             history[k].append(v)
+        unwrapped = accelerator.unwrap_model(model)
+        # Every process holds the whole catalog and identical weights, so usage and restarts agree across ranks.
+        usage = {m: codebook_usage(c, config.codebook_size) for m, c in unwrapped.get_codes(data).items()}
+        for m, u in usage.items():
+            usage_history["utilization"][m].append(u["utilization"])
+            usage_history["perplexity"][m].append(u["perplexity"])
+        _warn_low_perplexity(usage, config.codebook_size * args.low_perplexity_fraction, epoch, warned)
         if means["loss"] < best_loss:
             best_loss, best_epoch, since_best = means["loss"], epoch, 0
-            best_state = copy.deepcopy(accelerator.unwrap_model(model).state_dict())
+            best_state = copy.deepcopy(unwrapped.state_dict())
         else:
             since_best += 1
-        bar.set_postfix(loss=f"{means['loss']:.4f}", best=f"{best_loss:.4f}@{best_epoch}")
-        logger.info(f"epoch {epoch}: " + ", ".join(f"{k} {v:.5f}" for k, v in means.items()))
+        restarted = {m: [0] * config.num_levels for m in config.modalities}
+        if config.dead_code_restart:
+            masks = unwrapped.restart_dead_codes(data, restart_generator)
+            for m, per_level in masks.items():
+                _reset_optimizer_rows(optimizer, unwrapped.quantizers[m].codebooks, torch.stack(per_level))
+                restarted[m] = [int(mask.sum()) for mask in per_level]
+        for m in config.modalities:
+            usage_history["restarted_codes"][m].append(restarted[m])
+        first = {m[:4]: f"{u['utilization'][0]:.0%}/{u['perplexity'][0]:.0f}" for m, u in usage.items()}
+        bar.set_postfix(loss=f"{means['loss']:.4f}", best=f"{best_loss:.4f}@{best_epoch}", **{f"L1 {k}": v for k, v in first.items()})
+        logger.info(
+            f"epoch {epoch}: " + ", ".join(f"{k} {v:.5f}" for k, v in means.items()) + " · "
+            + " · ".join(
+                f"{m} utilization " + "/".join(f"{x:.2f}" for x in u["utilization"])
+                + " perplexity " + "/".join(f"{x:.1f}" for x in u["perplexity"])
+                + " restarted " + "/".join(str(x) for x in restarted[m])
+                for m, u in usage.items()
+            )
+        )
         if since_best >= args.patience:
             stopped_early = True
             break
@@ -180,6 +252,7 @@ def train_mmrqvae(
     model.load_state_dict(best_state)
     model.eval()
     history.update(
+        **usage_history,
         best_loss=best_loss,
         best_epoch=best_epoch,
         epochs_run=len(history["loss"]),

@@ -7,8 +7,10 @@ import torch
 from tokenization.diagnostics import (
     codebook_usage,
     collision_rate,
+    embedding_collapse_tables,
     kendall_tau_concordance,
     read_validation_pairs,
+    save_spectrum_plot,
     semantic_id_diagnostics,
     spectrum_summary,
 )
@@ -49,14 +51,23 @@ def test_kendall_tau_hand_case():
     pretrained = torch.tensor([[0.0, 0], [3, 0], [2, 0], [1, 0], [1, 0]])  # dot with target: 3, 2, 1
     derived = torch.tensor([[0.0, 0], [3, 0], [1, 0], [2, 0], [1, 0]])  # dot with target: 3, 1, 2
     # pairs (1,2): + / + concordant; (1,3): + / + concordant; (2,3): + / - discordant → 2/3
-    tau = kendall_tau_concordance([[1, 2, 3]], [4], pretrained, derived, similarity="dot")
-    assert tau == pytest.approx(2 / 3)
-    tau_a = kendall_tau_concordance([[1, 2, 3]], [4], pretrained, derived, similarity="dot", statistic="tau")
+    fraction = kendall_tau_concordance([[1, 2, 3]], [4], pretrained, derived, similarity="dot", statistic="fraction")
+    assert fraction == pytest.approx(2 / 3)
+    tau_a = kendall_tau_concordance([[1, 2, 3]], [4], pretrained, derived, similarity="dot")  # tau-a is the default
     assert tau_a == pytest.approx((2 - 1) / 3)
     assert kendall_tau_concordance([[1, 2, 3]], [4], pretrained, pretrained, similarity="dot") == pytest.approx(1.0)
-    # Two users (one short, skipped) average per user: [1,2,3] → 2/3, [3,2] → pair (3,2): 1 vs 2, 2 vs 1 → 0.
+    # Two users (one short, skipped) average per user: [1,2,3] → 1/3, [3,2] → pair (3,2): 1 vs 2, 2 vs 1 → -1.
     tau = kendall_tau_concordance([[1, 2, 3], [1], [3, 2]], [4, 4, 4], pretrained, derived, similarity="dot")
-    assert tau == pytest.approx((2 / 3 + 0) / 2)
+    assert tau == pytest.approx((1 / 3 - 1) / 2)
+
+
+def test_kendall_tau_a_of_unrelated_tables_is_near_zero():
+    torch.manual_seed(0)
+    a, b = torch.randn(200, 8), torch.randn(200, 8)
+    histories = [torch.randint(1, 200, (10,)).tolist() for _ in range(300)]
+    targets = torch.randint(1, 200, (300,)).tolist()
+    assert abs(kendall_tau_concordance(histories, targets, a, b)) < 0.03
+    assert kendall_tau_concordance(histories, targets, a, b, statistic="fraction") == pytest.approx(0.5, abs=0.03)
 
 
 def test_kendall_tau_batches_agree():
@@ -101,5 +112,31 @@ def test_semantic_id_diagnostics_report():
     assert report["num_items"] == 4
     assert report["collision_rate"] == {"text": 0.5, "combined": 0.5}
     assert report["codebook"]["text"]["utilization"] == [3 / 4, 3 / 4]
-    assert 0.0 <= report["kendall_tau"]["text"]["codes"] <= 1.0
+    tau = report["kendall_tau"]["text"]
+    assert -1.0 <= tau["tau_a"] <= 1.0 and 0.0 <= tau["concordant_fraction"] <= 1.0
+    assert {"gaussian_table_tau_a", "gaussian_table_concordant_fraction", "statistic"} <= set(tau)
     assert set(report["spectrum"]) == {"text_codes", "text_input"}
+    assert set(report["embedding_collapse"]) == {"text_sid"}
+
+
+def test_embedding_collapse_tables_and_plot(tmp_path):
+    torch.manual_seed(0)
+    sids = torch.randint(0, 4, (41, 2, 2))
+    codebooks = {"collaborative": torch.randn(2, 4, 16), "text": torch.randn(2, 4, 16)}
+    collaborative = torch.randn(41, 3)
+    tables = embedding_collapse_tables(sids, codebooks, ["collaborative", "text"], collaborative)
+    assert set(tables) == {"collaborative_projected", "collaborative_sid", "text_sid"}
+    assert tables["collaborative_projected"].shape == (40, 16)
+    assert spectrum_summary(tables["collaborative_projected"])["dims_99pct_energy"] <= 3  # rank ≤ input dim
+    torch.testing.assert_close(tables["text_sid"][0], codebooks["text"][0, sids[1, 1, 0]] + codebooks["text"][1, sids[1, 1, 1]])
+    legend = save_spectrum_plot(tables, tmp_path / "spectra.png", width=120, height=80)
+    data = (tmp_path / "spectra.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and b"IHDR" in data[:16] and data.endswith(b"IEND\xaeB`\x82")
+    import struct
+    import zlib
+
+    width, height = struct.unpack(">II", data[16:24])
+    assert (width, height) == (120, 80)
+    idat = data[data.index(b"IDAT") + 4 : data.index(b"IEND") - 8]
+    assert len(zlib.decompress(idat)) == height * (1 + 3 * width)
+    assert [name for name, _ in legend] == list(tables)

@@ -314,3 +314,133 @@ def test_get_codes_before_init_raises():
 def test_bad_training_args_raise():
     with pytest.raises(ValueError, match="`batch_size` must be positive, got 0"):
         MMRQVAETrainingArguments(batch_size=0)
+
+
+# ---------------------------------------------------------------------------------------------- dead-code restart
+
+
+def reference_training(config, embeddings, args):
+    """The official loop (no restart): k-means init on the catalog, AdamW, one permutation per epoch, keep the
+    lowest-loss weights. `train_mmrqvae` with `dead_code_restart=False` must match it bit for bit."""
+    from accelerate.utils import set_seed
+
+    set_seed(args.seed)
+    data = {m: embeddings[m].float() for m in config.modalities}
+    model = MMRQVAE(config)
+    model.initialize_codebooks(data)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
+    generator = torch.Generator().manual_seed(args.seed)
+    n = next(iter(data.values())).shape[0]
+    best, best_state, losses = float("inf"), None, []
+    for _ in range(args.num_epochs):
+        perm = torch.randperm(n, generator=generator)
+        total, steps = 0.0, 0
+        for begin in range(0, n, args.batch_size):
+            idx = perm[begin : begin + args.batch_size]
+            out = model({m: t[idx] for m, t in data.items()})
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            optimizer.step()
+            total, steps = total + float(out.loss.detach()), steps + 1
+        losses.append(torch.tensor(total / steps).item())  # the trainer reduces the mean as a float32 tensor
+        if losses[-1] < best:
+            best, best_state = losses[-1], {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(best_state)
+    return model.eval(), losses
+
+
+def collapsing_run(restart: bool):
+    """A tiny collaborative branch with a learning rate high enough that the latents outrun the codebook."""
+    config = tiny_config(modalities=["collaborative"], input_dims=[8], codebook_size=16, dead_code_restart=restart)
+    emb = {"collaborative": tiny_embeddings(n=128)["collaborative"]}
+    args = MMRQVAETrainingArguments(num_epochs=30, batch_size=64, learning_rate=0.1, patience=1000)
+    return train_mmrqvae(config, emb, args)
+
+
+def test_restart_off_reproduces_the_official_loop_bit_for_bit():
+    config = tiny_config(dead_code_restart=False)
+    args = MMRQVAETrainingArguments(num_epochs=4, batch_size=24, seed=3)
+    model, history = train_mmrqvae(config, tiny_embeddings(), args)
+    reference, losses = reference_training(config, tiny_embeddings(), args)
+    assert history["loss"] == losses
+    for key, value in reference.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    assert history["restarted_codes"]["text"] == [[0, 0]] * 4
+
+
+def test_codes_die_without_restart_and_stay_alive_with_it():
+    _, off = collapsing_run(restart=False)
+    _, on = collapsing_run(restart=True)
+    first_off = [u[0] for u in off["utilization"]["collaborative"]]
+    first_on = [u[0] for u in on["utilization"]["collaborative"]]
+    # Level 1 loses a third of its codes for good without restarts; with them, each epoch ends with most alive.
+    assert first_off[0] > 0.9 and max(first_off[-5:]) < 0.75, first_off
+    assert sum(first_on[-5:]) / 5 >= 0.9, first_on
+    assert on["perplexity"]["collaborative"][-1][0] > 2 * off["perplexity"]["collaborative"][-1][0]
+    assert sum(r[0] for r in on["restarted_codes"]["collaborative"]) > 0
+
+
+def test_history_has_usage_per_epoch_and_level():
+    _, history = train_mmrqvae(tiny_config(), tiny_embeddings(), MMRQVAETrainingArguments(num_epochs=3, batch_size=32))
+    for key in ("utilization", "perplexity", "restarted_codes"):
+        assert set(history[key]) == {"collaborative", "text"}
+        assert len(history[key]["text"]) == 3 and all(len(levels) == 2 for levels in history[key]["text"])
+    assert all(0 < u <= 1 for levels in history["utilization"]["text"] for u in levels)
+    assert all(1 <= p <= 8 for levels in history["perplexity"]["text"] for p in levels)
+
+
+def test_restart_reseeds_every_dead_code_and_resets_its_optimizer_state():
+    from tokenization.train_rqvae import _reset_optimizer_rows
+
+    config = tiny_config(modalities=["text"], input_dims=[12])
+    model = MMRQVAE(config)
+    emb = {"text": tiny_embeddings()["text"]}
+    model.initialize_codebooks(emb)
+    books = model.quantizers["text"].codebooks
+    with torch.no_grad():
+        books[0, :3] = 1e3  # three codes nobody can pick
+    optimizer = torch.optim.AdamW(model.parameters())
+    model.train()
+    model(emb).loss.backward()
+    optimizer.step()
+    masks = model.restart_dead_codes(emb, torch.Generator().manual_seed(0))["text"]
+    assert masks[0][:3].all()
+    _reset_optimizer_rows(optimizer, books, torch.stack(masks))
+    state = optimizer.state[books]
+    assert (state["exp_avg"][0, :3] == 0).all() and (state["exp_avg_sq"][0, :3] == 0).all()
+    assert (state["exp_avg_sq"][0, 3:] != 0).any()
+    codes = model.get_codes(emb)["text"]
+    assert torch.bincount(codes[:, 0], minlength=8).min() > 0  # every level-1 code is picked again
+
+
+def test_low_perplexity_warns(caplog):
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.enable_propagation()
+    try:
+        with caplog.at_level("WARNING"):
+            train_mmrqvae(
+                tiny_config(),
+                tiny_embeddings(),
+                MMRQVAETrainingArguments(num_epochs=1, batch_size=32, low_perplexity_fraction=1.0),
+            )
+    finally:
+        hf_logging.disable_propagation()
+    assert "perplexity" in caplog.text and "collapsing" in caplog.text
+
+
+def test_initial_residuals_use_the_nearest_code():
+    # Constrained k-means can label a vector with a farther center; the next level must see nearest-code residuals.
+    torch.manual_seed(0)
+    x = torch.cat([torch.randn(56, 6) * 0.05, torch.randn(8, 6) * 3])  # one dense blob: capacity binds
+    config = tiny_config(modalities=["text"], input_dims=[12])
+    quantizer = MMRQVAE(config).quantizers["text"]
+    torch.manual_seed(1)
+    quantizer.initialize(x)
+    torch.manual_seed(1)
+    first, labels = kmeans_init(x, 8, config.kmeans_iters, constrained=True)
+    nearest = torch.cdist(x, first).argmin(1)
+    assert not torch.equal(nearest, labels)  # the case the fix is about
+    second, _ = kmeans_init(x - first[nearest], 8, config.kmeans_iters, constrained=True)
+    torch.testing.assert_close(quantizer.codebooks[1], second)
