@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from trl import TrlParser
 
 from modeling_mmesid import MMESIDForSequentialRecommendation
 from modeling_mmesid.data import atomic_write_json
@@ -35,7 +36,6 @@ from tokenization.diagnostics import (
     save_spectrum_plot,
     spectrum_summary,
 )
-from trl import TrlParser
 
 
 @dataclass

@@ -325,9 +325,8 @@ def test_trainer_validation_through_the_cached_ranking_path_equals_the_per_sampl
     from datasets import Dataset
     from peft import LoraConfig
 
-    from modeling_mmesid.trainer import MMESIDCollator, MMESIDTrainer, MMESIDTrainingConfig, compute_ranking_metrics
-
     from modeling_mmesid import MMESIDForSequentialRecommendation
+    from modeling_mmesid.trainer import MMESIDCollator, MMESIDTrainer, MMESIDTrainingConfig, compute_ranking_metrics
 
     prepared = []
     original = MMESIDForSequentialRecommendation.prepare_ranking

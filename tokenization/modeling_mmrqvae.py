@@ -227,7 +227,7 @@ class MMRQVAEResidualQuantizer(nn.Module):
         """k-means init of every level on the residuals of `latents` `(n, e_dim)` (official `vq_ini`)."""
         residual = latents.detach().float()
         for level in range(self.config.num_levels):
-            centers, labels = kmeans_init(
+            centers, _labels = kmeans_init(
                 residual,
                 self.config.codebook_size,
                 self.config.kmeans_iters,

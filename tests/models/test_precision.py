@@ -8,8 +8,7 @@ import pytest
 import torch
 from test_modeling_mmesid import HISTORIES, MMESIDModelTester
 
-from modeling_mmesid import MMESIDForSequentialRecommendation
-from modeling_mmesid import precision
+from modeling_mmesid import MMESIDForSequentialRecommendation, precision
 
 
 @pytest.fixture
