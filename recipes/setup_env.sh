@@ -22,7 +22,7 @@ LOCK=recipes/locks/$mode.txt
 arch=$(uname -m)
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 PY="$VENV/bin/python"
-PIP="$PY -m pip --disable-pip-version-check -q"
+PIP="$PY -m pip --disable-pip-version-check -qq"  # -qq: errors only (this machine's pip config warns about every absent mirror folder)
 # The torch builds that lie on local disk (an unpinned torch would pull a new multi-GB release).
 if [ "$arch" = "aarch64" ]; then
   if [ $mode = test ]; then torch_pins="torch==2.9.1 torchvision==0.24.1"; else torch_pins="torch==2.9.1"; fi
