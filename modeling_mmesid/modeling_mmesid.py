@@ -9,6 +9,7 @@ token and scores every catalog item with four heads and frequency-aware fusion.
 Hub-side file: imports only `torch`, `transformers` and the sibling configuration file.
 """
 
+import functools
 import inspect
 import math
 from collections.abc import Callable, Sequence
@@ -42,8 +43,12 @@ CACHE_NAME = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ 
 
 def _backbone_cache_kwarg(module: nn.Module) -> str:
     """The name under which `module.forward` takes a key/value cache (`cache` or `past_key_values`)."""
-    parameters = inspect.signature(module.forward).parameters
-    return "cache" if "cache" in parameters else "past_key_values"
+    return _cache_kwarg_of_class(type(module))
+
+
+@functools.cache
+def _cache_kwarg_of_class(cls: type) -> str:
+    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
 
 
 def _merge_cache_arguments(cache: "Cache | None", past_key_values: "Cache | None") -> "Cache | None":

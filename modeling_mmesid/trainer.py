@@ -127,6 +127,8 @@ class MMESIDTrainingConfig(SFTConfig):
         if self.bf16 is None:  # TRL: always on; ours: where the hardware runs bf16 fast (CUDA, or AMX/AVX512-BF16 CPUs)
             device = "cuda" if torch.cuda.is_available() and not self.use_cpu else "cpu"
             self.bf16 = not self.fp16 and use_bf16(device)
+            if self.bf16 and device == "cpu":
+                self.use_cpu = True  # transformers refuses bf16 without a bf16 GPU unless the run is marked as CPU
         if self.metric_for_best_model is None:
             self.metric_for_best_model = f"eval_{self.best_metric}"
         valid = {f"{m}@{k}" for m in ("ndcg", "hr", "mrr") for k in self.eval_ks}

@@ -91,6 +91,8 @@ def test_global_batch_derives_accumulation_from_the_number_of_processes(tmp_path
 
 def test_training_config_defaults_run_on_cpu(tmp_path, monkeypatch):
     """TRL turns bf16 on by default; ours only where the hardware runs it fast, so any CPU run needs no flag."""
+    import torch
+
     from modeling_mmesid.precision import bf16_is_fast
     from modeling_mmesid.trainer import MMESIDTrainingConfig
 
@@ -100,6 +102,12 @@ def test_training_config_defaults_run_on_cpu(tmp_path, monkeypatch):
     args = MMESIDTrainingConfig(output_dir=str(tmp_path), use_cpu=True)
     assert args.bf16 == bf16_is_fast("cpu")
     assert MMESIDTrainingConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False).bf16 is False
+    # bf16 chosen for the CPU without `use_cpu` (the pipeline's config): transformers would refuse it unless the run
+    # is marked as a CPU run
+    monkeypatch.setenv("MMESID_PRECISION", "bf16")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    args = MMESIDTrainingConfig(output_dir=str(tmp_path))
+    assert args.bf16 is True and args.use_cpu is True
     assert args.metric_for_best_model == "eval_ndcg@10" and args.learning_rate == 3e-4 and not args.packing
     with pytest.raises(ValueError, match="`best_metric` must be one of"):
         MMESIDTrainingConfig(output_dir=str(tmp_path), best_metric="ndcg@50")

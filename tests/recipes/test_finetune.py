@@ -133,7 +133,8 @@ def test_bf16_run_trains_float32_parameters_and_saves_a_loadable_model(tiny_run,
 
     monkeypatch.setenv("MMESID_PRECISION", "bf16")
     recipe = _load_recipe()
-    cfg = finetune_config(tiny_run, tmp_path / "out", max_steps=2, eval_strategy="no", save_strategy="no", dtype="auto")
+    cfg = finetune_config(tiny_run, tmp_path / "out", max_steps=2, eval_strategy="no", save_strategy="no", dtype="auto",
+                          use_cpu=False)  # as the pipeline's config: the CPU run is inferred
     script_args, training_args, model_args = TrlParser(
         (recipe.ScriptArguments, recipe.MMESIDTrainingConfig, ModelConfig)
     ).parse_args_and_config(["--config", str(cfg)])
