@@ -41,6 +41,11 @@ logger = logging.get_logger(__name__)
 CACHE_NAME = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 
+# Attention implementations whose 4D-mask path (prefix-tree packed rows) is tested exact (tests/test_equivalence.py);
+# flash attention reads a 4D mask as padding, so samples would see later targets of their user.
+PACKED_MASK_ATTENTION = ("eager", "sdpa")
+
+
 def _backbone_cache_kwarg(module: nn.Module) -> str:
     """The name under which `module.forward` takes a key/value cache (`cache` or `past_key_values`)."""
     return _cache_kwarg_of_class(type(module))
@@ -349,8 +354,7 @@ class MMESIDModel(MMESIDPreTrainedModel):
         if is_4d and position_ids is None:
             raise ValueError("A 4D `attention_mask` (packed rows) needs explicit `position_ids`.")
         attn_implementation = self.language_model.config._attn_implementation
-        if is_4d and attn_implementation not in ("eager", "sdpa"):
-            # flash attention reads a 4D mask as padding: samples would see later targets of their user
+        if is_4d and attn_implementation not in PACKED_MASK_ATTENTION:
             raise ValueError(
                 f"A 4D `attention_mask` (packed rows) is tested exact only with the `eager` and `sdpa` attention "
                 f"implementations, got {attn_implementation!r}. Load the backbone with `attn_implementation=\"sdpa\"` "
@@ -777,12 +781,13 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel):
         inputs_embeds = inputs_embeds.masked_scatter(placeholders, item_tokens)
         attention_mask = torch.cat([torch.ones_like(tail_mask[:, :1]).expand(-1, num_shared), tail_mask], dim=1)
         position_ids = num_shared + (tail_mask.cumsum(-1) - 1).clamp(min=0)
+        cache_kwarg = _backbone_cache_kwarg(self.model.language_model)
         outputs = self.model.language_model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
             use_cache=True,
-            **{_backbone_cache_kwarg(self.model.language_model): self.model.expand_shared_prompt(state["prompt_cache"], batch_size)},
+            **{cache_kwarg: self.model.expand_shared_prompt(state["prompt_cache"], batch_size)},
         )
         h = outputs.last_hidden_state[:, -1]  # left padding: the last position is each prompt's final token
         table = state["score_table"]

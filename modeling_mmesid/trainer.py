@@ -25,11 +25,11 @@ from transformers import EvalPrediction
 from trl import SFTConfig, SFTTrainer
 
 from .evaluation import DEFAULT_KS, metrics_from_ranks, pad_histories, target_ranks
+from .modeling_mmesid import PACKED_MASK_ATTENTION
 from .packing import MMESIDPackedCollator, group_samples_by_user
 from .precision import use_bf16
 
 
-PREFIX_PACKING_ATTENTION = ("eager", "sdpa")  # attention implementations whose 4D-mask path is tested exact
 
 
 @dataclass
@@ -183,7 +183,7 @@ def check_prefix_packing_attention(config) -> None:
     """Refuse `prefix_packing` with an attention implementation whose 4D-mask path is not tested exact
     (tests/test_equivalence.py covers `eager` and `sdpa`; flash attention reads a 4D mask as padding)."""
     attn_implementation = config.text_config._attn_implementation
-    if attn_implementation not in PREFIX_PACKING_ATTENTION:
+    if attn_implementation not in PACKED_MASK_ATTENTION:
         raise ValueError(
             f"`prefix_packing=True` needs the `eager` or `sdpa` attention implementation (its 4D tree mask is tested "
             f"exact only with those), got {attn_implementation!r}. Load the backbone with "
