@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from mmesid_artifacts.data_files import item_counts
+
 
 class PopularityScorer:
     """Score every item by its number of training interactions (the same for every user)."""
@@ -19,10 +21,7 @@ class PopularityScorer:
 
     @classmethod
     def fit(cls, train_sequences: Sequence[Sequence[int]], num_items: int) -> "PopularityScorer":
-        counts = np.zeros(num_items + 1, dtype=np.int64)
-        for seq in train_sequences:
-            np.add.at(counts, np.asarray(seq, dtype=np.int64), 1)
-        return cls(counts)
+        return cls(item_counts(train_sequences, num_items))
 
     def __call__(self, histories: torch.LongTensor, lengths: torch.LongTensor) -> torch.Tensor:
         return self.scores.to(histories.device).expand(histories.shape[0], -1)
@@ -44,10 +43,10 @@ class TransitionScorer:
     @classmethod
     def fit(cls, train_sequences: Sequence[Sequence[int]], num_items: int) -> "TransitionScorer":
         src, dst = [], []
-        popularity = np.zeros(num_items + 1, dtype=np.int64)
+        train_sequences = list(train_sequences)
+        popularity = item_counts(train_sequences, num_items)
         for seq in train_sequences:
             arr = np.asarray(seq, dtype=np.int64)
-            np.add.at(popularity, arr, 1)
             src.append(arr[:-1])
             dst.append(arr[1:])
         src = np.concatenate(src) if src else np.zeros(0, np.int64)

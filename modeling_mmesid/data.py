@@ -9,148 +9,53 @@ Inputs this module reads:
 What it writes (see `docs/CONTRACTS.md`): `train/validation/test.parquet`, `train_sequences.parquet`,
 `items.parquet`, `stats.json`. Every file is written atomically.
 
-Split protocol (METHOD.md): with `items` a user's time-ordered sequence, test target = `items[-1]` (history
-`items[:-1]`), validation target = `items[-2]` (history `items[:-2]`), training prefix `train = items[:-2]`; with
-`L = min(len(train), 50)`, each of the last `L` positions `t` of `train` is one training sample, history
-`train[:t]` (not truncated, empty when `t = 0`) predicting `train[t]`. Users with fewer than 3 items are kept for
-training only (all their items are the training prefix), as the official code does.
+The split protocol (`leave_one_out`), the reader of sequence files and the readers of `data/` files live in the
+ground-floor `mmesid_artifacts` package (docs/LAYERS.md), so that Stage 1 reads them without importing this package;
+they are re-exported here under their old names.
 """
 
 import csv
 import hashlib
 import json
 import os
-import tempfile
 import urllib.request
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-
-SPLITS = ("train", "validation", "test")
-SAMPLE_SCHEMA = pa.schema([("user_id", pa.int64()), ("history", pa.list_(pa.int64())), ("target", pa.int64())])
-ITEM_SCHEMA = pa.schema(
-    [
-        ("item_id", pa.int64()),
-        ("title", pa.string()),
-        ("brand", pa.string()),
-        ("categories", pa.list_(pa.string())),
-        ("image", pa.string()),
-        ("train_count", pa.int64()),
-    ]
+from mmesid_artifacts.data_files import (
+    ITEM_SCHEMA,
+    SAMPLE_SCHEMA,
+    Splits,
+    item_counts,
+    leave_one_out,
+    load_item_counts,
+    load_split_table,
+    load_stats,
+    load_train_sequences,
+    read_sequence_file,
+    sequences_fingerprint,
 )
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Atomic writes
-
-
-def _atomic_target(path: Path):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600 files; artifacts are meant to be shared
-    return Path(tmp)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder and `os.replace`."""
-    tmp = _atomic_target(Path(path))
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> None:
-    tmp = _atomic_target(Path(path))
-    try:
-        tmp.write_bytes(payload)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_write_json(path: str | os.PathLike, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
-
-
-def atomic_save_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None) -> None:
-    """`safetensors.torch.save_file` through a temporary file in the same folder and `os.replace`."""
-    from safetensors.torch import save_file
-
-    tmp = _atomic_target(Path(path))
-    try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_write_parquet(path: str | os.PathLike, table: pa.Table) -> None:
-    tmp = _atomic_target(Path(path))
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+from mmesid_artifacts.data_files import data_file as _data_file
+from mmesid_artifacts.data_files import positive_int as _positive_int
+from mmesid_artifacts.io import (
+    atomic_save_safetensors,
+    atomic_target,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_parquet,
+    atomic_write_text,
+    require_file,
+)
+from mmesid_artifacts.run import DATA_FILES, SPLITS, split_file
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Readers
-
-
-def _require_file(path: str | os.PathLike, what: str) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} `{path}` does not exist (or is not a file).")
-    return path
-
-
-def _positive_int(token: str, path: Path, lineno: int, what: str) -> int:
-    try:
-        value = int(token)
-    except ValueError:
-        raise ValueError(f"{path}:{lineno}: {what} {token!r} is not an integer.") from None
-    if value <= 0:
-        raise ValueError(f"{path}:{lineno}: {what} {value} must be a positive (1-based) integer.")
-    return value
-
-
-def read_sequence_file(path: str | os.PathLike) -> dict[int, list[int]]:
-    """Read `user item item ...` lines (1-based ids, oldest first) into `{user_id: items}`, in file order.
-
-    Blank lines are skipped. A malformed line, a non-positive or non-integer id, or a user listed twice raises
-    `ValueError` naming the file and line.
-    """
-    path = _require_file(path, "Sequence file")
-    sequences: dict[int, list[int]] = {}
-    first_line: dict[int, int] = {}
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            tokens = line.split()
-            if not tokens:
-                continue
-            if len(tokens) < 2:
-                raise ValueError(f"{path}:{lineno}: expected `user item [item ...]`, got {line.strip()!r}.")
-            user = _positive_int(tokens[0], path, lineno, "user id")
-            if user in sequences:
-                raise ValueError(
-                    f"{path}:{lineno}: user {user} appears again (first on line {first_line[user]}); "
-                    "each user must have exactly one line."
-                )
-            sequences[user] = [_positive_int(tok, path, lineno, "item id") for tok in tokens[1:]]
-            first_line[user] = lineno
-    if not sequences:
-        raise ValueError(f"{path}: no interactions found (empty file).")
-    return sequences
 
 
 def _read_table(path: Path):
@@ -178,7 +83,7 @@ def read_interactions(
     renumbered 1..N by first appearance in that order. Returns `(sequences, item_index)` with `item_index` mapping
     raw item ids to the new ids.
     """
-    path = _require_file(path, "Interaction file")
+    path = require_file(path, "Interaction file")
     if path.suffix not in {".csv", ".parquet"}:
         raise ValueError(f"`{path}`: interaction files must be .csv or .parquet, got {path.suffix!r}.")
     if k_core < 1:
@@ -253,7 +158,7 @@ def read_item_table(
     rows for items dropped by k-core filtering are skipped. Unknown ids, duplicates and malformed lines raise
     `ValueError` naming the file and line.
     """
-    path = _require_file(path, "Item table")
+    path = require_file(path, "Item table")
     records: dict[int, ItemRecord] = {}
     with path.open(encoding="utf-8") as handle:
         for lineno, line in enumerate(handle, start=1):
@@ -296,52 +201,6 @@ def read_item_table(
 # Splits
 
 
-@dataclass
-class Splits:
-    """Leave-one-out samples, as plain Python lists (converted to Arrow tables on write)."""
-
-    train: list[tuple[int, list[int], int]]
-    validation: list[tuple[int, list[int], int]]
-    test: list[tuple[int, list[int], int]]
-    train_sequences: list[tuple[int, list[int]]]
-    num_items: int
-    num_interactions: int
-    num_short_users: int
-
-
-def leave_one_out(sequences: dict[int, list[int]], max_train_samples_per_user: int = 50) -> Splits:
-    """Build the paper's leave-one-out splits (module docstring; METHOD.md "Data and evaluation")."""
-    if max_train_samples_per_user < 1:
-        raise ValueError(f"`max_train_samples_per_user` must be at least 1, got {max_train_samples_per_user}.")
-    train, validation, test, prefixes = [], [], [], []
-    num_short = 0
-    num_items = 0
-    num_interactions = 0
-    for user, items in sequences.items():
-        num_items = max(num_items, max(items))
-        num_interactions += len(items)
-        if len(items) < 3:
-            num_short += 1
-            prefix = list(items)
-        else:
-            prefix = items[:-2]
-            validation.append((user, list(items[:-2]), items[-2]))
-            test.append((user, list(items[:-1]), items[-1]))
-        prefixes.append((user, prefix))
-        n = min(len(prefix), max_train_samples_per_user)
-        for t in range(len(prefix) - n, len(prefix)):
-            train.append((user, prefix[:t], prefix[t]))
-    return Splits(train, validation, test, prefixes, num_items, num_interactions, num_short)
-
-
-def sequences_fingerprint(sequences: dict[int, list[int]]) -> str:
-    """sha256 over the canonical text form of the sequences; embedding sidecars record it."""
-    digest = hashlib.sha256()
-    for user, items in sequences.items():
-        digest.update(f"{user} {' '.join(map(str, items))}\n".encode())
-    return digest.hexdigest()
-
-
 def _samples_table(rows: Sequence[tuple[int, list[int], int]]) -> pa.Table:
     return pa.table(
         {
@@ -363,9 +222,7 @@ def write_dataset(
     """Write the splits, item table and `stats.json` to `out_dir` (atomically, file by file); return the stats."""
     out = Path(out_dir)
     splits = leave_one_out(sequences, max_train_samples_per_user)
-    counts = np.zeros(splits.num_items + 1, dtype=np.int64)
-    for _, prefix in splits.train_sequences:
-        np.add.at(counts, np.asarray(prefix, dtype=np.int64), 1)
+    counts = item_counts((prefix for _, prefix in splits.train_sequences), splits.num_items)
     items = items or {}
     ids = list(range(1, splits.num_items + 1))
     rec = [items.get(i, ItemRecord()) for i in ids]
@@ -398,11 +255,10 @@ def write_dataset(
         "source": source or {},
     }
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_parquet(out / "train.parquet", _samples_table(splits.train))
-    atomic_write_parquet(out / "validation.parquet", _samples_table(splits.validation))
-    atomic_write_parquet(out / "test.parquet", _samples_table(splits.test))
+    for split, rows in zip(SPLITS, (splits.train, splits.validation, splits.test)):
+        atomic_write_parquet(split_file(out, split), _samples_table(rows))
     atomic_write_parquet(
-        out / "train_sequences.parquet",
+        out / DATA_FILES["train_sequences"],
         pa.table(
             {
                 "user_id": pa.array([u for u, _ in splits.train_sequences], pa.int64()),
@@ -410,55 +266,21 @@ def write_dataset(
             }
         ),
     )
-    atomic_write_parquet(out / "items.parquet", item_table)
-    atomic_write_json(out / "stats.json", stats)  # last: its presence marks a complete folder
+    atomic_write_parquet(out / DATA_FILES["items"], item_table)
+    atomic_write_json(out / DATA_FILES["stats"], stats)  # last: its presence marks a complete folder
     return stats
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Loaders for later stages
-
-
-def _data_file(folder: str | os.PathLike, name: str) -> Path:
-    path = Path(folder) / name
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"`{path}` does not exist; run `python recipes/prepare_data.py --output_dir {folder}` first."
-        )
-    return path
+# Loaders for later stages (the `datasets` view; the Arrow readers are `mmesid_artifacts.data_files`')
 
 
 def load_splits(folder: str | os.PathLike):
     """The train/validation/test splits as a `datasets.DatasetDict` (Parquet-backed)."""
     from datasets import load_dataset
 
-    files = {split: str(_data_file(folder, f"{split}.parquet")) for split in SPLITS}
+    files = {split: str(_data_file(folder, split_file(folder, split).name)) for split in SPLITS}
     return load_dataset("parquet", data_files=files)
-
-
-def load_split_table(folder: str | os.PathLike, split: str) -> pa.Table:
-    """One split as an Arrow table (no `datasets` cache; what the evaluator reads)."""
-    if split not in SPLITS:
-        raise ValueError(f"`split` must be one of {SPLITS}, got {split!r}.")
-    return pq.read_table(_data_file(folder, f"{split}.parquet"))
-
-
-def load_train_sequences(folder: str | os.PathLike) -> list[list[int]]:
-    """Each user's training prefix (validation/test targets excluded), in user order."""
-    return pq.read_table(_data_file(folder, "train_sequences.parquet")).column("items").to_pylist()
-
-
-def load_item_counts(folder: str | os.PathLike) -> np.ndarray:
-    """Training-set interaction count per item, `[num_items + 1]` with row 0 = 0 (the fusion weights' input)."""
-    table = pq.read_table(_data_file(folder, "items.parquet"), columns=["item_id", "train_count"])
-    ids = table.column("item_id").to_numpy()
-    counts = np.zeros(int(ids.max()) + 1, dtype=np.int64)
-    counts[ids] = table.column("train_count").to_numpy()
-    return counts
-
-
-def load_stats(folder: str | os.PathLike) -> dict:
-    return json.loads(_data_file(folder, "stats.json").read_text(encoding="utf-8"))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -510,7 +332,7 @@ def download(url: str, cache_dir: str | os.PathLike, sha256: str | None = None, 
             ledger[name] = digest_of(target)
             atomic_write_json(ledger_path, ledger)
         return target
-    tmp = _atomic_target(target)
+    tmp = atomic_target(target)
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, tmp.open("wb") as handle:
             for chunk in iter(lambda: response.read(1 << 20), b""):
@@ -530,8 +352,8 @@ def amazon_reviews_to_csv(reviews_gz: str | os.PathLike, out_csv: str | os.PathL
     """Convert an Amazon 2014 `reviews_*_5.json.gz` (one JSON object a line) into `user,item,timestamp` CSV."""
     import gzip
 
-    reviews_gz = _require_file(reviews_gz, "Reviews file")
-    tmp = _atomic_target(Path(out_csv))
+    reviews_gz = require_file(reviews_gz, "Reviews file")
+    tmp = atomic_target(Path(out_csv))
     try:
         with gzip.open(reviews_gz, "rt", encoding="utf-8") as src, tmp.open("w", newline="") as dst:
             writer = csv.writer(dst)
@@ -559,9 +381,9 @@ def amazon_meta_to_jsonl(meta_gz: str | os.PathLike, out_jsonl: str | os.PathLik
     import ast
     import gzip
 
-    meta_gz = _require_file(meta_gz, "Metadata file")
+    meta_gz = require_file(meta_gz, "Metadata file")
     wanted = set(asins)
-    tmp = _atomic_target(Path(out_jsonl))
+    tmp = atomic_target(Path(out_jsonl))
     try:
         with gzip.open(meta_gz, "rt", encoding="utf-8") as src, tmp.open("w", encoding="utf-8") as dst:
             for lineno, line in enumerate(src, start=1):
@@ -585,3 +407,33 @@ def amazon_meta_to_jsonl(meta_gz: str | os.PathLike, out_jsonl: str | os.PathLik
     finally:
         tmp.unlink(missing_ok=True)
     return Path(out_jsonl)
+
+
+__all__ = [
+    "AMAZON_2014",
+    "ITEM_SCHEMA",
+    "SAMPLE_SCHEMA",
+    "SPLITS",
+    "ItemRecord",
+    "Splits",
+    "amazon_meta_to_jsonl",
+    "amazon_reviews_to_csv",
+    "atomic_save_safetensors",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_parquet",
+    "atomic_write_text",
+    "download",
+    "item_counts",
+    "leave_one_out",
+    "load_item_counts",
+    "load_split_table",
+    "load_splits",
+    "load_stats",
+    "load_train_sequences",
+    "read_interactions",
+    "read_item_table",
+    "read_sequence_file",
+    "sequences_fingerprint",
+    "write_dataset",
+]

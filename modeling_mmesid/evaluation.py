@@ -29,17 +29,14 @@ Metrics, with one target per user, `r` its position and `E` the mean over `r = f
 Without ties these are the usual `1[r <= k]`, `1[r <= k] / log2(r + 1)` and `1[r <= k] / r`.
 """
 
-import json
-import platform
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 from transformers.utils import logging
+
+# `results.json` (provenance block, write, read) is the run folder's, shared by every stage: re-exported here
+from mmesid_artifacts.results import read_results, run_info, write_results  # noqa: F401
 
 
 logger = logging.get_logger(__name__)
@@ -239,43 +236,3 @@ def format_table(results: dict[str, dict], ks: Sequence[int] = DEFAULT_KS, proto
     if protocol:
         lines.append(f"protocol: {protocol}")
     return "\n".join(lines)
-
-
-def run_info(wall_time_s: float | None = None, config: dict | None = None) -> dict:
-    """Provenance block for `results.json`: command, git commit, versions, device, wall time."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            check=False, capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    versions = {"python": platform.python_version(), "torch": torch.__version__}
-    for name in ("transformers", "peft", "trl", "accelerate", "datasets"):
-        try:
-            versions[name] = __import__(name).__version__
-        except ImportError:
-            pass
-    info = {
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "git_commit": commit or None,
-        "meta_info": versions,
-        "device": "cuda" if torch.cuda.is_available() else "cpu",
-        "created_unix": int(time.time()),
-    }
-    if wall_time_s is not None:
-        info["wall_time_s"] = round(wall_time_s, 2)
-    if config is not None:
-        info["config"] = config
-    return info
-
-
-def write_results(path: str | Path, results: dict[str, dict], protocol: str, **extra) -> None:
-    """Write the metrics table as JSON (atomically) next to the printed one."""
-    from .data import atomic_write_json
-
-    atomic_write_json(path, {"protocol": protocol, "results": results, **extra})
-
-
-def read_results(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text(encoding="utf-8"))

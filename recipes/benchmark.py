@@ -36,6 +36,7 @@ from trl import TrlParser
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from mmesid_artifacts import atomic_write_json, item_counts  # noqa: E402
 from modeling_mmesid import MMESIDForSequentialRecommendation, MMESIDProcessor, data, evaluation  # noqa: E402
 from modeling_mmesid.packing import MMESIDPackedCollator, count_tokens, group_samples_by_user  # noqa: E402
 from modeling_mmesid.trainer import MMESIDCollator, resolve_model_path  # noqa: E402
@@ -85,10 +86,7 @@ def _synthetic_split(seed: int, num_users: int = 120, num_items: int = 400):
     train = {"user_id": [u for u, _, _ in splits.train], "history": [h for _, h, _ in splits.train],
              "target": [t for _, _, t in splits.train]}
     test = {"history": [h for _, h, _ in splits.test], "target": [t for _, _, t in splits.test]}
-    counts = torch.zeros(num_items + 1, dtype=torch.long)
-    for _, prefix in splits.train_sequences:
-        for i in prefix:
-            counts[i] += 1
+    counts = torch.as_tensor(item_counts((prefix for _, prefix in splits.train_sequences), num_items))
     return train, test, num_items, counts
 
 
@@ -405,7 +403,7 @@ def main(args: BenchmarkArguments) -> dict:
         "meta_info": {"device": str(device), "threads": torch.get_num_threads(),
                       "cuda": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
     }
-    data.atomic_write_json(out / "results.json", results)
+    atomic_write_json(out / "results.json", results)
     print(f"wrote {out / 'results.json'} ({time.time() - wall:.0f} s)")
     return results
 

@@ -7,10 +7,14 @@ from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 from transformers.utils import logging
 
+from mmesid_artifacts.run import MODALITIES
+
 
 logger = logging.get_logger(__name__)
 
-KNOWN_MODALITIES = ("collaborative", "text", "image")
+# One modality order for the whole project, the model's (`configuration_mmesid.KNOWN_MODALITIES`): collaborative,
+# image, text. It lives on the ground floor so that Stage 1 follows it without importing Stage 2.
+KNOWN_MODALITIES = MODALITIES
 # Paper/official input sizes: SASRec 64-d, LLM2CLIP text and image 1280-d (official MM-RQ-VAE/rqvae_mm.py).
 PAPER_INPUT_DIMS = {"collaborative": 64, "text": 1280, "image": 1280}
 
@@ -26,7 +30,7 @@ class MMRQVAEConfig(PreTrainedConfig):
     CPU recipe (`recipes/configs/beauty-smollm2-135m/rqvae.yaml`) shrinks them.
 
     Args:
-        modalities (`list[str]`, *optional*, defaults to `["collaborative", "text", "image"]`):
+        modalities (`list[str]`, *optional*, defaults to `["collaborative", "image", "text"]`):
             Branches to build, in the order used for axis 1 of `sids.safetensors`. Each must be one of
             `collaborative`, `text`, `image` (paper §3.1).
         input_dims (`dict[str, int]` or `list[int]`, *optional*):

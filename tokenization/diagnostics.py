@@ -250,7 +250,7 @@ def read_validation_pairs(path: str | os.PathLike) -> tuple[list[list[int]], lis
 
         table = pq.read_table(path, columns=["history", "target"]).to_pydict()
         return [list(h) for h in table["history"]], list(table["target"])
-    from modeling_mmesid.data import leave_one_out, read_sequence_file  # the one reader of sequence files
+    from mmesid_artifacts.data_files import leave_one_out, read_sequence_file  # the one reader of sequence files
 
     validation = leave_one_out(read_sequence_file(path)).validation
     return [history for _, history, _ in validation], [target for _, _, target in validation]

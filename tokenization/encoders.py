@@ -7,12 +7,12 @@ authors never released those embeddings, so they are regenerated here with any H
 ([`encode_images`]). Every table is written by [`save_embeddings`]: safetensors key `embeddings` float32
 `[num_items + 1, dim]` (row 0 = padding, zeros), optional bool `mask` (False = the item had no input), and a JSON
 sidecar naming the encoder, the dimension, the item count and the dataset fingerprint (docs/CONTRACTS.md). The next
-stage reads them with [`load_embeddings`], which refuses a table that does not fit the dataset.
+stage reads them with [`load_embeddings`], which refuses a table that does not fit the dataset. Both live in the
+ground-floor `mmesid_artifacts.tables` (docs/LAYERS.md) and are re-exported here.
 """
 
 import hashlib
 import importlib.util
-import json
 import os
 import tempfile
 import time
@@ -24,155 +24,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from safetensors import safe_open
 from tqdm.auto import tqdm
 from transformers.utils import logging
 
-from modeling_mmesid.data import atomic_save_safetensors, atomic_write_bytes, atomic_write_json
+from mmesid_artifacts.io import atomic_write_bytes
+from mmesid_artifacts.tables import EMBEDDINGS_KEY, MASK_KEY, load_embeddings, save_embeddings, sidecar_path
 
 
 logger = logging.get_logger(__name__)
-
-EMBEDDINGS_KEY = "embeddings"
-MASK_KEY = "mask"
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Embedding files
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def sidecar_path(path: str | os.PathLike) -> Path:
-    """`collaborative.safetensors` → `collaborative.json`."""
-    return Path(path).with_suffix(".json")
-
-
-def save_embeddings(
-    path: str | os.PathLike,
-    embeddings: torch.Tensor,
-    *,
-    modality: str,
-    encoder: str,
-    dataset_fingerprint: str | None = None,
-    mask: torch.Tensor | None = None,
-    created_by: str = "mmesid",
-    **details: Any,
-) -> Path:
-    r"""
-    Writes an item table and its JSON sidecar atomically (docs/CONTRACTS.md, "embeddings/").
-
-    Args:
-        path (`str` or `os.PathLike`): the `.safetensors` file; the sidecar is the same name with `.json`.
-        embeddings (`torch.Tensor` of shape `(num_items + 1, dim)`): row `i` = item `i`; row 0 is padding and is
-            written as zeros whatever it holds.
-        modality (`str`): `"collaborative"`, `"text"` or `"image"`.
-        encoder (`str`): what produced the table (model name or path).
-        dataset_fingerprint (`str`, *optional*): `stats.json["fingerprint"]` of the data the table belongs to.
-        mask (`torch.BoolTensor` of shape `(num_items + 1,)`, *optional*): False where the item had no input.
-        details: any further JSON-serializable facts (pooling, template, counts of missing inputs, ...).
-
-    Returns:
-        `Path` of the safetensors file.
-    """
-    path = Path(path)
-    if embeddings.ndim != 2 or embeddings.shape[0] < 2:
-        raise ValueError(
-            f"`embeddings` for {path} must have shape [num_items + 1, dim] with num_items >= 1, "
-            f"got {tuple(embeddings.shape)}."
-        )
-    table = embeddings.detach().to(torch.float32).cpu().contiguous().clone()
-    table[0] = 0.0
-    _check_finite(table, path)
-    tensors = {EMBEDDINGS_KEY: table}
-    if mask is not None:
-        if mask.shape != (table.shape[0],):
-            raise ValueError(f"`mask` for {path} must have shape ({table.shape[0]},), got {tuple(mask.shape)}.")
-        mask = mask.detach().to(torch.bool).cpu().contiguous().clone()
-        mask[0] = False
-        tensors[MASK_KEY] = mask
-    meta = {
-        "modality": modality,
-        "encoder": encoder,
-        "dim": int(table.shape[1]),
-        "num_items": int(table.shape[0] - 1),
-        "dataset_fingerprint": dataset_fingerprint,
-        "created_by": created_by,
-        "num_masked": int((~tensors[MASK_KEY][1:]).sum()) if mask is not None else 0,
-        **details,
-    }
-    atomic_save_safetensors(path, tensors, metadata={"modality": modality, "encoder": encoder})
-    atomic_write_json(sidecar_path(path), meta)
-    return path
-
-
-def _check_finite(table: torch.Tensor, path: Path):
-    bad = ~torch.isfinite(table)
-    if bad.any():
-        rows = bad.any(dim=1).nonzero().flatten()
-        kind = "NaN" if torch.isnan(table).any() else "Inf"
-        raise ValueError(
-            f"{path}: {kind} values in {rows.numel()} row(s) (first item ids {rows[:5].tolist()}); "
-            "re-run the encoder for this modality."
-        )
-
-
-def load_embeddings(
-    path: str | os.PathLike, num_items: int | None = None, fingerprint: str | None = None
-) -> tuple[torch.Tensor, dict]:
-    r"""
-    Reads an item table written by [`save_embeddings`] and checks that it fits the dataset.
-
-    Args:
-        path (`str` or `os.PathLike`): the `.safetensors` file (its `.json` sidecar must sit next to it).
-        num_items (`int`, *optional*): the dataset's largest item id; the table must have `num_items + 1` rows.
-        fingerprint (`str`, *optional*): the dataset's `stats.json["fingerprint"]`; must equal the sidecar's.
-
-    Returns:
-        `(torch.Tensor, dict)`: the float32 table `[num_items + 1, dim]` and the sidecar, with `meta["mask"]` set
-        to the bool mask `[num_items + 1]` (all True but row 0 when the file has none).
-
-    Raises:
-        `FileNotFoundError` if the file or its sidecar is missing; `ValueError` (naming the file) on a row-count,
-        dimension or fingerprint mismatch, or NaN/Inf values.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Embedding file {path} not found; run `recipes/encode_items.py` first.")
-    side = sidecar_path(path)
-    if not side.is_file():
-        raise FileNotFoundError(f"Sidecar {side} of {path} not found; embedding files are written with their sidecar.")
-    meta = json.loads(side.read_text())
-    with safe_open(str(path), framework="pt") as f:
-        keys = set(f.keys())
-        if EMBEDDINGS_KEY not in keys:
-            raise ValueError(f"{path}: no `{EMBEDDINGS_KEY}` tensor (keys: {sorted(keys)}).")
-        table = f.get_tensor(EMBEDDINGS_KEY)
-        mask = f.get_tensor(MASK_KEY).bool() if MASK_KEY in keys else None
-    if table.ndim != 2:
-        raise ValueError(f"{path}: `{EMBEDDINGS_KEY}` must be 2-D [num_items + 1, dim], got {tuple(table.shape)}.")
-    table = table.float()
-    if num_items is not None and table.shape[0] != num_items + 1:
-        raise ValueError(
-            f"{path}: {table.shape[0]} rows, but the dataset has {num_items} items, so {num_items + 1} rows are "
-            "expected (row 0 = padding). The table was made for another dataset; re-encode the items."
-        )
-    if meta.get("num_items") is not None and meta["num_items"] + 1 != table.shape[0]:
-        raise ValueError(f"{path}: {table.shape[0]} rows, but its sidecar says num_items={meta['num_items']}.")
-    if meta.get("dim") is not None and meta["dim"] != table.shape[1]:
-        raise ValueError(f"{path}: dimension {table.shape[1]}, but its sidecar says dim={meta['dim']}.")
-    if fingerprint is not None and meta.get("dataset_fingerprint") != fingerprint:
-        raise ValueError(
-            f"{path}: dataset fingerprint {meta.get('dataset_fingerprint')!r} differs from the dataset's "
-            f"{fingerprint!r}; the table was made for other data, re-encode the items."
-        )
-    _check_finite(table, path)
-    if mask is None:
-        mask = torch.ones(table.shape[0], dtype=torch.bool)
-        mask[0] = False
-    elif mask.shape != (table.shape[0],):
-        raise ValueError(f"{path}: `mask` has shape {tuple(mask.shape)}, expected ({table.shape[0]},).")
-    meta["mask"] = mask
-    return table, meta
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -582,6 +441,8 @@ def encoder_details(args: TextEncoderArguments | ImageEncoderArguments) -> dict[
 
 __all__ = [
     "DEFAULT_TEMPLATE",
+    "EMBEDDINGS_KEY",
+    "MASK_KEY",
     "RICH_TEMPLATE",
     "TEXT_ENCODER_PRESETS",
     "ImageEncoderArguments",

@@ -1,5 +1,6 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
-"""Training loop of MM-RQ-VAE (paper §3.2; official `MM-RQ-VAE/trainer_new_mm.py`) and the embedding-file reader."""
+"""Training loop of MM-RQ-VAE (paper §3.2; official `MM-RQ-VAE/trainer_new_mm.py`); the embedding-file reader
+`load_modality_tables` lives in `mmesid_artifacts.tables` (re-exported here)."""
 
 import copy
 import os
@@ -12,6 +13,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 from transformers.utils import logging
+
+from mmesid_artifacts.tables import load_modality_tables
 
 from .configuration_mmrqvae import MMRQVAEConfig
 from .diagnostics import codebook_usage
@@ -66,32 +69,6 @@ class MMRQVAETrainingArguments:
                 raise ValueError(f"`{name}` must be positive, got {getattr(self, name)}.")
         if not 0 <= self.low_perplexity_fraction <= 1:
             raise ValueError(f"`low_perplexity_fraction` must be in [0, 1], got {self.low_perplexity_fraction}.")
-
-
-def load_modality_tables(
-    embeddings_dir: str | os.PathLike,
-    modalities: list[str],
-    num_items: int | None = None,
-    fingerprint: str | None = None,
-) -> tuple[dict[str, torch.Tensor], dict[str, dict]]:
-    """Read `embeddings/<modality>.safetensors` for each modality (docs/CONTRACTS.md) with
-    `tokenization.encoders.load_embeddings` (row count, NaN/Inf and fingerprint checks).
-
-    Returns:
-        `(tables, metas)`: per modality the float32 table `(num_items + 1, dim)` (row 0 = padding) and its sidecar.
-    """
-    from .encoders import load_embeddings
-
-    tables, metas = {}, {}
-    for m in modalities:
-        tables[m], metas[m] = load_embeddings(Path(embeddings_dir) / f"{m}.safetensors", num_items, fingerprint)
-    rows = {t.shape[0] for t in tables.values()}
-    if len(rows) != 1:
-        raise ValueError(
-            f"Embedding tables in {embeddings_dir} have different row counts "
-            f"{ {m: t.shape[0] for m, t in tables.items()} }; every modality needs num_items + 1 rows."
-        )
-    return tables, metas
 
 
 def save_model_atomically(model: MMRQVAE, output_dir: str | os.PathLike) -> None:

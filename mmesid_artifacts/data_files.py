@@ -1,0 +1,201 @@
+# Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
+"""The `data/` stage: the split protocol, the one reader of sequence files, and the readers of `data/` files.
+
+Split protocol (docs/METHOD.md, "Data and evaluation"): with `items` a user's time-ordered sequence, test target =
+`items[-1]` (history `items[:-1]`), validation target = `items[-2]` (history `items[:-2]`), training prefix
+`train = items[:-2]`; with `L = min(len(train), 50)`, each of the last `L` positions `t` of `train` is one training
+sample, history `train[:t]` (not truncated, empty when `t = 0`) predicting `train[t]`. Users with fewer than 3 items
+are kept for training only (all their items are the training prefix), as the official code does.
+
+Writing `data/` (with the item table built from raw inputs) is `modeling_mmesid.data.write_dataset`'s job; what is
+here is what every later stage reads, so that none of them imports the data-preparation code.
+"""
+
+import hashlib
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .io import read_json, require_file
+from .run import DATA_FILES, SPLITS, split_file
+
+
+SAMPLE_SCHEMA = pa.schema([("user_id", pa.int64()), ("history", pa.list_(pa.int64())), ("target", pa.int64())])
+ITEM_SCHEMA = pa.schema(
+    [
+        ("item_id", pa.int64()),
+        ("title", pa.string()),
+        ("brand", pa.string()),
+        ("categories", pa.list_(pa.string())),
+        ("image", pa.string()),
+        ("train_count", pa.int64()),
+    ]
+)
+
+
+def positive_int(token: str, path: Path, lineno: int, what: str) -> int:
+    try:
+        value = int(token)
+    except ValueError:
+        raise ValueError(f"{path}:{lineno}: {what} {token!r} is not an integer.") from None
+    if value <= 0:
+        raise ValueError(f"{path}:{lineno}: {what} {value} must be a positive (1-based) integer.")
+    return value
+
+
+def read_sequence_file(path: str | os.PathLike) -> dict[int, list[int]]:
+    """Read `user item item ...` lines (1-based ids, oldest first) into `{user_id: items}`, in file order.
+
+    Blank lines are skipped. A malformed line, a non-positive or non-integer id, or a user listed twice raises
+    `ValueError` naming the file and line.
+    """
+    path = require_file(path, "Sequence file")
+    sequences: dict[int, list[int]] = {}
+    first_line: dict[int, int] = {}
+    with path.open(encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            tokens = line.split()
+            if not tokens:
+                continue
+            if len(tokens) < 2:
+                raise ValueError(f"{path}:{lineno}: expected `user item [item ...]`, got {line.strip()!r}.")
+            user = positive_int(tokens[0], path, lineno, "user id")
+            if user in sequences:
+                raise ValueError(
+                    f"{path}:{lineno}: user {user} appears again (first on line {first_line[user]}); "
+                    "each user must have exactly one line."
+                )
+            sequences[user] = [positive_int(tok, path, lineno, "item id") for tok in tokens[1:]]
+            first_line[user] = lineno
+    if not sequences:
+        raise ValueError(f"{path}: no interactions found (empty file).")
+    return sequences
+
+
+@dataclass
+class Splits:
+    """Leave-one-out samples, as plain Python lists (converted to Arrow tables on write)."""
+
+    train: list[tuple[int, list[int], int]]
+    validation: list[tuple[int, list[int], int]]
+    test: list[tuple[int, list[int], int]]
+    train_sequences: list[tuple[int, list[int]]]
+    num_items: int
+    num_interactions: int
+    num_short_users: int
+
+
+def leave_one_out(sequences: dict[int, list[int]], max_train_samples_per_user: int = 50) -> Splits:
+    """Build the paper's leave-one-out splits (module docstring; docs/METHOD.md "Data and evaluation")."""
+    if max_train_samples_per_user < 1:
+        raise ValueError(f"`max_train_samples_per_user` must be at least 1, got {max_train_samples_per_user}.")
+    train, validation, test, prefixes = [], [], [], []
+    num_short = 0
+    num_items = 0
+    num_interactions = 0
+    for user, items in sequences.items():
+        num_items = max(num_items, max(items))
+        num_interactions += len(items)
+        if len(items) < 3:
+            num_short += 1
+            prefix = list(items)
+        else:
+            prefix = items[:-2]
+            validation.append((user, list(items[:-2]), items[-2]))
+            test.append((user, list(items[:-1]), items[-1]))
+        prefixes.append((user, prefix))
+        n = min(len(prefix), max_train_samples_per_user)
+        for t in range(len(prefix) - n, len(prefix)):
+            train.append((user, prefix[:t], prefix[t]))
+    return Splits(train, validation, test, prefixes, num_items, num_interactions, num_short)
+
+
+def sequences_fingerprint(sequences: dict[int, list[int]]) -> str:
+    """sha256 over the canonical text form of the sequences; `stats.json` and every later sidecar record it."""
+    digest = hashlib.sha256()
+    for user, items in sequences.items():
+        digest.update(f"{user} {' '.join(map(str, items))}\n".encode())
+    return digest.hexdigest()
+
+
+def item_counts(sequences: Iterable[Sequence[int]], num_items: int) -> np.ndarray:
+    """Interactions per item over `sequences` (the training prefixes), `[num_items + 1]` int64, row 0 = 0.
+
+    The one definition of an item's training count: `items.parquet`'s `train_count`, the popularity baseline and
+    the fusion weights' input all come from it.
+    """
+    counts = np.zeros(num_items + 1, dtype=np.int64)
+    for seq in sequences:
+        arr = np.asarray(seq, dtype=np.int64)
+        if arr.size and (arr.min() < 1 or arr.max() > num_items):
+            raise ValueError(f"Item ids must lie in 1..{num_items}; got ids {arr.min()}..{arr.max()}.")
+        np.add.at(counts, arr, 1)
+    return counts
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Readers of data/ (a stage folder or a dataset repo's root: the same file names)
+
+
+def data_file(folder: str | os.PathLike, name: str) -> Path:
+    return require_file(
+        Path(folder) / name, "Data file", f"run `python recipes/prepare_data.py --output_dir {folder}` first"
+    )
+
+
+def load_split_table(folder: str | os.PathLike, split: str) -> pa.Table:
+    """One split as an Arrow table (no `datasets` cache; what the evaluator reads)."""
+    path = split_file(folder, split)
+    return pq.read_table(data_file(folder, path.name))
+
+
+def load_train_sequences(folder: str | os.PathLike) -> list[list[int]]:
+    """Each user's training prefix (validation/test targets excluded), in user order."""
+    return pq.read_table(data_file(folder, DATA_FILES["train_sequences"])).column("items").to_pylist()
+
+
+def load_item_counts(folder: str | os.PathLike, num_items: int | None = None) -> np.ndarray:
+    """Training-set interaction count per item from `items.parquet`, `[num_items + 1]` with row 0 = 0.
+
+    With `num_items`, the table must cover exactly items 1..`num_items` (error naming the file otherwise).
+    """
+    path = data_file(folder, DATA_FILES["items"])
+    table = pq.read_table(path, columns=["item_id", "train_count"])
+    ids = table.column("item_id").to_numpy()
+    if ids.size == 0 or ids.min() < 1:
+        raise ValueError(f"{path}: `item_id` must hold the 1-based ids 1..num_items.")
+    if num_items is not None and (ids.size != num_items or int(ids.max()) != num_items):
+        raise ValueError(
+            f"{path}: {ids.size} item rows up to id {int(ids.max())}, but the dataset has {num_items} items; the "
+            "item table belongs to other data."
+        )
+    counts = np.zeros(int(ids.max()) + 1, dtype=np.int64)
+    counts[ids] = table.column("train_count").to_numpy()
+    return counts
+
+
+def load_stats(folder: str | os.PathLike) -> dict:
+    return read_json(data_file(folder, DATA_FILES["stats"]), "Data statistics")
+
+
+__all__ = [
+    "ITEM_SCHEMA",
+    "SAMPLE_SCHEMA",
+    "SPLITS",
+    "Splits",
+    "data_file",
+    "item_counts",
+    "leave_one_out",
+    "load_item_counts",
+    "load_split_table",
+    "load_stats",
+    "load_train_sequences",
+    "positive_int",
+    "read_sequence_file",
+    "sequences_fingerprint",
+]
