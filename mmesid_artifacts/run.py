@@ -27,6 +27,8 @@ STAGES = {
     "hub": "hub",  # recipes/publish.py (hub/{model,dataset,rqvae})
 }
 EMBEDDINGS_SUFFIX = ".safetensors"
+SASREC_SUBFOLDER = "sasrec"  # embeddings/sasrec/: the trained SASRec (save_pretrained) and its results.json
+FULL_MODEL_SUBFOLDER = "model"  # finetune/model/: the merged model for AutoModel.from_pretrained
 
 
 class Run:
@@ -78,12 +80,12 @@ class Run:
     stats_file = property(lambda self: self.data / DATA_FILES["stats"])
     items_file = property(lambda self: self.data / DATA_FILES["items"])
     train_sequences_file = property(lambda self: self.data / DATA_FILES["train_sequences"])
-    sasrec = property(lambda self: self.embeddings / "sasrec")
+    sasrec = property(lambda self: self.embeddings / SASREC_SUBFOLDER)
     sids_file = property(lambda self: self.sids / SIDS_FILES["sids"])
     codebooks_file = property(lambda self: self.sids / SIDS_FILES["codebooks"])
     sids_meta_file = property(lambda self: self.sids / SIDS_FILES["meta"])
     diagnostics_file = property(lambda self: self.sids / "diagnostics.json")
-    full_model = property(lambda self: self.finetune / "model")
+    full_model = property(lambda self: self.finetune / FULL_MODEL_SUBFOLDER)
 
     def split_file(self, split: str) -> Path:
         return split_file(self.data, split)
@@ -118,5 +120,5 @@ def embedding_file(embeddings_dir: str | os.PathLike, modality: str) -> Path:
     return Path(embeddings_dir) / f"{modality}{EMBEDDINGS_SUFFIX}"
 
 
-__all__ = ["DATA_FILES", "MODALITIES", "OUTPUTS", "SIDS_FILES", "SPLITS", "STAGES", "Run", "embedding_file",
-           "split_file"]
+__all__ = ["DATA_FILES", "FULL_MODEL_SUBFOLDER", "MODALITIES", "OUTPUTS", "SASREC_SUBFOLDER", "SIDS_FILES", "SPLITS",
+           "STAGES", "Run", "embedding_file", "split_file"]

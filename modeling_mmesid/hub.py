@@ -21,11 +21,11 @@ rendered from `hub_cards/*.md` by `huggingface_hub` (`ModelCard.from_template`, 
 checked offline (`check_card`); `RepoCard.validate` (which calls the Hub) runs only before a real push. The token comes
 from `HF_TOKEN` or `hf auth login`, never from an argument.
 
-`place_in_hub_cache` lays a folder out as `huggingface_hub` caches a download
-(`models--org--name/{blobs,refs/main,snapshots/<revision>}`), to load by repo id offline (tests, air-gapped machines).
+Loading what is published lives beside this module: `hub_cache.py` lays a repo folder out as `huggingface_hub`
+caches a download (to load by repo id offline), `adapters.py` rebuilds the model the LoRA adapter applies to. The run
+folder's layout comes from `mmesid_artifacts.Run` (docs/RUN_FOLDER.md).
 """
 
-import hashlib
 import json
 import os
 import re
@@ -46,6 +46,11 @@ from huggingface_hub import (
 from huggingface_hub.repocard_data import model_index_to_eval_results
 from transformers.utils import logging
 
+from mmesid_artifacts import SPLITS, Run
+from mmesid_artifacts.run import DATA_FILES, FULL_MODEL_SUBFOLDER, SIDS_FILES
+
+from .adapters import ADAPTER_SUBFOLDER
+
 
 logger = logging.get_logger(__name__)
 
@@ -53,7 +58,6 @@ HUB_CARDS_DIR = Path(__file__).resolve().parents[1] / "hub_cards"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_CLASS = "MMESIDForSequentialRecommendation"
 DEFAULT_BASE_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
-ADAPTER_SUBFOLDER = "adapter"
 COMPONENTS = ("model", "dataset", "rqvae")
 TAGS = ["recommendation", "sequential-recommendation", "semantic-ids", "mmesid"]
 METRIC_NAMES = {"ndcg": "nDCG", "hr": "HR", "mrr": "MRR"}
@@ -443,9 +447,9 @@ def build_model_folder(
     finetune_dir: str | os.PathLike | None = None,
 ) -> Path:
     """`<run>/finetune/` -> the model repo folder (full model at the root, adapter under `adapter/`, card)."""
-    run_dir = Path(run_dir)
-    finetune_dir = Path(finetune_dir) if finetune_dir else run_dir / "finetune"
-    full = finetune_dir / "model"
+    run = Run(run_dir)
+    finetune_dir = Path(finetune_dir) if finetune_dir else run.finetune
+    full = finetune_dir / FULL_MODEL_SUBFOLDER
     if not (full / "config.json").is_file():
         raise FileNotFoundError(
             f"`{full}/config.json` not found: the model repo needs the full model. Run `recipes/finetune.py` with "
@@ -455,7 +459,7 @@ def build_model_folder(
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    replacements = _path_replacements(run_dir)
+    replacements = _path_replacements(run.root)
 
     for src in sorted(p for p in full.iterdir() if p.is_file()):
         if src.suffix.lower() in PICKLE_SUFFIXES or src.name == "README.md":
@@ -488,9 +492,9 @@ def build_model_folder(
     _write_json(out / "training_config.json", train_config)
     _write_json(out / "results.json", scrub_local_paths(results, replacements))
 
-    stats = _read_json(run_dir / "data" / "stats.json")
+    stats = _read_json(run.stats_file)
     metrics = next(iter(results["results"].values()))
-    dataset_name = _dataset_name(stats, run_dir.name)
+    dataset_name = _dataset_name(stats, run.root.name)
     card_data = ModelCardData(
         model_name=model_repo_id.split("/")[-1],
         base_model=base_model_id,
@@ -546,40 +550,40 @@ def build_dataset_folder(
 ) -> Path:
     """`<run>/{data,embeddings,sids}` -> the dataset repo folder. `license` defaults to `"other"` (research-use
     Amazon Review Data) for the known Amazon sources and to `"unknown"` otherwise."""
-    run_dir = Path(run_dir)
-    data_dir = run_dir / "data"
-    stats = _read_json(data_dir / "stats.json")
+    run = Run(run_dir)
+    stats = _read_json(run.stats_file)
     out = Path(output_dir)
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    replacements = _path_replacements(run_dir)
+    replacements = _path_replacements(run.root)
 
-    for split in ("train", "validation", "test"):
-        src = data_dir / f"{split}.parquet"
+    for split in SPLITS:
+        src = run.split_file(split)
         if not src.is_file():
             raise FileNotFoundError(f"`{src}` not found; run `recipes/prepare_data.py` first.")
         _copy(src, out / "data" / f"{split}.parquet")
     files = [
         {"path": f"data/{s}.parquet", "what": f"{s} split: `user_id`, `history` (oldest first), `target`",
-         "made_by": "`recipes/prepare_data.py` (leave-one-out)"} for s in ("train", "validation", "test")
+         "made_by": "`recipes/prepare_data.py` (leave-one-out)"} for s in SPLITS
     ]
     configs = [{"config_name": "default", "data_files": [
-        {"split": s, "path": f"data/{s}.parquet"} for s in ("train", "validation", "test")]}]
+        {"split": s, "path": f"data/{s}.parquet"} for s in SPLITS]}]
     for name, what, config_name in (
-        ("items.parquet", "item table: `item_id`, `title`, `brand`, `categories`, `image`, `train_count`", "items"),
-        ("train_sequences.parquet", "each user's training prefix `items[:-2]`", "train_sequences"),
+        (DATA_FILES["items"], "item table: `item_id`, `title`, `brand`, `categories`, `image`, `train_count`",
+         "items"),
+        (DATA_FILES["train_sequences"], "each user's training prefix `items[:-2]`", "train_sequences"),
     ):
-        if (data_dir / name).is_file():
-            _copy(data_dir / name, out / name)
+        if (run.data / name).is_file():
+            _copy(run.data / name, out / name)
             files.append({"path": name, "what": what, "made_by": "`recipes/prepare_data.py`"})
             configs.append({"config_name": config_name, "data_files": [{"split": "train", "path": name}]})
-    _write_json(out / "stats.json", scrub_local_paths(stats, replacements))
-    files.append({"path": "stats.json", "what": "counts, split protocol, sha256 fingerprint of the sequences",
+    _write_json(out / DATA_FILES["stats"], scrub_local_paths(stats, replacements))
+    files.append({"path": DATA_FILES["stats"], "what": "counts, split protocol, sha256 fingerprint of the sequences",
                   "made_by": "`recipes/prepare_data.py`"})
 
     embeddings = []
-    for src in sorted((run_dir / "embeddings").glob("*.safetensors")):
+    for src in sorted(run.embeddings.glob("*.safetensors")):
         _copy(src, out / "embeddings" / src.name)
         sidecar = src.with_suffix(".json")
         meta = scrub_local_paths(json.loads(sidecar.read_text()), replacements) if sidecar.is_file() else {}
@@ -595,9 +599,8 @@ def build_dataset_folder(
                           "made_by": "`recipes/encode_items.py`"})
 
     sid_meta = {}
-    sids_dir = run_dir / "sids"
-    for name in ("sids.safetensors", "codebooks.safetensors", "sids.json", "diagnostics.json"):
-        src = sids_dir / name
+    for name in (*SIDS_FILES.values(), run.diagnostics_file.name):
+        src = run.sids / name
         if not src.is_file():
             continue
         if src.suffix == ".json":
@@ -612,14 +615,14 @@ def build_dataset_folder(
         }[name]
         files.append({"path": f"sids/{name}", "what": what,
                       "made_by": f"`recipes/assign_sids.py` with [{rqvae_repo_id}](https://huggingface.co/{rqvae_repo_id})"})
-    if (sids_dir / "sids.json").is_file():
-        sid_meta = json.loads((sids_dir / "sids.json").read_text())
+    if run.sids_meta_file.is_file():
+        sid_meta = json.loads(run.sids_meta_file.read_text())
 
     sources, known = _source_notes(stats)
     amazon = any(s["file"] in KNOWN_SOURCES for s in sources)
     if license is None:
         license = "other" if amazon else "unknown"
-    dataset_name = _dataset_name(stats, run_dir.name)
+    dataset_name = _dataset_name(stats, run.root.name)
     size = stats.get("num_users", 0)
     size_category = "n<1K" if size < 1_000 else "1K<n<10K" if size < 10_000 else "10K<n<100K" if size < 100_000 \
         else "100K<n<1M"
@@ -663,8 +666,8 @@ def build_rqvae_folder(
     rqvae_dir: str | os.PathLike | None = None,
 ) -> Path:
     """`<run>/rqvae/` -> the MM-RQ-VAE repo folder (`config.json`, `model.safetensors`, card)."""
-    run_dir = Path(run_dir)
-    src = Path(rqvae_dir) if rqvae_dir else run_dir / "rqvae"
+    run = Run(run_dir)
+    src = Path(rqvae_dir) if rqvae_dir else run.rqvae
     if not (src / "config.json").is_file() or not (src / "model.safetensors").is_file():
         raise FileNotFoundError(
             f"`{src}` has no `config.json` + `model.safetensors`; run `recipes/train_rqvae.py` first, or publish "
@@ -674,7 +677,7 @@ def build_rqvae_folder(
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    replacements = _path_replacements(run_dir)
+    replacements = _path_replacements(run.root)
     config = json.loads((src / "config.json").read_text())
     config.pop("_name_or_path", None)
     _write_json(out / "config.json", config)
@@ -684,8 +687,8 @@ def build_rqvae_folder(
         results = scrub_local_paths(json.loads((src / "results.json").read_text()), replacements)
         _write_json(out / "results.json", results)
     diagnostics = {}
-    if (run_dir / "sids" / "diagnostics.json").is_file():
-        diagnostics = json.loads((run_dir / "sids" / "diagnostics.json").read_text())
+    if run.diagnostics_file.is_file():
+        diagnostics = json.loads(run.diagnostics_file.read_text())
         diagnostics = scrub_local_paths({k: v for k, v in diagnostics.items() if k != "run_info"}, replacements)
     card_data = ModelCardData(
         model_name=rqvae_repo_id.split("/")[-1],
@@ -750,7 +753,7 @@ def build_repo_folders(
         if repo_id.count("/") != 1 or Path(repo_id).is_absolute() or repo_id.startswith(("./", "../")):
             raise ValueError(f"`{name}` must be a Hub id `namespace/name`, got {repo_id!r}.")
     run_dir = Path(run_dir)
-    output_dir = Path(output_dir) if output_dir else run_dir / "hub"
+    output_dir = Path(output_dir) if output_dir else Run(run_dir).hub
     links = _repo_links(model_repo_id, dataset_repo_id, rqvae_repo_id)
     folders = {}
     if "dataset" in components:
@@ -783,203 +786,6 @@ def push_folder(folder: str | os.PathLike, repo_id: str, repo_type: str = "model
     return str(url)
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# offline loading by repo id
-
-
-def _blob_hash(path: Path) -> str:
-    """The blob name `huggingface_hub` uses: sha256 for LFS files (binaries), the git blob sha1 for the others."""
-    if path.suffix.lower() in {".safetensors", ".parquet", ".bin", ".gguf", ".arrow"} or path.stat().st_size > 10 << 20:
-        digest = hashlib.sha256()
-        with path.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        return digest.hexdigest()
-    data = path.read_bytes()
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
-def place_in_hub_cache(
-    folder: str | os.PathLike,
-    repo_id: str,
-    repo_type: str = "model",
-    cache_dir: str | os.PathLike | None = None,
-    revision: str | None = None,
-    prepare_datasets_cache: bool = True,
-    datasets_cache_dir: str | os.PathLike | None = None,
-) -> Path:
-    """Put a repo folder into a Hub cache as if `snapshot_download(repo_id)` had fetched it.
-
-    Layout (`huggingface_hub` cache): `<cache>/<type>s--<org>--<name>/blobs/<hash>`, `refs/main` holding the revision,
-    `snapshots/<revision>/<path>` -> `../../blobs/<hash>` (relative symlinks; copies where symlinks are not allowed).
-    With `HF_HUB_OFFLINE=1` and `HF_HUB_CACHE=<cache>`, `from_pretrained(repo_id)`, `hf_hub_download` and
-    `snapshot_download` then resolve `repo_id` from the cache; useful to carry a model to a machine without internet.
-
-    Args:
-        folder: the repo folder (e.g. `outputs/<run>/hub/model`).
-        repo_id (`str`): `namespace/name`.
-        repo_type (`str`, *optional*, defaults to `"model"`): `"model"`, `"dataset"` or `"space"`.
-        cache_dir (*optional*): defaults to `huggingface_hub.constants.HF_HUB_CACHE` (`$HF_HUB_CACHE`).
-        revision (`str`, *optional*): 40-hex commit id; defaults to a hash of the folder's contents.
-        prepare_datasets_cache (`bool`, *optional*, defaults to `True`):
-            For a dataset, also prepare its default config in the `datasets` cache (`prepare_dataset_cache`):
-            offline, `load_dataset(repo_id)` reads only that cache, never the Hub cache.
-        datasets_cache_dir (*optional*): defaults to `datasets.config.HF_DATASETS_CACHE` (`$HF_DATASETS_CACHE`,
-            `$HF_HOME/datasets`).
-
-    Returns:
-        The snapshot folder.
-    """
-    from huggingface_hub import constants
-    from huggingface_hub.file_download import repo_folder_name
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"`{folder}` is not a folder.")
-    if repo_type not in ("model", "dataset", "space"):
-        raise ValueError(f"`repo_type` must be 'model', 'dataset' or 'space', got {repo_type!r}.")
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
-    hashes = {p: _blob_hash(p) for p in files}
-    if revision is None:
-        listing = "".join(f"{p.relative_to(folder).as_posix()}\0{h}\n" for p, h in hashes.items())
-        revision = hashlib.sha1(listing.encode()).hexdigest()
-    if not re.fullmatch(r"[0-9a-f]{40}", revision):
-        raise ValueError(f"`revision` must be a 40-hex commit id, got {revision!r}.")
-    repo_dir = Path(cache_dir or constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type=repo_type)
-    snapshot = repo_dir / "snapshots" / revision
-    (repo_dir / "blobs").mkdir(parents=True, exist_ok=True)
-    for path, digest in hashes.items():
-        blob = repo_dir / "blobs" / digest
-        if not blob.exists():
-            shutil.copyfile(path, blob)
-        target = snapshot / path.relative_to(folder)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists() or target.is_symlink():
-            target.unlink()
-        try:
-            target.symlink_to(os.path.relpath(blob, target.parent))
-        except OSError:  # no symlinks (Windows without developer mode): huggingface_hub copies too
-            shutil.copyfile(blob, target)
-    (repo_dir / "refs").mkdir(exist_ok=True)
-    (repo_dir / "refs" / "main").write_text(revision)
-    if repo_type == "dataset" and prepare_datasets_cache:
-        prepare_dataset_cache(snapshot, repo_id, datasets_cache_dir)
-    return snapshot
-
-
-def prepare_dataset_cache(
-    folder: str | os.PathLike, repo_id: str, datasets_cache_dir: str | os.PathLike | None = None,
-    config_name: str = "default",
-) -> Path:
-    """Prepare one config of a dataset repo folder in the `datasets` cache, as a first online `load_dataset(repo_id)`
-    would, so that `load_dataset(repo_id)` works offline.
-
-    Why: in offline mode `datasets` never reads the Hub cache; it reloads a prepared copy from its own cache
-    (`<HF_DATASETS_CACHE>/<namespace>___<name>/<config>/<version>/<hash>/`). Only one config is prepared: with
-    several, `load_dataset(repo_id)` without a config name refuses to choose. The builder comes from the folder's
-    card (`configs:`), so this also checks that the card's YAML finds the splits.
-    """
-    import tempfile
-
-    import datasets
-    from datasets import load_dataset_builder
-    from datasets.naming import camelcase_to_snakecase
-
-    namespace, name = repo_id.split("/")
-    cache_root = Path(datasets_cache_dir or datasets.config.HF_DATASETS_CACHE)
-    with tempfile.TemporaryDirectory() as tmp:
-        # The builder names its cache folder and Arrow files after the source folder: give it the repo's name.
-        link = Path(tmp) / "src" / name
-        link.parent.mkdir()
-        link.symlink_to(Path(folder).resolve(), target_is_directory=True)
-        builder = load_dataset_builder(str(link), config_name, cache_dir=os.path.join(tmp, "cache"))
-        builder.download_and_prepare()
-        built = Path(tmp) / "cache" / camelcase_to_snakecase(name) / config_name
-        target = cache_root / f"{namespace}___{camelcase_to_snakecase(name)}" / config_name
-        if target.exists():
-            shutil.rmtree(target)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(built), str(target))
-    return target
-
-
-def load_adapter_base(
-    model_repo_id: str,
-    dataset_repo_id: str,
-    base_model_id: str | None = None,
-    revision: str | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    **backbone_kwargs,
-):
-    """The MME-SID model the published LoRA adapter applies to, before fine-tuning: the base LLM (the adapter's
-    `base_model_name_or_path`) wrapped by `MMESIDForSequentialRecommendation` with the item tables (embeddings, SIDs,
-    codebooks, training counts) of the dataset repo and the processor of the model repo.
-
-    The modules the adapter saves (`modules_to_save`: projections, item MLP, item head, fusion gate) and the SID rows
-    (`trainable_token_indices`) replace the freshly initialized ones, so the adapted model scores like the full model
-    in the repo up to LoRA-merge rounding, provided the base weights are the ones training used. The codebook
-    projection is seeded with the training seed (`training_config.json`), as in training.
-    """
-    import pyarrow.parquet as pq
-    import torch
-    from huggingface_hub import hf_hub_download, snapshot_download
-    from safetensors.torch import load_file
-
-    from .configuration_mmesid import MMESIDConfig
-    from .modeling_mmesid import MMESIDForSequentialRecommendation
-    from .processing_mmesid import MMESIDProcessor
-
-    kwargs = {"revision": revision, "cache_dir": cache_dir}
-    config = MMESIDConfig.from_pretrained(model_repo_id, **kwargs)
-    processor = MMESIDProcessor.from_pretrained(model_repo_id, **kwargs)
-    if base_model_id is None:
-        adapter_config = hf_hub_download(model_repo_id, f"{ADAPTER_SUBFOLDER}/adapter_config.json", **kwargs)
-        base_model_id = json.loads(Path(adapter_config).read_text())["base_model_name_or_path"]
-    train_config = json.loads(Path(hf_hub_download(model_repo_id, "training_config.json", **kwargs)).read_text())
-    seed = int((train_config.get("finetune_config") or {}).get("seed", 42))  # TrainingArguments' default seed
-    data = Path(snapshot_download(dataset_repo_id, repo_type="dataset", cache_dir=cache_dir,
-                                  allow_patterns=["embeddings/*", "sids/*", "items.parquet"]))
-    sid_meta = json.loads((data / "sids" / "sids.json").read_text())
-    order = [sid_meta["modalities"].index(m) for m in config.modalities]
-    sids = load_file(data / "sids" / "sids.safetensors")["sids"][:, order]
-    codebooks = load_file(data / "sids" / "codebooks.safetensors")
-    codebooks = {m: codebooks[f"codebooks.{m}"] for m in config.modalities}
-    embeddings = {m: load_file(data / "embeddings" / f"{m}.safetensors")["embeddings"] for m in config.modalities}
-    items = pq.read_table(data / "items.parquet", columns=["item_id", "train_count"]).to_pydict()
-    counts = torch.zeros(config.num_items + 1, dtype=torch.long)
-    counts[torch.tensor(items["item_id"])] = torch.tensor(items["train_count"])
-    extra = {k: getattr(config, k) for k in ("sid_projection", "sid_init", "fusion", "fusion_temperature",
-                                             "fusion_hidden_size", "fusion_bottleneck_size")}
-    return MMESIDForSequentialRecommendation.from_backbone(
-        base_model_id, processor, embeddings, sids, codebooks if config.sid_init == "codebook" else None,
-        item_counts=counts, backbone_kwargs={"cache_dir": cache_dir, **backbone_kwargs}, codebook_seed=seed, **extra,
-    )
-
-
-def load_adapter_model(
-    model_repo_id: str,
-    dataset_repo_id: str,
-    base_model_id: str | None = None,
-    revision: str | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    **backbone_kwargs,
-):
-    """`PeftModel` of the published adapter on `load_adapter_base(...)`, online or offline.
-
-    Online this is `PeftModel.from_pretrained(base, model_repo_id, subfolder="adapter")`. We resolve the adapter
-    folder with `snapshot_download` and pass the local folder instead because, with `HF_HUB_OFFLINE=1`, peft 0.21's
-    `load_peft_weights` joins `subfolder` into the file name *and* passes it to `hf_hub_download`, looking for
-    `adapter/adapter/adapter_model.safetensors`.
-    """
-    from huggingface_hub import snapshot_download
-    from peft import PeftModel
-
-    base = load_adapter_base(model_repo_id, dataset_repo_id, base_model_id, revision, cache_dir, **backbone_kwargs)
-    folder = snapshot_download(model_repo_id, revision=revision, cache_dir=cache_dir,
-                               allow_patterns=[f"{ADAPTER_SUBFOLDER}/*"])
-    return PeftModel.from_pretrained(base, os.path.join(folder, ADAPTER_SUBFOLDER))
-
-
 __all__ = [
     "build_dataset_folder",
     "build_model_folder",
@@ -987,10 +793,6 @@ __all__ = [
     "build_rqvae_folder",
     "check_card",
     "check_no_leaks",
-    "load_adapter_base",
-    "load_adapter_model",
-    "place_in_hub_cache",
-    "prepare_dataset_cache",
     "push_folder",
     "scrub_local_paths",
 ]

@@ -23,8 +23,7 @@ from pathlib import Path
 
 from trl import TrlParser
 
-from modeling_mmesid.data import atomic_write_json
-from modeling_mmesid.evaluation import run_info
+from mmesid_artifacts import Run, atomic_write_json, load_modality_tables, run_info
 from tokenization.diagnostics import (
     embedding_collapse_tables,
     format_diagnostics,
@@ -35,7 +34,6 @@ from tokenization.diagnostics import (
 )
 from tokenization.modeling_mmrqvae import MMRQVAE
 from tokenization.semantic_ids import compute_semantic_ids, save_semantic_ids
-from tokenization.train_rqvae import load_modality_tables
 
 
 @dataclass
@@ -56,12 +54,12 @@ class ScriptArguments:
 
 def main(args: ScriptArguments):
     start = time.perf_counter()
-    run_dir = Path("outputs") / args.run
-    rqvae_dir = Path(args.rqvae_dir or run_dir / "rqvae")
-    output_dir = Path(args.output_dir or run_dir / "sids")
+    run = Run.named(args.run)
+    rqvae_dir = Path(args.rqvae_dir or run.rqvae)
+    output_dir = Path(args.output_dir or run.sids)
     model = MMRQVAE.from_pretrained(rqvae_dir).eval()
     modalities = model.config.modalities
-    tables, metas = load_modality_tables(args.embeddings_dir or run_dir / "embeddings", modalities)
+    tables, metas = load_modality_tables(args.embeddings_dir or run.embeddings, modalities)
     fingerprints = {meta.get("dataset_fingerprint") for meta in metas.values()}
     fingerprint = fingerprints.pop() if len(fingerprints) == 1 else None
     print(f"items {tables[modalities[0]].shape[0] - 1:,} · modalities {modalities} · {rqvae_dir} → {output_dir}")
@@ -69,7 +67,7 @@ def main(args: ScriptArguments):
     sids = compute_semantic_ids(model, tables, batch_size=args.batch_size)
     save_semantic_ids(output_dir, sids, model.codebooks, modalities, dataset_fingerprint=fingerprint)
 
-    validation = Path(args.validation or run_dir / "data" / "validation.parquet")
+    validation = Path(args.validation or run.split_file("validation"))
     histories, targets = read_validation_pairs(validation)
     if args.max_validation_users is not None and args.max_validation_users < len(targets):
         keep = sorted(random.Random(args.seed).sample(range(len(targets)), args.max_validation_users))
@@ -84,7 +82,7 @@ def main(args: ScriptArguments):
     report["run_info"] = run_info(time.perf_counter() - start, vars(args))
     print(format_diagnostics(report))
     print(f"singular-value spectra → {output_dir / 'spectra.png'} (fused item tokens: recipes/forgetting.py)")
-    atomic_write_json(output_dir / "diagnostics.json", report)
+    atomic_write_json(output_dir / run.diagnostics_file.name, report)
 
 
 if __name__ == "__main__":

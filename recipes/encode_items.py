@@ -25,14 +25,22 @@ import pyarrow.parquet as pq
 import torch
 from trl import TrlParser
 
-from modeling_mmesid import data, evaluation
+from mmesid_artifacts import (
+    load_split_table,
+    load_stats,
+    load_train_sequences,
+    run_info,
+    save_embeddings,
+    write_results,
+)
+from mmesid_artifacts.run import DATA_FILES, SASREC_SUBFOLDER, embedding_file
+from modeling_mmesid import evaluation
 from tokenization.encoders import (
     ImageEncoderArguments,
     TextEncoderArguments,
     encode_images,
     encode_item_texts,
     encoder_details,
-    save_embeddings,
 )
 from tokenization.sasrec import SASRecConfig, SASRecModel, SASRecTrainingArguments, sasrec_scorer, train_sasrec
 
@@ -75,9 +83,9 @@ def main(args: EncodeItemsArguments):
     out = Path(args.output_dir)
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
-    stats = data.load_stats(args.data)
+    stats = load_stats(args.data)
     num_items, fingerprint = stats["num_items"], stats["fingerprint"]
-    items = pq.read_table(Path(args.data) / "items.parquet").sort_by("item_id").to_pylist()
+    items = pq.read_table(Path(args.data) / DATA_FILES["items"]).sort_by("item_id").to_pylist()
     print(f"users {stats['num_users']:,} · items {num_items:,} · fingerprint {fingerprint[:12]} · → {out}")
     common = {"dataset_fingerprint": fingerprint, "created_by": "recipes/encode_items.py"}
 
@@ -93,7 +101,7 @@ def main(args: EncodeItemsArguments):
             max_position_embeddings=args.sasrec_max_length,
         )
         model = SASRecModel(config).to(args.device or "cpu")
-        validation = data.load_split_table(args.data, "validation")
+        validation = load_split_table(args.data, "validation")
         train_args = SASRecTrainingArguments(
             num_epochs=args.sasrec_epochs,
             batch_size=args.sasrec_batch_size,
@@ -104,7 +112,7 @@ def main(args: EncodeItemsArguments):
         start = time.perf_counter()
         history = train_sasrec(
             model,
-            data.load_train_sequences(args.data),
+            load_train_sequences(args.data),
             train_args,
             eval_fn=lambda m: evaluation.evaluate_scorer(sasrec_scorer(m), validation, num_items)["ndcg@10"],
             callback=lambda e: print(
@@ -113,8 +121,9 @@ def main(args: EncodeItemsArguments):
                 flush=True,
             ),
         )
-        model.save_pretrained(out / "sasrec")
-        test = data.load_split_table(args.data, "test")
+        sasrec_dir = out / SASREC_SUBFOLDER
+        model.save_pretrained(sasrec_dir)
+        test = load_split_table(args.data, "test")
         results = {
             "SASRec (ours, CE)": evaluation.evaluate_scorer(sasrec_scorer(model), test, num_items),
         }
@@ -124,19 +133,19 @@ def main(args: EncodeItemsArguments):
             "users it samples for MME-SID, so its figures there differ from these."
         )
         print(evaluation.format_table(results, protocol=protocol))
-        evaluation.write_results(
-            out / "sasrec" / "results.json",
+        write_results(
+            sasrec_dir / "results.json",
             results,
             protocol,
             train_info=history,
-            run_info=evaluation.run_info(time.perf_counter() - start, vars(args)),
+            run_info=run_info(time.perf_counter() - start, vars(args)),
         )
         save_embeddings(
-            out / "collaborative.safetensors",
+            embedding_file(out, "collaborative"),
             model.get_item_embeddings(),
             modality="collaborative",
             encoder="SASRec (mmesid, CE)",
-            sasrec_dir="sasrec",
+            sasrec_dir=SASREC_SUBFOLDER,
             best_epoch=history["best_epoch"],
             validation_ndcg10=history["best_metric"],
             **common,
@@ -153,7 +162,7 @@ def main(args: EncodeItemsArguments):
         )
         table, mask, texts = encode_item_texts(items, text_args)
         save_embeddings(
-            out / "text.safetensors",
+            embedding_file(out, "text"),
             table,
             mask=mask,
             modality="text",
@@ -176,7 +185,7 @@ def main(args: EncodeItemsArguments):
         table, mask, report = encode_images([None] + [item.get("image") for item in items], image_args)
         report["num_missing"] -= 1  # row 0 is padding, not a missing image
         save_embeddings(
-            out / "image.safetensors",
+            embedding_file(out, "image"),
             table,
             mask=mask,
             modality="image",

@@ -20,7 +20,16 @@ from pathlib import Path
 import numpy as np
 from trl import TrlParser
 
-from modeling_mmesid import baselines, data, evaluation
+from mmesid_artifacts import (
+    Run,
+    load_item_counts,
+    load_split_table,
+    load_stats,
+    load_train_sequences,
+    run_info,
+    write_results,
+)
+from modeling_mmesid import baselines, evaluation
 
 
 @dataclass
@@ -41,16 +50,16 @@ class EvaluateArguments:
 
 def main(args: EvaluateArguments) -> dict:
     start = time.time()
-    stats = data.load_stats(args.data_dir)
+    stats = load_stats(args.data_dir)
     num_items = stats["num_items"]
-    split = data.load_split_table(args.data_dir, args.split)
+    split = load_split_table(args.data_dir, args.split)
     total = split.num_rows
     if args.max_users is not None and args.max_users < total:
         keep = np.sort(np.random.default_rng(args.seed).choice(total, size=args.max_users, replace=False))
         split = split.take(keep)
     scorers = {
-        "popularity": baselines.PopularityScorer(data.load_item_counts(args.data_dir)),
-        "transition": baselines.TransitionScorer.fit(data.load_train_sequences(args.data_dir), num_items),
+        "popularity": baselines.PopularityScorer(load_item_counts(args.data_dir, num_items)),
+        "transition": baselines.TransitionScorer.fit(load_train_sequences(args.data_dir), num_items),
     }
     if args.sasrec:
         from tokenization.sasrec import SASRecModel, sasrec_scorer
@@ -74,12 +83,10 @@ def main(args: EvaluateArguments) -> dict:
     if split.num_rows < total:
         protocol += f" (sampled with seed {args.seed} from {total:,})"
     print(evaluation.format_table(results, protocol=protocol))
-    out_dir = Path(args.output_dir or Path(args.data_dir).parent / "eval")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    evaluation.write_results(
-        out_dir / "results.json", results, protocol, run_info=evaluation.run_info(time.time() - start, vars(args))
-    )
-    print(f"wrote {out_dir / 'results.json'}")
+    run = Run.of_stage(args.data_dir)  # the run folder is the data folder's parent
+    path = Path(args.output_dir) / "results.json" if args.output_dir else run.results_file("eval")
+    write_results(path, results, protocol, run_info=run_info(time.time() - start, vars(args)))
+    print(f"wrote {path}")
     return results
 
 

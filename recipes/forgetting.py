@@ -27,9 +27,8 @@ from pathlib import Path
 import torch
 from trl import TrlParser
 
+from mmesid_artifacts import atomic_write_json, run_info
 from modeling_mmesid import MMESIDForSequentialRecommendation
-from modeling_mmesid.data import atomic_write_json
-from modeling_mmesid.evaluation import run_info
 from tokenization.diagnostics import (
     kendall_tau_concordance,
     read_validation_pairs,

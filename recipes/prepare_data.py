@@ -22,6 +22,7 @@ from pathlib import Path
 
 from trl import TrlParser
 
+from mmesid_artifacts import read_sequence_file
 from modeling_mmesid import data
 
 
@@ -49,7 +50,7 @@ def main(args: PrepareArguments) -> dict:
         raise ValueError("Give exactly one of `--sequences`, `--interactions` or `--download`.")
     item_index, items_path = None, args.items
     if args.sequences:
-        sequences = data.read_sequence_file(args.sequences)
+        sequences = read_sequence_file(args.sequences)
         source = {"sequences": Path(args.sequences).name}
     else:
         path = args.interactions

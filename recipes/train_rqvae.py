@@ -24,11 +24,10 @@ from pathlib import Path
 from accelerate import Accelerator
 from trl import TrlParser
 
-from modeling_mmesid.data import atomic_write_json
-from modeling_mmesid.evaluation import run_info
+from mmesid_artifacts import Run, atomic_write_json, load_modality_tables, run_info
 from tokenization.configuration_mmrqvae import MMRQVAEConfig
 from tokenization.diagnostics import codebook_usage, collision_rate
-from tokenization.train_rqvae import MMRQVAETrainingArguments, load_modality_tables, train_mmrqvae
+from tokenization.train_rqvae import MMRQVAETrainingArguments, train_mmrqvae
 
 
 @dataclass
@@ -69,9 +68,9 @@ class ModelArguments:
 def main(script_args: ScriptArguments, training_args: MMRQVAETrainingArguments, model_args: ModelArguments):
     start = time.perf_counter()
     accelerator = Accelerator()
-    run_dir = Path("outputs") / script_args.run
-    embeddings_dir = Path(script_args.embeddings_dir or run_dir / "embeddings")
-    output_dir = Path(script_args.output_dir or run_dir / "rqvae")
+    run = Run.named(script_args.run)
+    embeddings_dir = Path(script_args.embeddings_dir or run.embeddings)
+    output_dir = Path(script_args.output_dir or run.rqvae)
 
     tables, metas = load_modality_tables(embeddings_dir, script_args.modalities)
     items = {m: t[1:] for m, t in tables.items()}  # row 0 is padding: not an item
@@ -108,7 +107,7 @@ def main(script_args: ScriptArguments, training_args: MMRQVAETrainingArguments, 
             + f" · dead-code restart {'on' if config.dead_code_restart else 'off'}"
         )
     atomic_write_json(
-        output_dir / "results.json",
+        output_dir / run.results_file("rqvae").name,
         {
             "run_info": run_info(time.perf_counter() - start, {**vars(script_args), **asdict(model_args)}),
             "train_info": {**history, "collision_rate": collisions},

@@ -87,7 +87,7 @@ def published(tmp_path_factory):
         ["--run_dir", str(run), "--base_model_id", BACKBONE_ID, "--training_config", str(cfg), "--dry-run"])
     folders = publish.main(args)
 
-    from modeling_mmesid.hub import place_in_hub_cache
+    from modeling_mmesid.hub_cache import place_in_hub_cache
 
     cache = root / "hf"
     revisions = {}
@@ -324,7 +324,7 @@ def test_adapter_through_peft_and_rqvae_by_repo_id_offline(published):
         from huggingface_hub import snapshot_download
         from peft import PeftConfig, PeftModel
         from modeling_mmesid import MMESIDProcessor
-        from modeling_mmesid.hub import load_adapter_base, load_adapter_model
+        from modeling_mmesid.adapters import load_adapter_base, load_adapter_model
         from tokenization.modeling_mmrqvae import MMRQVAE
 
         config = PeftConfig.from_pretrained("{MODEL_ID}", subfolder="adapter")
