@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from trl import TrlParser
 
-from mmesid_artifacts import atomic_write_json, run_info
+from mmesid_artifacts import Run, atomic_write_json, run_info
 from modeling_mmesid import MMESIDForSequentialRecommendation
 from tokenization.diagnostics import (
     kendall_tau_concordance,
@@ -69,9 +69,9 @@ def item_tables(model: MMESIDForSequentialRecommendation) -> dict[str, torch.Ten
 
 def main(args: ScriptArguments) -> dict:
     start = time.perf_counter()
-    run = Path(args.run_dir)
-    out = Path(args.output_dir or run / "forgetting")
-    histories, targets = read_validation_pairs(run / "data" / "validation.parquet")
+    run = Run(args.run_dir)
+    out = Path(args.output_dir or run.forgetting)
+    histories, targets = read_validation_pairs(run.split_file("validation"))
     if args.max_validation_users is not None and args.max_validation_users < len(targets):
         keep = sorted(random.Random(args.seed).sample(range(len(targets)), args.max_validation_users))
         print(f"Kendall's tau on {len(keep):,} of {len(targets):,} validation users (seed {args.seed})")
