@@ -21,7 +21,7 @@ from .processing_mmesid import MMESIDProcessor, sid_token
 
 
 AutoConfig.register("mmesid", MMESIDConfig, exist_ok=True)
-# Settled choice (docs/STYLE.md): AutoModel returns the recommender, not the bare MMESIDModel.
+# Settled choice (docs/METHOD.md): AutoModel returns the recommender, not the bare MMESIDModel.
 AutoModel.register(MMESIDConfig, MMESIDForSequentialRecommendation, exist_ok=True)
 AutoProcessor.register(MMESIDConfig, MMESIDProcessor, exist_ok=True)
 

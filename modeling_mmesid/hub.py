@@ -68,7 +68,7 @@ CITATION = """@inproceedings{wang2025mmesid,
   year      = {2025},
   note      = {arXiv:2509.02017}
 }"""
-# Pickles are never published (docs/STYLE.md P18): `training_args.bin` of the Trainer is one.
+# Pickles are never published (docs/RUN_FOLDER.md, "Rules for every file"): `training_args.bin` of the Trainer is one.
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy", ".npz"}
 TEXT_SUFFIXES = {".md", ".json", ".yaml", ".yml", ".txt", ".py", ".jinja", ".log", ".csv", ".tsv", ".cfg", ".toml",
                  ".ini", ".gitattributes", ""}

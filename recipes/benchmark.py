@@ -1,5 +1,5 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
-"""Speed of MME-SID's fast paths, as ratios measured in one process on one model (STYLE.md P17/P18).
+"""Speed of MME-SID's fast paths, as ratios measured in one process on one model (docs/METHOD.md "What we add, all exact"; docs/RUN_FOLDER.md).
 
 1. Tokens per training epoch, counted exactly from the data and the processor: per sample (official), prefix-tree
    packed (one row per user), packed with the shared prompt computed once per batch.

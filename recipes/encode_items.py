@@ -54,7 +54,7 @@ class EncodeItemsArguments:
     )
     device: str | None = field(default=None, metadata={"help": "Device; cuda when available."})
     num_threads: int | None = field(default=None, metadata={"help": "torch CPU threads (1 is fastest on a busy CPU)."})
-    # Collaborative: SASRec (RecBole 1.2.1 defaults, ANCHORS.md)
+    # Collaborative: SASRec (RecBole 1.2.1 defaults, docs/METHOD.md)
     sasrec_hidden_size: int = field(default=64, metadata={"help": "Item embedding size (paper: 64)."})
     sasrec_num_layers: int = field(default=2, metadata={"help": "Self-attention blocks."})
     sasrec_num_heads: int = field(default=2, metadata={"help": "Attention heads."})

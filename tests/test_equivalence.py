@@ -1,5 +1,5 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
-"""Every fast path equals the plain one (STYLE.md P17).
+"""Every fast path equals the plain one (docs/METHOD.md, "What we add, all exact").
 
 - Prefix-tree packing (4D mask, position ids, one row per user) gives the per-sample logits, loss and gradients.
 - The shared prompt computed once (KV cache, or prepended under gradient checkpointing) gives the same outputs as

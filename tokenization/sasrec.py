@@ -35,7 +35,7 @@ logger = logging.get_logger(__name__)
 @strict
 class SASRecConfig(PreTrainedConfig):
     r"""
-    Configuration of [`SASRecModel`]. Defaults are RecBole 1.2.1's `SASRec.yaml` (the baseline of ANCHORS.md).
+    Configuration of [`SASRecModel`]. Defaults are RecBole 1.2.1's `SASRec.yaml` (the baseline of docs/METHOD.md).
 
     Args:
         num_items (`int`, *optional*, defaults to 0):
@@ -304,7 +304,7 @@ def sasrec_scorer(model: SASRecModel) -> Callable[[torch.LongTensor, torch.LongT
 @dataclass
 class SASRecTrainingArguments:
     """
-    Training schedule of [`train_sasrec`]; defaults are RecBole 1.2.1's (ANCHORS.md).
+    Training schedule of [`train_sasrec`]; defaults are RecBole 1.2.1's (docs/METHOD.md).
 
     > Parameters that control the optimisation
 

@@ -10,7 +10,7 @@ from transformers import AutoProcessor
 from modeling_mmesid import MMESIDProcessor, sid_token
 
 
-# The prompt of METHOD.md (official README template) for a history of two items.
+# The prompt of docs/METHOD.md (official README template) for a history of two items.
 PAPER_PROMPT_TWO_ITEMS = (
     "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are a helpful AI assistant for "
     "recommendations<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nGiven the user's purchase history, "

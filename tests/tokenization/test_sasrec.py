@@ -94,7 +94,7 @@ class TestBatches:
 
     @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="needs ../shared/data (Beauty_new.txt)")
     def test_beauty_new_target_count(self):
-        """Targets = METHOD.md's 150,041 training samples minus the 22,196 with an empty history."""
+        """Targets = docs/METHOD.md's 150,041 training samples minus the 22,196 with an empty history."""
         lines = (SHARED_DATA / "Beauty" / "mmesid" / "Beauty_new.txt").read_text().split("\n")
         train = [[int(x) for x in line.split()[1:]][:-2] for line in lines if line.strip()]
         batches = build_training_batches(train, 50, 4096)

@@ -1,0 +1,71 @@
+# Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
+"""Stage-1 recipes end to end on a tiny run: encode_items (SASRec) → train_rqvae → assign_sids, then Stage 2's one
+loader reads what they wrote (docs/RUN_FOLDER.md). Paths come from `mmesid_artifacts.Run`, as in the recipes."""
+
+import importlib.util
+import random
+
+import pytest
+import torch
+from mmesid_testing import REPO
+
+import mmesid_artifacts as art
+from mmesid_artifacts import Run
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"mmesid_recipe_{name}", REPO / "recipes" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):
+    from modeling_mmesid.data import write_dataset
+
+    monkeypatch.chdir(tmp_path)  # `--run NAME` means outputs/NAME in the working directory
+    rng = random.Random(0)
+    sequences = {u: [rng.randint(1, 30) for _ in range(rng.randint(4, 8))] for u in range(1, 41)}
+    sequences[1][-1] = 30  # the largest id occurs
+    run = Run.named("tiny")
+    write_dataset(run.data, sequences)
+    return run
+
+
+def test_encode_train_assign_then_load(run):
+    encode = _load("encode_items")
+    encode.main(encode.EncodeItemsArguments(
+        data=str(run.data), output_dir=str(run.embeddings), modalities=["collaborative"], sasrec_hidden_size=8,
+        sasrec_num_layers=1, sasrec_num_heads=1, sasrec_epochs=1, sasrec_batch_size=64, sasrec_max_length=8))
+    stats = art.load_stats(run.data)
+    assert (run.sasrec / "config.json").is_file() and run.results_file("sasrec").is_file()
+    table, meta = art.load_embeddings(run.embedding_file("collaborative"), stats["num_items"], stats["fingerprint"])
+    assert table.shape == (31, 8) and meta["sasrec_dir"] == "sasrec"
+    g = torch.Generator().manual_seed(0)
+    art.save_embeddings(run.embedding_file("text"), torch.randn(31, 6, generator=g), modality="text",
+                        encoder="random", dataset_fingerprint=stats["fingerprint"])
+
+    train = _load("train_rqvae")
+    from tokenization.train_rqvae import MMRQVAETrainingArguments
+
+    # Stage 1 in text-first order: the loader must still give the model its own order
+    train.main(train.ScriptArguments(run="tiny", modalities=["text", "collaborative"]),
+               MMRQVAETrainingArguments(num_epochs=2, batch_size=16),
+               train.ModelArguments(hidden_dims=[16], e_dim=8, num_levels=2, codebook_size=4, kmeans_iters=2))
+    assert (run.rqvae / "model.safetensors").is_file() and run.results_file("rqvae").is_file()
+
+    assign = _load("assign_sids")
+    assign.main(assign.ScriptArguments(run="tiny"))
+    assert run.diagnostics_file.is_file() and (run.sids / "spectra.png").is_file()
+    sids, _, meta = art.load_semantic_ids(run.sids, stats["num_items"], stats["fingerprint"])
+    assert meta["modalities"] == ["text", "collaborative"] and meta["dataset_fingerprint"] == stats["fingerprint"]
+
+    tables = run.load_item_tables(["collaborative", "text"])
+    torch.testing.assert_close(tables.sids, sids[:, [1, 0]])
+    assert tables.item_counts.sum() == sum(len(s) for s in art.load_train_sequences(run.data))
+
+    evaluate = _load("evaluate")
+    evaluate.main(evaluate.EvaluateArguments(data_dir=str(run.data), sasrec=str(run.sasrec)))
+    results = art.read_results(run.results_file("eval"))  # default output: <run>/eval
+    assert set(results["results"]) == {"popularity", "transition", "sasrec"}
