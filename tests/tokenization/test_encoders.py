@@ -212,7 +212,7 @@ def tiny_clip(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> Path:
-    from PIL import Image
+    Image = pytest.importorskip("PIL.Image")  # pillow comes with the vision extra
 
     folder = tmp_path_factory.mktemp("images")
     for i, color in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255)]):
@@ -258,6 +258,7 @@ def test_encode_images_from_files_and_urls(tiny_clip, images, http_server, tmp_p
 
 
 def test_image_tower_refuses_pickled_weights(tmp_path):
+    pytest.importorskip("open_clip")  # the vision extra: the tower is built by open_clip before any weight is read
     (tmp_path / "open_clip_config.json").write_text(json.dumps(TINY_CLIP))
     (tmp_path / "open_clip_pytorch_model.bin").write_bytes(b"\x80\x04")
     with pytest.raises(ValueError, match="only pickled weights"):
