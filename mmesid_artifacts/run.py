@@ -97,12 +97,6 @@ class Run:
         """`<stage>/results.json` (rqvae, finetune, eval; SASRec's is `embeddings/sasrec/results.json`)."""
         return (self.sasrec if stage == "sasrec" else self.stage(stage)) / "results.json"
 
-    def load_item_tables(self, modalities=None, check_fingerprint: bool = True):
-        """What Stage 2 needs, checked and in `modalities` order (`mmesid_artifacts.tables.load_item_tables`)."""
-        from .tables import load_item_tables
-
-        return load_item_tables(self.embeddings, self.sids, self.data, modalities, check_fingerprint)
-
 
 # File names inside the stage folders (docs/CONTRACTS.md)
 SPLITS = ("train", "validation", "test")

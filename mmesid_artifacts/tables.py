@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from .data_files import load_item_counts, load_stats
 from .io import atomic_save_safetensors, atomic_write_json, read_json, require_file
-from .run import MODALITIES, SIDS_FILES, embedding_file
+from .run import DATA_FILES, MODALITIES, SIDS_FILES, Run, embedding_file
 
 
 EMBEDDINGS_KEY = "embeddings"
@@ -291,24 +291,37 @@ class ItemTables:
 
 
 def load_item_tables(
-    embeddings_dir: str | os.PathLike,
-    sids_dir: str | os.PathLike,
-    data_dir: str | os.PathLike,
-    modalities: list[str] | None = None,
-    check_fingerprint: bool = True,
+    run_dir: str | os.PathLike | Run, modalities: list[str] | None = None, *, check_fingerprint: bool = True
 ) -> ItemTables:
-    """The one loader of Stage 2's inputs: embeddings, SIDs reordered to `modalities`, codebooks, item counts.
+    """The one loader of Stage 2's inputs from a run folder: `embeddings/`, `sids/` (SIDs reordered to
+    `modalities`), codebooks and `data/` (item counts), every table checked against `data/stats.json`.
 
     Args:
-        embeddings_dir, sids_dir, data_dir: the run's `embeddings/`, `sids/` and `data/` folders (or a dataset
-            repo's `embeddings/`, `sids/` and root, which hold the same files).
+        run_dir (`str`, `os.PathLike` or `Run`): `outputs/<run>`.
         modalities (`list[str]`, *optional*): the model's modalities, in the model's order (`config.modalities`);
             defaults to those of `sids.json` in the project's order (`MODALITIES`).
         check_fingerprint (`bool`, *optional*, defaults to `True`): check every table against
             `stats.json["fingerprint"]` (`stats.json` must then exist).
+
+    Returns:
+        `ItemTables`; `tables.processor_kwargs()` are the run's `MMESIDProcessor` arguments.
     """
+    run = run_dir if isinstance(run_dir, Run) else Run(run_dir)
+    return load_item_tables_from(run.embeddings, run.sids, run.data, modalities, check_fingerprint=check_fingerprint)
+
+
+def load_item_tables_from(
+    embeddings_dir: str | os.PathLike,
+    sids_dir: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    modalities: list[str] | None = None,
+    *,
+    check_fingerprint: bool = True,
+) -> ItemTables:
+    """`load_item_tables` from three folders that hold a run's files: a run's `embeddings/`, `sids/` and `data/`, or
+    a dataset repo's `embeddings/`, `sids/` and root (`modeling_mmesid.adapters`)."""
     fingerprint = num_items = None
-    if check_fingerprint or (Path(data_dir) / "stats.json").is_file():
+    if check_fingerprint or (Path(data_dir) / DATA_FILES["stats"]).is_file():
         stats = load_stats(data_dir)
         num_items = int(stats["num_items"])
         fingerprint = stats.get("fingerprint") if check_fingerprint else None
@@ -348,6 +361,7 @@ __all__ = [
     "ItemTables",
     "load_embeddings",
     "load_item_tables",
+    "load_item_tables_from",
     "load_modality_tables",
     "load_semantic_ids",
     "save_embeddings",

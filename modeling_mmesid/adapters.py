@@ -2,7 +2,7 @@
 """Loading the published LoRA adapter: the model it applies to (`load_adapter_base`) and the adapted model
 (`load_adapter_model`), by repo id, online or offline. Publishing is `hub.py`; offline placement is `hub_cache.py`.
 
-The item tables come from the dataset repo through `mmesid_artifacts.load_item_tables`, the same loader Stage 2
+The item tables come from the dataset repo through `mmesid_artifacts.load_item_tables_from`, the loader Stage 2
 uses on a run folder (a dataset repo holds the same files: `embeddings/`, `sids/`, `items.parquet`, `stats.json`),
 so they are checked the same way (row counts, dataset fingerprint) and the SIDs are put in the model's modality order.
 """
@@ -38,7 +38,7 @@ def load_adapter_base(
     """
     from huggingface_hub import hf_hub_download, snapshot_download
 
-    from mmesid_artifacts import load_item_tables
+    from mmesid_artifacts import load_item_tables_from
 
     from .configuration_mmesid import MMESIDConfig
     from .modeling_mmesid import MMESIDForSequentialRecommendation
@@ -54,7 +54,7 @@ def load_adapter_base(
     seed = int((train_config.get("finetune_config") or {}).get("seed", 42))  # TrainingArguments' default seed
     data = Path(snapshot_download(dataset_repo_id, repo_type="dataset", cache_dir=cache_dir,
                                   allow_patterns=ITEM_TABLE_PATTERNS))
-    tables = load_item_tables(data / "embeddings", data / "sids", data, config.modalities)
+    tables = load_item_tables_from(data / "embeddings", data / "sids", data, config.modalities)
     if tables.num_items != config.num_items:
         raise ValueError(f"Dataset repo {dataset_repo_id!r} has {tables.num_items} items, but the model in "
                          f"{model_repo_id!r} was trained on {config.num_items}.")

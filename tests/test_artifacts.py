@@ -108,7 +108,7 @@ def test_semantic_ids_round_trip_and_checks(run):
 
 
 def test_load_item_tables_gives_the_models_order(run):
-    tables = run.load_item_tables(["collaborative", "text"])
+    tables = art.load_item_tables(run, ["collaborative", "text"])
     sids, books, _ = art.load_semantic_ids(run.sids)
     assert tables.modalities == ["collaborative", "text"] and list(tables.embeddings) == ["collaborative", "text"]
     torch.testing.assert_close(tables.sids[:, 0], sids[:, 1])  # collaborative was axis 1 in sids.safetensors
@@ -117,9 +117,9 @@ def test_load_item_tables_gives_the_models_order(run):
     assert tables.item_counts.tolist() == [0, 3, 2, 0, 1, 2] and tables.item_counts.dtype == torch.long
     assert tables.processor_kwargs() == {"modalities": ["collaborative", "text"], "num_levels": 3,
                                          "codebook_size": 4, "num_items": NUM_ITEMS}
-    assert run.load_item_tables().modalities == ["collaborative", "text"]  # default: MODALITIES order, present ones
+    assert art.load_item_tables(run).modalities == ["collaborative", "text"]  # default: MODALITIES order, present ones
     with pytest.raises(ValueError, match=r"sids.json: no semantic IDs for \['image'\]"):
-        run.load_item_tables(["collaborative", "image"])
+        art.load_item_tables(run, ["collaborative", "image"])
 
 
 def test_load_item_tables_refuses_tables_of_other_data(run):
@@ -127,8 +127,8 @@ def test_load_item_tables_refuses_tables_of_other_data(run):
     art.save_embeddings(run.embedding_file("text"), torch.randn(NUM_ITEMS + 1, 6), modality="text",
                         encoder="random", dataset_fingerprint="another dataset")
     with pytest.raises(ValueError, match=f"{run.embedding_file('text')}: dataset fingerprint 'another dataset'"):
-        run.load_item_tables(["collaborative", "text"])
-    assert run.load_item_tables(["collaborative", "text"], check_fingerprint=False).num_items == NUM_ITEMS
+        art.load_item_tables(run, ["collaborative", "text"])
+    assert art.load_item_tables(run, ["collaborative", "text"], check_fingerprint=False).num_items == NUM_ITEMS
 
 
 @pytest.mark.parametrize("writer", ["parquet", "json", "safetensors"])

@@ -61,7 +61,7 @@ def test_encode_train_assign_then_load(run):
     sids, _, meta = art.load_semantic_ids(run.sids, stats["num_items"], stats["fingerprint"])
     assert meta["modalities"] == ["text", "collaborative"] and meta["dataset_fingerprint"] == stats["fingerprint"]
 
-    tables = run.load_item_tables(["collaborative", "text"])
+    tables = art.load_item_tables(run, ["collaborative", "text"])
     torch.testing.assert_close(tables.sids, sids[:, [1, 0]])
     assert tables.item_counts.sum() == sum(len(s) for s in art.load_train_sequences(run.data))
 
