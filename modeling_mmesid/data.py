@@ -10,8 +10,8 @@ What it writes (see `docs/CONTRACTS.md`): `train/validation/test.parquet`, `trai
 `items.parquet`, `stats.json`. Every file is written atomically.
 
 The split protocol (`leave_one_out`), the reader of sequence files and the readers of `data/` files live in the
-ground-floor `mmesid_artifacts` package (docs/LAYERS.md), so that Stage 1 reads them without importing this package;
-they are re-exported here under their old names.
+ground-floor `mmesid_artifacts` package (docs/LAYERS.md), so that Stage 1 and the recipes read them without importing
+this package (whose `__init__` imports transformers).
 """
 
 import csv
@@ -27,30 +27,20 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mmesid_artifacts.data_files import (
+# `load_item_counts` and `load_stats` stay importable here for `recipes/finetune.py` until it reads through
+# `mmesid_artifacts.load_item_tables`; new code imports them from `mmesid_artifacts`
+from mmesid_artifacts.data_files import (  # noqa: F401
     ITEM_SCHEMA,
     SAMPLE_SCHEMA,
-    Splits,
     item_counts,
     leave_one_out,
     load_item_counts,
-    load_split_table,
     load_stats,
-    load_train_sequences,
-    read_sequence_file,
     sequences_fingerprint,
 )
 from mmesid_artifacts.data_files import data_file as _data_file
 from mmesid_artifacts.data_files import positive_int as _positive_int
-from mmesid_artifacts.io import (
-    atomic_save_safetensors,
-    atomic_target,
-    atomic_write_bytes,
-    atomic_write_json,
-    atomic_write_parquet,
-    atomic_write_text,
-    require_file,
-)
+from mmesid_artifacts.io import atomic_target, atomic_write_json, atomic_write_parquet, require_file
 from mmesid_artifacts.run import DATA_FILES, SPLITS, split_file
 
 
@@ -411,29 +401,12 @@ def amazon_meta_to_jsonl(meta_gz: str | os.PathLike, out_jsonl: str | os.PathLik
 
 __all__ = [
     "AMAZON_2014",
-    "ITEM_SCHEMA",
-    "SAMPLE_SCHEMA",
-    "SPLITS",
     "ItemRecord",
-    "Splits",
     "amazon_meta_to_jsonl",
     "amazon_reviews_to_csv",
-    "atomic_save_safetensors",
-    "atomic_write_bytes",
-    "atomic_write_json",
-    "atomic_write_parquet",
-    "atomic_write_text",
     "download",
-    "item_counts",
-    "leave_one_out",
-    "load_item_counts",
-    "load_split_table",
     "load_splits",
-    "load_stats",
-    "load_train_sequences",
     "read_interactions",
     "read_item_table",
-    "read_sequence_file",
-    "sequences_fingerprint",
     "write_dataset",
 ]

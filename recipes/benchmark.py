@@ -36,7 +36,7 @@ from trl import TrlParser
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mmesid_artifacts import atomic_write_json, item_counts  # noqa: E402
+from mmesid_artifacts import atomic_write_json, item_counts, leave_one_out, load_item_counts, load_stats  # noqa: E402
 from modeling_mmesid import MMESIDForSequentialRecommendation, MMESIDProcessor, data, evaluation  # noqa: E402
 from modeling_mmesid.packing import MMESIDPackedCollator, count_tokens, group_samples_by_user  # noqa: E402
 from modeling_mmesid.trainer import MMESIDCollator, resolve_model_path  # noqa: E402
@@ -82,7 +82,7 @@ def _synthetic_split(seed: int, num_users: int = 120, num_items: int = 400):
     sequences = {u: [rng.randint(1, num_items) for _ in range(rng.randint(5, 40))] for u in range(1, num_users + 1)}
     for seq in sequences.values():
         seq[-1] = num_items  # make the largest id occur
-    splits = data.leave_one_out(sequences)
+    splits = leave_one_out(sequences)
     train = {"user_id": [u for u, _, _ in splits.train], "history": [h for _, h, _ in splits.train],
              "target": [t for _, _, t in splits.train]}
     test = {"history": [h for _, h, _ in splits.test], "target": [t for _, _, t in splits.test]}
@@ -96,12 +96,12 @@ def build(args: BenchmarkArguments, device: torch.device):
     if args.full:
         from datasets import load_dataset  # noqa: F401  (parquet splits through `data.load_splits`)
 
-        stats = data.load_stats(args.data_dir)
+        stats = load_stats(args.data_dir)
         splits = data.load_splits(args.data_dir)
         train = splits["train"]
         test = splits["test"]
         num_items = stats["num_items"]
-        counts = torch.as_tensor(data.load_item_counts(args.data_dir))
+        counts = torch.as_tensor(load_item_counts(args.data_dir))
         gguf = Path(resolve_model_path(args.gguf))
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         modalities, dims = ["collaborative", "image", "text"], {"collaborative": 64, "image": 1280, "text": 1280}

@@ -30,7 +30,8 @@ from pathlib import Path
 import torch
 from trl import TrlParser
 
-from modeling_mmesid import data, evaluation
+import mmesid_artifacts as art
+from modeling_mmesid import evaluation
 from tokenization.sasrec import SASRecConfig, SASRecModel, build_training_batches
 
 
@@ -86,7 +87,7 @@ def time_ours(args: BenchmarkArguments, num_items: int) -> dict:
     torch.manual_seed(args.seed)
     model = SASRecModel(SASRecConfig(num_items=num_items)).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    batches = build_training_batches(data.load_train_sequences(args.data), 50, 256, random.Random(args.seed))
+    batches = build_training_batches(art.load_train_sequences(args.data), 50, 256, random.Random(args.seed))
     timed = batches[: args.max_steps] if args.max_steps else batches
     start = time.perf_counter()
     for input_ids, labels in timed:
@@ -134,7 +135,7 @@ def epoch_seconds(timing: dict) -> float:
 
 def main(args: BenchmarkArguments):
     torch.set_num_threads(args.num_threads)
-    stats = data.load_stats(args.data)
+    stats = art.load_stats(args.data)
     timed = f"first {args.max_steps} steps, extrapolated" if args.max_steps else "full epoch"
     print(
         f"SASRec epoch benchmark · users {stats['num_users']:,} · items {stats['num_items']:,} · "

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from mmesid_testing import BEAUTY_NEW, FIXTURES, SHARED_DATA, requires_shared_data
 
+import mmesid_artifacts as art
 from modeling_mmesid import data
 
 
@@ -20,18 +21,18 @@ def _rows(table):
 
 
 def test_leave_one_out_by_hand(tiny_sequences_file, tmp_path):
-    stats = data.write_dataset(tmp_path / "out", data.read_sequence_file(tiny_sequences_file))
+    stats = data.write_dataset(tmp_path / "out", art.read_sequence_file(tiny_sequences_file))
     out = tmp_path / "out"
-    assert _rows(data.load_split_table(out, "validation")) == [(1, [1, 2, 3], 4), (2, [2], 3), (4, [1, 2, 3, 4, 5], 6)]
-    assert _rows(data.load_split_table(out, "test")) == [(1, [1, 2, 3, 4], 5), (2, [2, 3], 6), (4, [1, 2, 3, 4, 5, 6], 2)]
-    assert _rows(data.load_split_table(out, "train")) == [
+    assert _rows(art.load_split_table(out, "validation")) == [(1, [1, 2, 3], 4), (2, [2], 3), (4, [1, 2, 3, 4, 5], 6)]
+    assert _rows(art.load_split_table(out, "test")) == [(1, [1, 2, 3, 4], 5), (2, [2, 3], 6), (4, [1, 2, 3, 4, 5, 6], 2)]
+    assert _rows(art.load_split_table(out, "train")) == [
         (1, [], 1), (1, [1], 2), (1, [1, 2], 3),
         (2, [], 2),
         (3, [], 4), (3, [4], 1),  # fewer than 3 items: training only, every item
         (4, [], 1), (4, [1], 2), (4, [1, 2], 3), (4, [1, 2, 3], 4), (4, [1, 2, 3, 4], 5),
     ]
-    assert data.load_train_sequences(out) == [[1, 2, 3], [2], [4, 1], [1, 2, 3, 4, 5]]
-    assert data.load_item_counts(out).tolist() == [0, 3, 3, 2, 2, 1, 0]  # training prefixes only: 6 never trained
+    assert art.load_train_sequences(out) == [[1, 2, 3], [2], [4, 1], [1, 2, 3, 4, 5]]
+    assert art.load_item_counts(out).tolist() == [0, 3, 3, 2, 2, 1, 0]  # training prefixes only: 6 never trained
     assert stats["num_users"] == 4 and stats["num_items"] == 6 and stats["num_interactions"] == 17
     assert stats["num_train_samples"] == 11 and stats["num_short_users"] == 1
     assert stats["num_validation"] == 3 and stats["num_empty_history_samples"] == 4
@@ -41,13 +42,13 @@ def test_leave_one_out_by_hand(tiny_sequences_file, tmp_path):
 
 
 def test_train_samples_capped_at_last_positions(tiny_sequences_file, tmp_path):
-    data.write_dataset(tmp_path, data.read_sequence_file(tiny_sequences_file), max_train_samples_per_user=2)
-    rows = [r for r in _rows(data.load_split_table(tmp_path, "train")) if r[0] == 4]
+    data.write_dataset(tmp_path, art.read_sequence_file(tiny_sequences_file), max_train_samples_per_user=2)
+    rows = [r for r in _rows(art.load_split_table(tmp_path, "train")) if r[0] == 4]
     assert rows == [(4, [1, 2, 3], 4), (4, [1, 2, 3, 4], 5)]  # histories are not truncated
 
 
 def test_item_table(tiny_sequences_file, tmp_path):
-    seqs = data.read_sequence_file(tiny_sequences_file)
+    seqs = art.read_sequence_file(tiny_sequences_file)
     items = data.read_item_table(FIXTURES / "tiny_items.jsonl", 6)
     data.write_dataset(tmp_path, seqs, items)
     table = pq.read_table(tmp_path / "items.parquet").to_pylist()
@@ -71,14 +72,14 @@ def test_bad_sequence_files(tmp_path, content, message):
     path = tmp_path / "seq.txt"
     path.write_text(content)
     with pytest.raises(ValueError, match=message):
-        data.read_sequence_file(path)
+        art.read_sequence_file(path)
 
 
 def test_missing_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.txt"):
-        data.read_sequence_file(tmp_path / "nope.txt")
+        art.read_sequence_file(tmp_path / "nope.txt")
     with pytest.raises(FileNotFoundError, match="prepare_data.py"):
-        data.load_stats(tmp_path)
+        art.load_stats(tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -127,31 +128,31 @@ def test_interactions_kcore_time_order_and_parquet(tmp_path):
 
 def test_atomic_write_keeps_previous_file_on_failure(tmp_path, monkeypatch):
     target = tmp_path / "train.parquet"
-    data.atomic_write_parquet(target, pa.table({"a": [1]}))
+    art.atomic_write_parquet(target, pa.table({"a": [1]}))
 
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
     monkeypatch.setattr(data.pq, "write_table", boom)
     with pytest.raises(OSError, match="disk full"):
-        data.atomic_write_parquet(target, pa.table({"a": [2]}))
+        art.atomic_write_parquet(target, pa.table({"a": [2]}))
     assert pq.read_table(target).column("a").to_pylist() == [1]
     assert [p.name for p in tmp_path.iterdir()] == ["train.parquet"]  # no temporary file left
 
 
 @requires_shared_data
 def test_beauty_new_statistics(tmp_path):
-    stats = data.write_dataset(tmp_path, data.read_sequence_file(BEAUTY_NEW))
+    stats = data.write_dataset(tmp_path, art.read_sequence_file(BEAUTY_NEW))
     assert (stats["num_users"], stats["num_items"], stats["num_interactions"]) == (22_332, 12_086, 198_215)
     assert (stats["num_train_samples"], stats["num_validation"], stats["num_test"]) == (150_041, 22_332, 22_332)
     assert stats["num_empty_history_samples"] == 22_196 and stats["num_short_users"] == 0
-    counts = data.load_item_counts(tmp_path)
+    counts = art.load_item_counts(tmp_path)
     assert counts.shape == (12_087,) and counts[0] == 0 and counts.sum() == 198_215 - 2 * 22_332
 
 
 @requires_shared_data
 def test_s3rec_beauty_and_item_table():
-    seqs = data.read_sequence_file(SHARED_DATA / "Beauty" / "s3rec" / "Beauty.txt")
+    seqs = art.read_sequence_file(SHARED_DATA / "Beauty" / "s3rec" / "Beauty.txt")
     assert len(seqs) == 22_363 and max(max(s) for s in seqs.values()) == 12_101
     items = data.read_item_table(SHARED_DATA / "Beauty" / "derived" / "beauty_items.jsonl", 12_086, "mme_id")
     assert len(items) == 12_086 and items[1].title == "OPI Nail Lacquer, Simmer and Shimmer, 0.5-Fluid Ounce"
@@ -204,4 +205,4 @@ def test_download_prepare_and_checksums(amazon_mirror, tmp_path):
         data.download(f"{url}/reviews_Beauty_5.json.gz", tmp_path / "cache")
     assert not (tmp_path / "cache" / "reviews_Beauty_5.json.gz").exists()
     assert not list((tmp_path / "cache").glob("*.tmp"))
-    np.testing.assert_array_equal(data.load_item_counts(tmp_path / "out")[1:].sum(), stats["num_interactions"] - 16)
+    np.testing.assert_array_equal(art.load_item_counts(tmp_path / "out")[1:].sum(), stats["num_interactions"] - 16)

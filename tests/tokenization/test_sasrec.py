@@ -8,6 +8,7 @@ import pytest
 import torch
 from huggingface_hub.errors import StrictDataclassError
 
+import mmesid_artifacts as art
 from modeling_mmesid import data, evaluation
 from tokenization.encoders import load_embeddings, save_embeddings
 from tokenization.sasrec import (
@@ -189,8 +190,8 @@ class TestModel:
 def test_scorer_through_the_evaluator(tmp_path):
     sequences = [s + [s[-1] % NUM_ITEMS + 1, (s[-1] + 1) % NUM_ITEMS + 1] for s in cyclic_sequences(64)]
     stats = write_fixture(tmp_path, sequences)
-    train = data.load_train_sequences(tmp_path)
-    validation = data.load_split_table(tmp_path, "validation")
+    train = art.load_train_sequences(tmp_path)
+    validation = art.load_split_table(tmp_path, "validation")
     torch.manual_seed(0)
     model = SASRecModel(tiny_config(hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1))
     history = train_sasrec(
@@ -200,5 +201,5 @@ def test_scorer_through_the_evaluator(tmp_path):
         eval_fn=lambda m: evaluation.evaluate_scorer(sasrec_scorer(m), validation, stats["num_items"])["ndcg@10"],
     )
     assert history["best_metric"] > 0.5
-    test = evaluation.evaluate_scorer(sasrec_scorer(model), data.load_split_table(tmp_path, "test"), NUM_ITEMS)
+    test = evaluation.evaluate_scorer(sasrec_scorer(model), art.load_split_table(tmp_path, "test"), NUM_ITEMS)
     assert test["hr@10"] > 0.5
