@@ -30,6 +30,11 @@ EMBEDDINGS_SUFFIX = ".safetensors"
 SASREC_SUBFOLDER = "sasrec"  # embeddings/sasrec/: the trained SASRec (save_pretrained) and its results.json
 FULL_MODEL_SUBFOLDER = "model"  # finetune/model/: the merged model for AutoModel.from_pretrained
 
+# File names inside the stage folders (docs/CONTRACTS.md)
+SPLITS = ("train", "validation", "test")
+DATA_FILES = {"stats": "stats.json", "items": "items.parquet", "train_sequences": "train_sequences.parquet"}
+SIDS_FILES = {"sids": "sids.safetensors", "codebooks": "codebooks.safetensors", "meta": "sids.json"}
+
 
 class Run:
     """The folder of one run, `outputs/<run>/`, and the place of every stage folder and file in it.
@@ -96,12 +101,6 @@ class Run:
     def results_file(self, stage: str) -> Path:
         """`<stage>/results.json` (rqvae, finetune, eval; SASRec's is `embeddings/sasrec/results.json`)."""
         return (self.sasrec if stage == "sasrec" else self.stage(stage)) / "results.json"
-
-
-# File names inside the stage folders (docs/CONTRACTS.md)
-SPLITS = ("train", "validation", "test")
-DATA_FILES = {"stats": "stats.json", "items": "items.parquet", "train_sequences": "train_sequences.parquet"}
-SIDS_FILES = {"sids": "sids.safetensors", "codebooks": "codebooks.safetensors", "meta": "sids.json"}
 
 
 def split_file(data_dir: str | os.PathLike, split: str) -> Path:
