@@ -83,6 +83,22 @@ class MMESIDConfig(PreTrainedConfig):
         System message of the prompt (official README template).
     instruction (`str`, *optional*, defaults to `"Given the user's purchase history, predict next possible item to be purchased. "`):
         User message before the item tokens (official README template; note the trailing space).
+    head (`str`, *optional*, defaults to `"ranking"`):
+        Which head trains and predicts. `"ranking"`: the paper's full softmax over the catalog (paper Eq. 8).
+        `"generative"`: generative retrieval over semantic IDs: the target item's ID tokens are the response after
+        the prompt, trained with a cross-entropy over the SID tokens and decoded by constrained beam search over a
+        prefix trie of the catalog's IDs (`model.generate`, `recommend(..., method="generate")`); no per-item
+        scoring. `"both"`: the two losses summed (`loss = ranking + generative_loss_weight * generative`) in one
+        forward pass; both `recommend` methods work. Defaults to `"ranking"` (the paper).
+    generative_loss_weight (`float`, *optional*, defaults to 1.0):
+        Weight of the generative loss when `head="both"`.
+    generative_id (`str`, *optional*, defaults to `"collaborative"`):
+        The ID the generative head generates, always followed by one *collision suffix* token (the item's rank, by
+        item id, among the items sharing the same codes), so that every item has exactly one ID and every ID one
+        item. `"collaborative"`: the collaborative modality's `num_levels` codes (the shortest ID: `num_levels + 1`
+        decoding steps; the collaborative codes carry the co-purchase signal). `"combined"`: every modality's codes
+        in `modalities` order (`num_modalities * num_levels + 1` steps, fewer collisions). The suffix is written with
+        the tokens of level 0 of the first generated modality (it is only ever predicted, never read as an input).
 
     Example:
 
@@ -120,6 +136,9 @@ class MMESIDConfig(PreTrainedConfig):
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     instruction: str = DEFAULT_INSTRUCTION
     tie_word_embeddings: bool = False
+    head: Literal["ranking", "generative", "both"] = "ranking"
+    generative_loss_weight: float = 1.0
+    generative_id: Literal["collaborative", "combined"] = "collaborative"
 
     def __post_init__(self, **kwargs):
         if self.modalities is None:
@@ -142,6 +161,16 @@ class MMESIDConfig(PreTrainedConfig):
     def num_sid_tokens(self) -> int:
         """Number of added SID tokens: one per (modality, level, code)."""
         return len(self.modalities) * self.num_levels * self.codebook_size
+
+    @property
+    def generative_modalities(self) -> list[str]:
+        """Modalities whose codes make the generated ID (`generative_id`), in order."""
+        return ["collaborative"] if self.generative_id == "collaborative" else list(self.modalities)
+
+    @property
+    def generative_id_length(self) -> int:
+        """Tokens of a generated ID: the codes of `generative_modalities` plus the collision suffix."""
+        return len(self.generative_modalities) * self.num_levels + 1
 
     def validate_architecture(self):
         """Part of `@strict`-powered validation: cross-field checks (re-run by `config.validate()`)."""
@@ -176,6 +205,13 @@ class MMESIDConfig(PreTrainedConfig):
         if self.pad_item_id != 0:
             raise ValueError(
                 f"`pad_item_id` must be 0 (row 0 of every per-item table is padding), got {self.pad_item_id}."
+            )
+        if self.generative_loss_weight <= 0:
+            raise ValueError(f"`generative_loss_weight` must be positive, got {self.generative_loss_weight}.")
+        if self.head != "ranking" and self.generative_id == "collaborative" and "collaborative" not in self.modalities:
+            raise ValueError(
+                f"`generative_id='collaborative'` needs the collaborative modality, but `modalities`={self.modalities}; "
+                "set `generative_id='combined'` or add it."
             )
         hidden_size = self.text_config.hidden_size
         if self.sid_projection == "none" and self.codebook_dim != hidden_size:
