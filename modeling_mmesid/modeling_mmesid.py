@@ -1327,8 +1327,9 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
         pad_id = processor.tokenizer.pad_token_id
         if pad_id is None:
             pad_id = processor.tokenizer.eos_token_id if processor.tokenizer.eos_token_id is not None else 0
+        num_beams = max(k, 2)  # `generate` runs greedy search for one beam (no beam scores)
         generation_config = GenerationConfig(
-            num_beams=k, num_return_sequences=k, do_sample=False, max_new_tokens=config.generative_id_length,
+            num_beams=num_beams, num_return_sequences=k, do_sample=False, max_new_tokens=config.generative_id_length,
             min_new_tokens=config.generative_id_length, length_penalty=0.0, early_stopping=False,
             pad_token_id=pad_id, eos_token_id=None, bos_token_id=None, return_dict_in_generate=True,
             output_scores=True,
@@ -1354,9 +1355,9 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
                 num_shared = prompt_ids.shape[1]
                 embeds = torch.cat([embeds.new_zeros(len(batch), num_shared, embeds.shape[-1]), embeds], dim=1)
                 mask = torch.cat([torch.ones_like(mask[:, :1]).expand(-1, num_shared), mask], dim=1)
-                extra[CACHE_NAME] = self.model.expand_shared_prompt(prompt_cache, len(batch) * k)
+                extra[CACHE_NAME] = self.model.expand_shared_prompt(prompt_cache, len(batch) * num_beams)
             constraint = SIDTrieLogitsProcessor(
-                trie, offsets, num_beams=k, excluded_items=batch if exclude_history else None, item_codes=codes,
+                trie, offsets, num_beams=num_beams, excluded_items=batch if exclude_history else None, item_codes=codes,
                 renormalize=renormalize,
             )
             out = self.generate(

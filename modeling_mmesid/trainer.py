@@ -24,7 +24,7 @@ from torch import nn
 from transformers import EvalPrediction
 from trl import SFTConfig, SFTTrainer
 
-from .evaluation import DEFAULT_KS, metrics_from_ranks, pad_histories, target_ranks
+from .evaluation import DEFAULT_KS, metrics_from_ranks, pad_histories, ranks_from_recommendations, target_ranks
 from .modeling_mmesid import PACKED_MASK_ATTENTION
 from .packing import MMESIDPackedCollator, group_samples_by_user
 from .precision import use_bf16
@@ -191,6 +191,16 @@ def check_prefix_packing_attention(config) -> None:
         )
 
 
+def check_generative_packing(config) -> None:
+    """Refuse `prefix_packing` with a generative head: a packed row holds several samples whose targets' ID tokens
+    would each need their own branch of the tree (not built), so the generative loss has no packed form here."""
+    if config.head != "ranking":
+        raise ValueError(
+            f"`prefix_packing=True` is not supported with the generative head (`head={config.head!r}`): the packed "
+            "rows carry no response tokens. Set `prefix_packing=False` (or train `head='ranking'`)."
+        )
+
+
 class MMESIDTrainer(SFTTrainer):
     """`SFTTrainer` whose loss and evaluation go through the MME-SID forward (see the module docstring).
 
@@ -210,6 +220,7 @@ class MMESIDTrainer(SFTTrainer):
             kwargs["data_collator"] = MMESIDPackedCollator(processor, per_sample_collator=per_sample)
         super().__init__(*args, **kwargs)
         if packing:
+            check_generative_packing(self.model.config)
             check_prefix_packing_attention(self.model.config)
         # `compute_loss` divides by `num_items_in_batch` itself: make `Trainer` count it and not divide the loss by
         # the accumulation steps (what it does for models whose forward takes `**kwargs`), whatever the model declares
@@ -232,16 +243,27 @@ class MMESIDTrainer(SFTTrainer):
         outputs = model(**inputs)
         loss = outputs.loss
         if num_items_in_batch is not None:
-            # the forward's cross-entropy (mean over samples), summed here over this micro-batch's samples
-            loss_sum = nn.functional.cross_entropy(
-                outputs.item_logits.float(), inputs["labels"].to(outputs.item_logits.device), ignore_index=-100,
-                reduction="sum",
-            )
+            # the forward's cross-entropies (means over samples), summed here over this micro-batch's samples
+            labels = inputs["labels"].to(outputs.loss.device)
+            loss_sum = torch.zeros((), device=outputs.loss.device)
+            if outputs.item_logits is not None:
+                loss_sum = loss_sum + nn.functional.cross_entropy(
+                    outputs.item_logits.float(), labels, ignore_index=-100, reduction="sum"
+                )
+            if outputs.generative_loss is not None:
+                # per-sample mean over the ID's positions, averaged over the labelled samples: times their count
+                head = self.model.config.head
+                weight = 1.0 if head == "generative" else self.model.config.generative_loss_weight
+                loss_sum = loss_sum + weight * outputs.generative_loss * (labels != -100).sum()
             loss = loss_sum / torch.as_tensor(num_items_in_batch, device=loss_sum.device).clamp(min=1)
             if self.args.average_tokens_across_devices:
                 loss = loss * self.accelerator.num_processes
         mode = "train" if self.model.training else "eval"
-        if mode == "train":
+        if outputs.generative_loss is not None:
+            self._metrics[mode]["generative_loss"].append(
+                self.accelerator.gather_for_metrics(outputs.generative_loss.detach()[None]).mean().item()
+            )
+        if mode == "train" and outputs.fusion_weights is not None:
             weights = outputs.fusion_weights.detach()  # (num_items + 1, num_heads)
             labels = inputs["labels"]
             picked = weights[labels].mean(0)  # average fusion weights of this batch's targets
@@ -271,10 +293,28 @@ class MMESIDTrainer(SFTTrainer):
             rows, self.processing_class, batch_size=max(len(rows), 1), ranking_state=self._ranking_state
         )
 
+    def _generated_ranks(self, model, history: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Tie blocks of the targets among the beams of constrained beam search (`recommend(method="generate")`,
+        `max(eval_ks)` beams; a target not generated is a miss)."""
+        unwrapped = self.accelerator.unwrap_model(model)
+        base = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
+        rows = [h[h != 0].tolist() for h in history]
+        k = min(max(self.args.eval_ks), base.config.num_items)
+        items = base.recommend(rows, self.processing_class, k=k, method="generate", batch_size=max(len(rows), 1))
+        return ranks_from_recommendations(items.to(labels.device), labels, base.config.num_items)
+
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
         history = inputs.pop("history")
         labels = inputs["labels"]
+        if self.model.config.head == "generative":
+            # no item scores: the loss is the generative one, the ranks come from the beams
+            with torch.no_grad(), self.compute_loss_context_manager():
+                loss = model(**inputs).loss.detach()
+                if prediction_loss_only:
+                    return loss, None, None
+                ranks = self._generated_ranks(model, history, labels)
+            return loss, ranks.float(), labels
         with torch.no_grad(), self.compute_loss_context_manager():
             if self.args.eval_cached_ranking:
                 item_logits = self._cached_item_logits(model, history)

@@ -12,6 +12,9 @@ Commands:
     # the paper's settings (Llama-3-8B-Instruct, 4-bit QLoRA) on 8 GPUs
     accelerate launch --config_file recipes/accelerate_configs/multi_gpu.yaml recipes/finetune.py \
         --config recipes/configs/beauty-llama3-8b/finetune.yaml
+    # the generative head beside the ranking head (joint loss; evaluate.py --methods rank generate compares them)
+    accelerate launch --config_file recipes/accelerate_configs/cpu.yaml recipes/finetune.py \
+        --config recipes/configs/beauty-smollm2-135m/finetune.yaml --head both --output_dir outputs/<run>/finetune-both
     # resume an interrupted run
     accelerate launch recipes/finetune.py --config ... --resume_from_checkpoint outputs/<run>/finetune/checkpoint-100
 """
@@ -45,6 +48,9 @@ class ScriptArguments:
     gguf_file: str | None = field(default=None, metadata={"help": "GGUF file inside model_name_or_path."})
     fusion: str = field(default="frequency", metadata={"help": "frequency | equal (ablation)."})
     sid_init: str = field(default="codebook", metadata={"help": "codebook | random (ablation)."})
+    head: str = field(default="ranking", metadata={"help": "ranking (paper) | generative (SID beam search) | both."})
+    generative_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the generative loss (head=both)."})
+    generative_id: str = field(default="collaborative", metadata={"help": "collaborative | combined (+ suffix)."})
     max_train_users: int | None = field(default=None, metadata={"help": "Train on N sampled users (says so)."})
     max_eval_users: int | None = field(default=None, metadata={"help": "Validate on N sampled users."})
     max_test_users: int | None = field(default=None, metadata={"help": "Test on N sampled users."})
@@ -105,6 +111,8 @@ def main(script_args: ScriptArguments, training_args: MMESIDTrainingConfig, mode
         {m: codebooks[m] for m in script_args.modalities} if use_codebooks else None,
         item_counts=torch.as_tensor(data.load_item_counts(run / "data")), backbone_kwargs=backbone_kwargs,
         codebook_seed=training_args.seed, fusion=script_args.fusion, sid_init=script_args.sid_init,
+        head=script_args.head, generative_loss_weight=script_args.generative_loss_weight,
+        generative_id=script_args.generative_id,
     )
     peft_config = lora_config_for(model, model_args, training_args) if model_args.use_peft else None
     trainer = MMESIDTrainer(
