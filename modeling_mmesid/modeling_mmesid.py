@@ -1367,7 +1367,10 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
             sequences = out.sequences[:, -config.generative_id_length :].cpu()
             found = trie.items(sequences - offsets).view(len(batch), k)
             beam_scores = out.sequences_scores.float().cpu().view(len(batch), k)
-            valid = (found > 0) & torch.isfinite(beam_scores)
+            # With fewer candidates than beams, `generate`'s placeholder beams (started at a score of -1e9) repeat a
+            # real beam's item: keep each item's first (best) beam only.
+            repeated = (found[:, :, None] == found[:, None, :]).tril(diagonal=-1).any(-1)
+            valid = (found > 0) & torch.isfinite(beam_scores) & ~repeated
             items[index] = torch.where(valid, found, torch.zeros_like(found))
             scores[index] = torch.where(valid, beam_scores, torch.full_like(beam_scores, float("-inf")))
         return items, scores
