@@ -818,15 +818,21 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
 
     # ------------------------------------------------------------------ generative head
     def _generative_index(self) -> tuple[SIDTrie, torch.LongTensor]:
-        """The catalog's generative IDs and their trie, built once per catalog (rebuilt when `sids` change)."""
+        """The catalog's generative IDs `(num_items + 1, id_length)` (CPU) and their trie, built once per catalog
+        (rebuilt when the `sids` buffer changes or moves). The trie stays on the CPU: decoding reads a few entries
+        per beam and step."""
+        return self._generative_state()[:2]
+
+    def _generative_state(self) -> tuple[SIDTrie, torch.LongTensor, torch.LongTensor]:
         sids = self.model.sids
         key = (sids.data_ptr(), sids._version, sids.device)
         cached = getattr(self, "_generative_cache", None)
         if cached is None or cached[0] != key:
             codes = self.generative_codes()
-            cached = (key, SIDTrie(codes[1:], self.config.codebook_size), codes)
+            tokens = (self.generative_position_token_ids() + codes).to(sids.device)  # token ids, on the model's device
+            cached = (key, SIDTrie(codes[1:], self.config.codebook_size), codes, tokens)
             self._generative_cache = cached
-        return cached[1], cached[2]
+        return cached[1:]
 
     @torch.no_grad()
     def generative_codes(self) -> torch.LongTensor:
@@ -873,9 +879,8 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
 
     def generative_token_ids(self, item_ids: torch.LongTensor) -> torch.LongTensor:
         """Token ids of the generated IDs of `item_ids`: shape `(*item_ids.shape, generative_id_length)`."""
-        _, codes = self._generative_index()
-        offsets = self.generative_position_token_ids()
-        return (offsets + codes[item_ids.cpu()]).to(item_ids.device)
+        tokens = self._generative_state()[2]
+        return tokens[item_ids.to(tokens.device)].to(item_ids.device)
 
     def generative_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
         r"""
