@@ -4,7 +4,9 @@
 Wang et al., "Empowering Large Language Model for Sequential Recommendation via Multimodal Embeddings and Semantic
 IDs", CIKM 2025 (arXiv 2509.02017), Stage 2. The skeleton follows LLaVA: `MMESIDModel` merges fused item tokens into
 the backbone's input embeddings at `<item>` placeholders; `MMESIDForSequentialRecommendation` pools the final prompt
-token and scores every catalog item with four heads and frequency-aware fusion.
+token and scores every catalog item with four heads and frequency-aware fusion. An optional generative head
+(`config.head`) generates the next item's semantic ID instead, under a prefix trie of the catalog's IDs
+(`SIDTrie`, `SIDTrieLogitsProcessor`), so its cost per user does not grow with the catalog.
 
 Hub-side file: imports only `torch`, `transformers` and the sibling configuration file.
 """
@@ -624,7 +626,10 @@ class MMESIDModel(MMESIDPreTrainedModel):
     custom_intro="""
     MME-SID for sequential recommendation: [`MMESIDModel`] plus four score heads (a learned item table and one
     `<h, W_m x_j>` head per modality) fused per item by frequency-aware weights, and a cross-entropy loss over all
-    items (paper §3.3).
+    items (paper §3.3). With `config.head="generative"` or `"both"` it also (or only) generates the target item's
+    semantic ID after the prompt (a head tied to the SID rows, [`~MMESIDForSequentialRecommendation.generative_logits`]),
+    decoded with `generate` under a prefix-trie constraint ([`SIDTrieLogitsProcessor`]) so that every beam is a
+    catalog item.
     """
 )
 class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):

@@ -11,6 +11,11 @@ Evaluation during training is the paper's protocol (full ranking, history masked
 rank of each user's target (its tie block `(first, last)`, `evaluation.target_ranks`) instead of the
 `(batch, num_items + 1)` logits, so evaluation memory stays `O(users)`, and
 `compute_ranking_metrics` turns the gathered ranks into nDCG/HR/MRR@K.
+
+The three heads (`MMESIDConfig.head`): `"ranking"` as above; `"both"` trains the sum of the two losses and evaluates
+with the ranking head; `"generative"` trains the SID cross-entropy and evaluates from the beams of constrained beam
+search (`max(eval_ks)` beams; a target not generated is a miss). `prefix_packing` is refused with a generative head
+(`check_generative_packing`).
 """
 
 import importlib.util

@@ -254,7 +254,8 @@ def test_beam_scores_are_the_log_probabilities_of_the_items(tokenizer_dir):
     trie, codes = model._generative_index()
     offsets = model.generative_position_token_ids()
     inputs = dict(processor([[]]))
-    out = model(**inputs, labels=items[0, :1])
+    with torch.no_grad():
+        out = model(**inputs, labels=items[0, :1])
     constraint = SIDTrieLogitsProcessor(trie, offsets)
     prefix = model.generative_token_ids(items[0, :1])
     total = 0.0
@@ -308,7 +309,7 @@ def test_generative_head_trains_and_then_generates_the_targets(tokenizer_dir):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     model.eval()
     assert losses[-1] < 0.1 * losses[0], losses
     items, _ = model.generate_items(histories, processor, k=5)
