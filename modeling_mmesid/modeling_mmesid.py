@@ -19,8 +19,15 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import AutoModel, GenerationConfig, GenerationMixin, LogitsProcessor, LogitsProcessorList
-from transformers import PreTrainedConfig, PreTrainedModel
+from transformers import (
+    AutoModel,
+    GenerationConfig,
+    GenerationMixin,
+    LogitsProcessor,
+    LogitsProcessorList,
+    PreTrainedConfig,
+    PreTrainedModel,
+)
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast

@@ -19,6 +19,7 @@ Commands:
 Writes `results.json` (run_info with the figures) to `--output_dir`.
 """
 
+import gc
 import os
 import sys
 import threading
@@ -165,7 +166,6 @@ def measure(num_items: int, histories: list[list[int]], args: BenchmarkArguments
         items = model.recommend(histories[: args.batch_size], processor, k=k, method="generate")
         for history, beams in zip(histories, items.tolist()):  # every beam an item, none in the history, K distinct
             assert all(i > 0 for i in beams) and not set(beams) & set(history) and len(set(beams)) == k
-    del model, state, trie, codes
     return row
 
 
@@ -183,6 +183,7 @@ def main(args: BenchmarkArguments) -> list[dict]:
     rows = []
     for n in args.sizes:
         rows.append(measure(n, histories, args))
+        gc.collect()
         print(f"  {n:>9,} items done ({time.time() - start:.0f} s)", flush=True)
     base = rows[0]
     gen = [f"gen{k}" for k in args.beams]

@@ -125,9 +125,9 @@ def test_trie_children_items_and_paths_hand_computed():
     trie = SIDTrie(codes, codebook_size=4)
     assert [k.tolist() for k in trie.keys] == [[0, 2], [1, 3, 4, 5]]  # depth 2: parent * 4 + code
     assert [c.tolist() for c in trie.counts] == [[2, 2], [1, 1, 1, 1]]
-    index, child_codes, valid = trie.children(0, torch.tensor([0]))
+    _, child_codes, valid = trie.children(0, torch.tensor([0]))
     assert child_codes[valid].tolist() == [0, 2]
-    index, child_codes, valid = trie.children(1, torch.tensor([0, 1]))  # children of prefixes (0,) and (2,)
+    _, child_codes, valid = trie.children(1, torch.tensor([0, 1]))  # children of prefixes (0,) and (2,)
     assert [child_codes[r][valid[r]].tolist() for r in range(2)] == [[1, 3], [0, 1]]
     assert trie.items(torch.tensor([[2, 0], [0, 3], [1, 1], [0, 2]])).tolist() == [4, 2, 0, 0]
     assert trie.paths(codes).tolist() == [[0, 0], [0, 1], [1, 3], [1, 2]]
@@ -251,7 +251,7 @@ def test_beam_scores_are_the_log_probabilities_of_the_items(tokenizer_dir):
     here by teacher forcing the returned item (no history exclusion for an empty history)."""
     model, processor = build(tokenizer_dir, head="generative")
     items, scores = model.generate_items([[]], processor, k=3)
-    trie, codes = model._generative_index()
+    trie, _ = model._generative_index()
     offsets = model.generative_position_token_ids()
     inputs = dict(processor([[]]))
     with torch.no_grad():

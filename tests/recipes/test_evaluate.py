@@ -116,7 +116,6 @@ def test_training_config_defaults_run_on_cpu(tmp_path, monkeypatch):
 def test_evaluate_reports_the_generative_head_beside_the_ranking_head(tiny_run, tmp_path, capsys):
     """`--methods rank generate` on a model with `head="both"`: both rows on the same users; every generated list
     holds 20 distinct catalog items outside the history (checked through `recommend`)."""
-    import torch
     from safetensors.torch import load_file
     from transformers import AutoTokenizer
 
