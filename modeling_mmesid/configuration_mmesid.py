@@ -72,6 +72,19 @@ class MMESIDConfig(PreTrainedConfig):
         -> Linear(64, M + 1)` (official code).
     fusion_bottleneck_size (`int`, *optional*, defaults to 10):
         Bottleneck of the fusion gate (official code: 10).
+    fusion_gate_init (`str`, *optional*, defaults to `"normal"`):
+        Initialization of the fusion gate's linear layers. `"normal"`: the library default (normal with the
+        backbone's `initializer_range`, zero bias): the gate's outputs start near 1e-5, so the fusion weights start
+        uniform even with `tau = 1e-3`. `"torch"`: PyTorch's `nn.Linear` default (Kaiming-uniform), what the
+        official code gets: outputs of order 0.1 divided by `tau`, so every item starts near one-hot on one score.
+        Measured in docs/LEARNING.md.
+    item_head_init (`str`, *optional*, defaults to `"normal"`):
+        Initialization of the learned item table `e` (paper Eq. 8) when the model is built with
+        [`~MMESIDForSequentialRecommendation.from_backbone`]. `"normal"`: the library default (the paper and the
+        official code give no other), rows of norm about `0.02 sqrt(H)` that score the items at random until each
+        item has been a target. `"zero"`: zero rows, so an item never seen as a target adds nothing to its score.
+        `"collaborative"`: `e_j = W_c c_j`, a copy of the projected collaborative embedding at build time.
+        `"item_tokens"`: `e_j` = item `j`'s fused input token (Eq. 6) at build time. Measured in docs/LEARNING.md.
     item_token_id (`int`, *optional*):
         Id of the `<item>` placeholder in the text tokenizer; set by [`MMESIDProcessor`].
     sid_token_offset (`int`, *optional*):
@@ -130,6 +143,8 @@ class MMESIDConfig(PreTrainedConfig):
     fusion_temperature: float = 1e-3
     fusion_hidden_size: int = 64
     fusion_bottleneck_size: int = 10
+    fusion_gate_init: Literal["normal", "torch"] = "normal"
+    item_head_init: Literal["normal", "zero", "collaborative", "item_tokens"] = "normal"
     item_token_id: int | None = None
     sid_token_offset: int | None = None
     pad_item_id: int = 0
@@ -202,6 +217,11 @@ class MMESIDConfig(PreTrainedConfig):
             raise ValueError(f"`codebook_size` must be at least 2, got {self.codebook_size}.")
         if self.fusion_temperature <= 0:
             raise ValueError(f"`fusion_temperature` must be positive, got {self.fusion_temperature}.")
+        if self.item_head_init == "collaborative" and "collaborative" not in self.modalities:
+            raise ValueError(
+                f"`item_head_init='collaborative'` copies the projected collaborative embeddings, but `modalities` is "
+                f"{self.modalities}; add `collaborative` or choose another `item_head_init`."
+            )
         if self.pad_item_id != 0:
             raise ValueError(
                 f"`pad_item_id` must be 0 (row 0 of every per-item table is padding), got {self.pad_item_id}."

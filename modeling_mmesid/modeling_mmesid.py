@@ -334,6 +334,12 @@ class MMESIDPreTrainedModel(PreTrainedModel):
         # Linear layers (projections, item MLP, item table, fusion gate) and the backbone: the library default
         # (normal with the backbone's `initializer_range`, zero bias).
         super()._init_weights(module)
+        if isinstance(module, MMESIDFusionGate) and self.config.fusion_gate_init == "torch":
+            # PyTorch's `nn.Linear` default, as in the official code (`config.fusion_gate_init`); `apply` visits
+            # the gate after its layers, so this overrides the library default just written
+            for layer in module.modules():
+                if isinstance(layer, nn.Linear):
+                    layer.reset_parameters()
         if isinstance(module, MMESIDModel):
             # Per-item tables are data (set by `set_item_tables`); zero until then, like the padding row.
             for modality in module.config.modalities:
@@ -761,6 +767,34 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
                 rows = rows @ projection
             start = config.sid_token_offset + index * block
             weight[start : start + block] = rows.to(weight.device, weight.dtype)
+
+    @torch.no_grad()
+    def init_item_head(self, batch_size: int = 4096) -> None:
+        r"""
+        Initialize the learned item table `e` (`item_head`, paper Eq. 8) as `config.item_head_init` says: `"normal"`
+        keeps the library init, `"zero"` zeroes it, `"collaborative"` copies `W_c c_j` and `"item_tokens"` copies
+        each item's fused input token (Eq. 6), both with the current weights. Called by
+        [`~MMESIDForSequentialRecommendation.from_backbone`] after the item tables and the SID rows are written.
+        Row 0 (padding) is zero in every case but `"normal"`; its logit is `-inf` anyway.
+        """
+        mode = self.config.item_head_init
+        weight = self.item_head.weight
+        if mode == "normal":
+            return
+        if mode == "zero":
+            weight.zero_()
+            return
+        rows = torch.zeros_like(weight)
+        if mode == "collaborative":
+            projection = self.model.modality_projections["collaborative"]
+            rows[1:] = projection(self.model.modality_embeddings("collaborative")[1:].to(projection.weight.dtype))
+        elif mode == "item_tokens":
+            ids = torch.arange(1, self.config.num_items + 1, device=weight.device)
+            for chunk in ids.split(batch_size):
+                rows[chunk] = self.model.get_item_features(chunk).to(rows.dtype)
+        else:
+            raise ValueError(f"Unknown `config.item_head_init` {mode!r}.")
+        weight.copy_(rows)
 
     def sid_embedding_rows(self) -> torch.Tensor:
         """SID rows of the input embeddings, `(num_modalities, num_levels, codebook_size, hidden_size)`."""
@@ -1503,6 +1537,7 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
         model.set_item_tables(modality_embeddings, sids, item_counts)
         if config.sid_init == "codebook":
             model.init_sid_embeddings(codebooks, seed=codebook_seed)
+        model.init_item_head()
         return model
 
 
