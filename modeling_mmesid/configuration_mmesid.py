@@ -72,6 +72,19 @@ class MMESIDConfig(PreTrainedConfig):
         -> Linear(64, M + 1)` (official code).
     fusion_bottleneck_size (`int`, *optional*, defaults to 10):
         Bottleneck of the fusion gate (official code: 10).
+    fusion_gate_init (`str`, *optional*, defaults to `"normal"`):
+        Initialization of the fusion gate's linear layers. `"normal"`: the library default (normal with the
+        backbone's `initializer_range`, zero bias): the gate's outputs start near 1e-5, so the fusion weights start
+        uniform even with `tau = 1e-3`. `"torch"`: PyTorch's `nn.Linear` default (Kaiming-uniform), what the
+        official code gets: outputs of order 0.1 divided by `tau`, so every item starts near one-hot on one score.
+        Measured in docs/LEARNING.md.
+    item_head_init (`str`, *optional*, defaults to `"normal"`):
+        Initialization of the learned item table `e` (paper Eq. 8) when the model is built with
+        [`~MMESIDForSequentialRecommendation.from_backbone`]. `"normal"`: the library default (the paper and the
+        official code give no other), rows of norm about `0.02 sqrt(H)` that score the items at random until each
+        item has been a target. `"zero"`: zero rows, so an item never seen as a target adds nothing to its score.
+        `"collaborative"`: `e_j = W_c c_j`, a copy of the projected collaborative embedding at build time.
+        `"item_tokens"`: `e_j` = item `j`'s fused input token (Eq. 6) at build time. Measured in docs/LEARNING.md.
     item_token_id (`int`, *optional*):
         Id of the `<item>` placeholder in the text tokenizer; set by [`MMESIDProcessor`].
     sid_token_offset (`int`, *optional*):
@@ -83,6 +96,22 @@ class MMESIDConfig(PreTrainedConfig):
         System message of the prompt (official README template).
     instruction (`str`, *optional*, defaults to `"Given the user's purchase history, predict next possible item to be purchased. "`):
         User message before the item tokens (official README template; note the trailing space).
+    head (`str`, *optional*, defaults to `"ranking"`):
+        Which head trains and predicts. `"ranking"`: the paper's full softmax over the catalog (paper Eq. 8).
+        `"generative"`: generative retrieval over semantic IDs: the target item's ID tokens are the response after
+        the prompt, trained with a cross-entropy over the SID tokens and decoded by constrained beam search over a
+        prefix trie of the catalog's IDs (`model.generate`, `recommend(..., method="generate")`); no per-item
+        scoring. `"both"`: the two losses summed (`loss = ranking + generative_loss_weight * generative`) in one
+        forward pass; both `recommend` methods work. Defaults to `"ranking"` (the paper).
+    generative_loss_weight (`float`, *optional*, defaults to 1.0):
+        Weight of the generative loss when `head="both"`.
+    generative_id (`str`, *optional*, defaults to `"collaborative"`):
+        The ID the generative head generates, always followed by one *collision suffix* token (the item's rank, by
+        item id, among the items sharing the same codes), so that every item has exactly one ID and every ID one
+        item. `"collaborative"`: the collaborative modality's `num_levels` codes (the shortest ID: `num_levels + 1`
+        decoding steps; the collaborative codes carry the co-purchase signal). `"combined"`: every modality's codes
+        in `modalities` order (`num_modalities * num_levels + 1` steps, fewer collisions). The suffix is written with
+        the tokens of level 0 of the first generated modality (it is only ever predicted, never read as an input).
 
     Example:
 
@@ -114,12 +143,17 @@ class MMESIDConfig(PreTrainedConfig):
     fusion_temperature: float = 1e-3
     fusion_hidden_size: int = 64
     fusion_bottleneck_size: int = 10
+    fusion_gate_init: Literal["normal", "torch"] = "normal"
+    item_head_init: Literal["normal", "zero", "collaborative", "item_tokens"] = "normal"
     item_token_id: int | None = None
     sid_token_offset: int | None = None
     pad_item_id: int = 0
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     instruction: str = DEFAULT_INSTRUCTION
     tie_word_embeddings: bool = False
+    head: Literal["ranking", "generative", "both"] = "ranking"
+    generative_loss_weight: float = 1.0
+    generative_id: Literal["collaborative", "combined"] = "collaborative"
 
     def __post_init__(self, **kwargs):
         if self.modalities is None:
@@ -142,6 +176,16 @@ class MMESIDConfig(PreTrainedConfig):
     def num_sid_tokens(self) -> int:
         """Number of added SID tokens: one per (modality, level, code)."""
         return len(self.modalities) * self.num_levels * self.codebook_size
+
+    @property
+    def generative_modalities(self) -> list[str]:
+        """Modalities whose codes make the generated ID (`generative_id`), in order."""
+        return ["collaborative"] if self.generative_id == "collaborative" else list(self.modalities)
+
+    @property
+    def generative_id_length(self) -> int:
+        """Tokens of a generated ID: the codes of `generative_modalities` plus the collision suffix."""
+        return len(self.generative_modalities) * self.num_levels + 1
 
     def validate_architecture(self):
         """Part of `@strict`-powered validation: cross-field checks (re-run by `config.validate()`)."""
@@ -173,9 +217,21 @@ class MMESIDConfig(PreTrainedConfig):
             raise ValueError(f"`codebook_size` must be at least 2, got {self.codebook_size}.")
         if self.fusion_temperature <= 0:
             raise ValueError(f"`fusion_temperature` must be positive, got {self.fusion_temperature}.")
+        if self.item_head_init == "collaborative" and "collaborative" not in self.modalities:
+            raise ValueError(
+                f"`item_head_init='collaborative'` copies the projected collaborative embeddings, but `modalities` is "
+                f"{self.modalities}; add `collaborative` or choose another `item_head_init`."
+            )
         if self.pad_item_id != 0:
             raise ValueError(
                 f"`pad_item_id` must be 0 (row 0 of every per-item table is padding), got {self.pad_item_id}."
+            )
+        if self.generative_loss_weight <= 0:
+            raise ValueError(f"`generative_loss_weight` must be positive, got {self.generative_loss_weight}.")
+        if self.head != "ranking" and self.generative_id == "collaborative" and "collaborative" not in self.modalities:
+            raise ValueError(
+                f"`generative_id='collaborative'` needs the collaborative modality, but `modalities`={self.modalities}; "
+                "set `generative_id='combined'` or add it."
             )
         hidden_size = self.text_config.hidden_size
         if self.sid_projection == "none" and self.codebook_dim != hidden_size:

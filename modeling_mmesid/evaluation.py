@@ -216,6 +216,53 @@ def evaluate_scorer(
     return out
 
 
+def ranks_from_recommendations(
+    recommended: torch.LongTensor, targets: torch.LongTensor, num_items: int
+) -> torch.LongTensor:
+    """Tie blocks `(first, last)` (as `target_ranks`) from ranked lists: the target's 1-based position in its row of
+    `recommended` `(batch_size, k)`, or `num_items + 1` (a miss) where the list does not hold it. Padding (0) in a
+    list is never a hit. Shape `(batch_size, 2)`."""
+    if recommended.dim() != 2 or recommended.shape[0] != targets.shape[0]:
+        raise ValueError(
+            f"`recommended` must have shape (batch_size, k) with batch_size {targets.shape[0]}, "
+            f"got {tuple(recommended.shape)}."
+        )
+    hits = (recommended == targets.to(recommended.device)[:, None]) & (recommended > 0)
+    position = hits.long().argmax(1) + 1
+    rank = torch.where(hits.any(1), position, torch.full_like(position, num_items + 1))
+    return torch.stack([rank, rank], dim=1)
+
+
+def evaluate_recommender(
+    recommender: Callable[[list[list[int]]], torch.LongTensor],
+    split,
+    num_items: int,
+    ks: Sequence[int] = DEFAULT_KS,
+    batch_size: int = 256,
+) -> dict:
+    """nDCG/HR/MRR@k of a *recommender* that returns ranked lists, `recommender(histories) -> (batch_size, k)` item
+    ids best first (e.g. beam search over generative IDs, `recommend(..., method="generate")`), on the same users
+    and with the same metrics as `evaluate_scorer`. A target missing from its list is a miss (rank beyond every
+    cut-off); the recommender excludes history items itself under the masked protocol. `k` must be at least
+    `max(ks)`, or the metrics at the larger cut-offs would be undercounted."""
+    histories, targets = _as_columns(split)
+    order = np.argsort([len(h) for h in histories], kind="stable")
+    ranks = np.zeros((len(targets), 2), dtype=np.int64)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        recommended = recommender([list(histories[i]) for i in idx])
+        if recommended.shape[1] < max(ks):
+            raise ValueError(
+                f"The recommender returned {recommended.shape[1]} items per user, fewer than the largest cut-off "
+                f"{max(ks)}; ask it for at least `max(ks)` items."
+            )
+        tgt = torch.as_tensor([targets[i] for i in idx], dtype=torch.long)
+        ranks[idx] = ranks_from_recommendations(recommended.cpu(), tgt, num_items).numpy()
+    out = metrics_from_ranks(ranks, ks)
+    out["num_items"] = int(num_items)
+    return out
+
+
 def protocol_line(num_items: int, num_users: int, split: str = "test", mask_history: bool = True) -> str:
     """The protocol printed under every table and stored in every `results.json`."""
     masked = "history items and padding masked" if mask_history else "padding masked, history items kept (RecBole)"

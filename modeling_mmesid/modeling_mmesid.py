@@ -4,7 +4,9 @@
 Wang et al., "Empowering Large Language Model for Sequential Recommendation via Multimodal Embeddings and Semantic
 IDs", CIKM 2025 (arXiv 2509.02017), Stage 2. The skeleton follows LLaVA: `MMESIDModel` merges fused item tokens into
 the backbone's input embeddings at `<item>` placeholders; `MMESIDForSequentialRecommendation` pools the final prompt
-token and scores every catalog item with four heads and frequency-aware fusion.
+token and scores every catalog item with four heads and frequency-aware fusion. An optional generative head
+(`config.head`) generates the next item's semantic ID instead, under a prefix trie of the catalog's IDs
+(`SIDTrie`, `SIDTrieLogitsProcessor`), so its cost per user does not grow with the catalog.
 
 Hub-side file: imports only `torch`, `transformers` and the sibling configuration file.
 """
@@ -17,7 +19,15 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import AutoModel, PreTrainedConfig, PreTrainedModel
+from transformers import (
+    AutoModel,
+    GenerationConfig,
+    GenerationMixin,
+    LogitsProcessor,
+    LogitsProcessorList,
+    PreTrainedConfig,
+    PreTrainedModel,
+)
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast
@@ -94,6 +104,15 @@ class MMESIDOutput(ModelOutput):
             Backbone hidden states per layer.
         attentions (`tuple(torch.FloatTensor)`, *optional*, returned when `output_attentions=True`):
             Backbone attention maps per layer.
+        logits (`torch.FloatTensor` of shape `(batch_size, num_positions, vocab_size)`, *optional*, returned when
+            `config.head` is `"generative"` or `"both"`):
+            Next-token scores of the generative head (`-inf` outside the SID tokens): with `labels`, at the final
+            prompt token and each teacher-forced ID token (`num_positions = config.generative_id_length`); without,
+            at the last position only (`num_positions = 1`, what `generate` reads).
+        generative_loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` is given and the
+            config has a generative head):
+            Cross-entropy of the target items' ID tokens, averaged over the labelled samples and the ID's positions.
+            With `head="both"`, `loss` is the ranking loss plus `config.generative_loss_weight` times this.
     """
 
     loss: torch.FloatTensor | None = None
@@ -108,6 +127,184 @@ class MMESIDOutput(ModelOutput):
         past_key_values: Cache | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
+    # after the ranking fields, so that a ranking model's tuple output keeps its positions
+    logits: torch.FloatTensor | None = None
+    generative_loss: torch.FloatTensor | None = None
+
+
+# ------------------------------------------------------------------------------------------------ generative retrieval
+class SIDTrie:
+    r"""
+    Prefix trie of a catalog's generative IDs, as flat sorted arrays per level (built once per catalog).
+
+    Nodes at depth `d + 1` (after `d + 1` codes) are numbered `0..n_{d+1} - 1` in the order of their sorted keys
+    `keys[d] = parent * codebook_size + code`, where `parent` is the node's parent at depth `d` (the root is node 0
+    of depth 0). So the children of a node are one contiguous range of `keys[d]`, given by the CSR pointers
+    `child_ptr[d]`, and each step of a lookup is one `searchsorted` (`O(log n)`): the per-step cost of constrained
+    decoding does not grow with the catalog beyond that logarithm. `counts[d]` is the number of items under each
+    node (for excluding a user's history items), `leaf_items` the item of each leaf.
+
+    Memory: about `num_items * id_length * 16` bytes (int64 keys, int32 pointers and counts; ~80 MB for 1,000,000
+    items and 5-token IDs).
+
+    Args:
+        codes (`torch.LongTensor` of shape `(num_items, id_length)`):
+            The ID of items `1..num_items` (row `i` is item `i + 1`), codes in `0..codebook_size - 1`. IDs must be
+            unique (the collision suffix makes them so).
+        codebook_size (`int`):
+            Codes per position.
+    """
+
+    def __init__(self, codes: torch.LongTensor, codebook_size: int):
+        if codes.dim() != 2 or codes.shape[0] < 1:
+            raise ValueError(f"`codes` must have shape (num_items, id_length), got {tuple(codes.shape)}.")
+        codes = codes.to("cpu", torch.long)
+        if int(codes.min()) < 0 or int(codes.max()) >= codebook_size:
+            raise ValueError(f"`codes` must lie in 0..{codebook_size - 1}, got {int(codes.min())}..{int(codes.max())}.")
+        self.codebook_size = int(codebook_size)
+        self.id_length = int(codes.shape[1])
+        self.num_items = int(codes.shape[0])
+        self.keys, self.child_ptr, self.counts = [], [], []
+        parent = torch.zeros(self.num_items, dtype=torch.long)
+        num_parents = 1
+        for depth in range(self.id_length):
+            key = parent * self.codebook_size + codes[:, depth]
+            keys, inverse, counts = torch.unique(key, sorted=True, return_inverse=True, return_counts=True)
+            bounds = torch.arange(num_parents + 1, dtype=torch.long) * self.codebook_size
+            self.keys.append(keys)
+            self.child_ptr.append(torch.searchsorted(keys, bounds).to(torch.int32))
+            self.counts.append(counts.to(torch.int32))
+            parent, num_parents = inverse, keys.numel()
+        if num_parents != self.num_items:
+            raise ValueError(
+                f"{self.num_items - num_parents} items share their ID with another item; generative IDs must be unique "
+                "(add the collision suffix)."
+            )
+        self.leaf_items = torch.empty(self.num_items, dtype=torch.int32)
+        self.leaf_items[parent] = torch.arange(1, self.num_items + 1, dtype=torch.int32)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the trie's arrays, in bytes."""
+        arrays = [*self.keys, *self.child_ptr, *self.counts, self.leaf_items]
+        return sum(a.numel() * a.element_size() for a in arrays)
+
+    def walk(self, codes: torch.LongTensor) -> tuple[torch.LongTensor, torch.BoolTensor]:
+        """Node reached by each prefix `codes` `(rows, depth)`: `(node index at that depth, prefix exists)`; the
+        root (depth 0) is node 0."""
+        rows, depth = codes.shape
+        node = torch.zeros(rows, dtype=torch.long, device=codes.device)
+        found = torch.ones(rows, dtype=torch.bool, device=codes.device)
+        for d in range(depth):
+            keys = self.keys[d]
+            key = node * self.codebook_size + codes[:, d]
+            position = torch.searchsorted(keys, key).clamp(max=keys.numel() - 1)
+            found &= keys[position] == key
+            node = torch.where(found, position, torch.zeros_like(position))
+        return node, found
+
+    def children(self, depth: int, nodes: torch.LongTensor) -> tuple[torch.LongTensor, torch.LongTensor, torch.BoolTensor]:
+        """Children of `nodes` (at `depth`): `(child node indices, their codes, valid)`, each `(rows, width)` with
+        `width <= codebook_size` the most children any of them has."""
+        ptr, keys = self.child_ptr[depth], self.keys[depth]
+        start, end = ptr[nodes].long(), ptr[nodes + 1].long()
+        width = max(int((end - start).max()), 1)
+        index = start[:, None] + torch.arange(width, device=nodes.device)[None]  # (rows, width)
+        valid = index < end[:, None]
+        index = index.clamp(max=keys.numel() - 1)
+        return index, keys[index] % self.codebook_size, valid
+
+    def items(self, codes: torch.LongTensor) -> torch.LongTensor:
+        """Item of each full ID `codes` `(rows, id_length)`; 0 where the ID is not in the catalog."""
+        node, found = self.walk(codes)
+        return torch.where(found, self.leaf_items[node].long(), torch.zeros_like(node))
+
+    def paths(self, codes: torch.LongTensor) -> torch.LongTensor:
+        """Node of each ID `codes` `(rows, id_length)` at every depth `1..id_length`: `(rows, id_length)`."""
+        out = torch.empty_like(codes)
+        node = torch.zeros(codes.shape[0], dtype=torch.long)
+        for d in range(self.id_length):
+            node = torch.searchsorted(self.keys[d], node * self.codebook_size + codes[:, d])
+            out[:, d] = node
+        return out
+
+
+class SIDTrieLogitsProcessor(LogitsProcessor):
+    r"""
+    Constrained decoding of generative IDs: at each step only the codes that continue an existing item's ID (the
+    trie's children of the beam's prefix) keep their score, so every finished beam is a catalog item and `num_beams`
+    beams are `num_beams` distinct items. Optionally excludes each user's history items: a child whose items are all
+    in the history is removed, so no beam can end on one (or dead-end).
+
+    The kept scores are renormalized over the allowed codes (a log-softmax over them), so a beam's score is the
+    log-probability of its item under a distribution over the remaining catalog.
+
+    Args:
+        trie ([`SIDTrie`]): the catalog's IDs.
+        position_token_ids (`torch.LongTensor` of shape `(id_length,)`):
+            Token id of code 0 at each position of the ID (code `c` is token `position_token_ids[d] + c`).
+        prompt_length (`int`, *optional*, defaults to 0):
+            Columns of `input_ids` before the generated tokens (0 when `generate` gets `inputs_embeds`).
+        num_beams (`int`, *optional*, defaults to 1):
+            Rows per user (`generate` puts the beams of a user next to each other).
+        excluded_items (`list[list[int]]`, *optional*):
+            Items never to generate, per user (the history).
+        renormalize (`bool`, *optional*, defaults to `True`):
+            Log-softmax over the allowed codes.
+    """
+
+    def __init__(
+        self,
+        trie: SIDTrie,
+        position_token_ids: torch.LongTensor,
+        prompt_length: int = 0,
+        num_beams: int = 1,
+        excluded_items: Sequence[Sequence[int]] | None = None,
+        item_codes: torch.LongTensor | None = None,
+        renormalize: bool = True,
+    ):
+        if num_beams < 1:
+            raise ValueError(f"`num_beams` must be at least 1, got {num_beams}.")
+        self.trie = trie
+        self.position_token_ids = position_token_ids.to("cpu", torch.long)
+        self.prompt_length = int(prompt_length)
+        self.num_beams = int(num_beams)
+        self.renormalize = renormalize
+        self.excluded_paths = None  # (users, max_excluded, id_length) node per depth, -1 = none
+        if excluded_items is not None:
+            if item_codes is None:
+                raise ValueError("`excluded_items` needs `item_codes` (the ID of every item, row 0 = padding).")
+            rows = [sorted({int(i) for i in items if int(i) > 0}) for items in excluded_items]
+            width = max([len(r) for r in rows] + [1])
+            paths = torch.full((len(rows), width, trie.id_length), -1, dtype=torch.long)
+            for user, items in enumerate(rows):
+                if items:
+                    paths[user, : len(items)] = trie.paths(item_codes[torch.tensor(items)].to("cpu", torch.long))
+            self.excluded_paths = paths
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        generated = input_ids[:, self.prompt_length :].cpu()
+        depth = generated.shape[1]
+        if depth >= self.trie.id_length:
+            return scores
+        offsets = self.position_token_ids
+        parents, found = self.trie.walk(generated - offsets[:depth])
+        index, codes, valid = self.trie.children(depth, parents)  # (rows, width)
+        valid &= found[:, None]
+        if self.excluded_paths is not None:
+            users = torch.arange(generated.shape[0]) // self.num_beams
+            excluded = self.excluded_paths[users, :, depth]  # (rows, max_excluded)
+            hits = (index[:, :, None] == excluded[:, None, :]).sum(-1)  # history items under each child
+            valid &= self.trie.counts[depth][index] - hits > 0
+        tokens = (offsets[depth] + codes).to(scores.device)
+        valid = valid.to(scores.device)
+        picked = scores.gather(1, tokens).masked_fill(~valid, float("-inf"))
+        if self.renormalize:
+            total = torch.logsumexp(picked, dim=-1, keepdim=True)
+            picked = torch.where(torch.isfinite(total), picked - total, picked)
+        out = torch.full_like(scores, float("-inf"))
+        # `amax`: invalid slots may repeat a valid slot's token (clamped index); they carry -inf and never win
+        return out.scatter_reduce_(1, tokens, picked, reduce="amax", include_self=True)
 
 
 def _buffer_name(modality: str) -> str:
@@ -137,6 +334,12 @@ class MMESIDPreTrainedModel(PreTrainedModel):
         # Linear layers (projections, item MLP, item table, fusion gate) and the backbone: the library default
         # (normal with the backbone's `initializer_range`, zero bias).
         super()._init_weights(module)
+        if isinstance(module, MMESIDFusionGate) and self.config.fusion_gate_init == "torch":
+            # PyTorch's `nn.Linear` default, as in the official code (`config.fusion_gate_init`); `apply` visits
+            # the gate after its layers, so this overrides the library default just written
+            for layer in module.modules():
+                if isinstance(layer, nn.Linear):
+                    layer.reset_parameters()
         if isinstance(module, MMESIDModel):
             # Per-item tables are data (set by `set_item_tables`); zero until then, like the padding row.
             for modality in module.config.modalities:
@@ -436,10 +639,13 @@ class MMESIDModel(MMESIDPreTrainedModel):
     custom_intro="""
     MME-SID for sequential recommendation: [`MMESIDModel`] plus four score heads (a learned item table and one
     `<h, W_m x_j>` head per modality) fused per item by frequency-aware weights, and a cross-entropy loss over all
-    items (paper §3.3).
+    items (paper §3.3). With `config.head="generative"` or `"both"` it also (or only) generates the target item's
+    semantic ID after the prompt (a head tied to the SID rows, [`~MMESIDForSequentialRecommendation.generative_logits`]),
+    decoded with `generate` under a prefix-trie constraint ([`SIDTrieLogitsProcessor`]) so that every beam is a
+    catalog item.
     """
 )
-class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel):
+class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
     def __init__(self, config: MMESIDConfig):
         super().__init__(config)
         self.model = MMESIDModel(config)
@@ -562,6 +768,34 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel):
             start = config.sid_token_offset + index * block
             weight[start : start + block] = rows.to(weight.device, weight.dtype)
 
+    @torch.no_grad()
+    def init_item_head(self, batch_size: int = 4096) -> None:
+        r"""
+        Initialize the learned item table `e` (`item_head`, paper Eq. 8) as `config.item_head_init` says: `"normal"`
+        keeps the library init, `"zero"` zeroes it, `"collaborative"` copies `W_c c_j` and `"item_tokens"` copies
+        each item's fused input token (Eq. 6), both with the current weights. Called by
+        [`~MMESIDForSequentialRecommendation.from_backbone`] after the item tables and the SID rows are written.
+        Row 0 (padding) is zero in every case but `"normal"`; its logit is `-inf` anyway.
+        """
+        mode = self.config.item_head_init
+        weight = self.item_head.weight
+        if mode == "normal":
+            return
+        if mode == "zero":
+            weight.zero_()
+            return
+        rows = torch.zeros_like(weight)
+        if mode == "collaborative":
+            projection = self.model.modality_projections["collaborative"]
+            rows[1:] = projection(self.model.modality_embeddings("collaborative")[1:].to(projection.weight.dtype))
+        elif mode == "item_tokens":
+            ids = torch.arange(1, self.config.num_items + 1, device=weight.device)
+            for chunk in ids.split(batch_size):
+                rows[chunk] = self.model.get_item_features(chunk).to(rows.dtype)
+        else:
+            raise ValueError(f"Unknown `config.item_head_init` {mode!r}.")
+        weight.copy_(rows)
+
     def sid_embedding_rows(self) -> torch.Tensor:
         """SID rows of the input embeddings, `(num_modalities, num_levels, codebook_size, hidden_size)`."""
         config = self.config
@@ -628,6 +862,101 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel):
         padding[:, self.config.pad_item_id] = float("-inf")
         return item_logits + padding, modality_logits, fusion_weights
 
+    # ------------------------------------------------------------------ generative head
+    def _generative_index(self) -> tuple[SIDTrie, torch.LongTensor]:
+        """The catalog's generative IDs `(num_items + 1, id_length)` (CPU) and their trie, built once per catalog
+        (rebuilt when the `sids` buffer changes or moves). The trie stays on the CPU: decoding reads a few entries
+        per beam and step."""
+        return self._generative_state()[:2]
+
+    def _generative_state(self) -> tuple[SIDTrie, torch.LongTensor, torch.LongTensor]:
+        sids = self.model.sids
+        key = (sids.data_ptr(), sids._version, sids.device)
+        cached = getattr(self, "_generative_cache", None)
+        if cached is None or cached[0] != key:
+            codes = self.generative_codes()
+            tokens = (self.generative_position_token_ids() + codes).to(sids.device)  # token ids, on the model's device
+            cached = (key, SIDTrie(codes[1:], self.config.codebook_size), codes, tokens)
+            self._generative_cache = cached
+        return cached[1:]
+
+    @torch.no_grad()
+    def generative_codes(self) -> torch.LongTensor:
+        r"""
+        The generated ID of every item (`config.generative_id`): the codes of `config.generative_modalities`, then
+        the collision suffix, the item's rank by id among the items with the same codes (0 for an item whose codes
+        are unique). Shape `(num_items + 1, config.generative_id_length)`; row 0 (padding) is zeros.
+        """
+        config = self.config
+        size = config.codebook_size
+        columns = [config.modalities.index(m) for m in config.generative_modalities]
+        sids = self.model.sids.to("cpu")
+        codes = sids[:, columns, :].reshape(sids.shape[0], -1)  # (num_items + 1, num_generated * num_levels)
+        items = codes[1:]
+        group = torch.zeros(items.shape[0], dtype=torch.long)
+        for column in range(items.shape[1]):  # dense group id of the code tuple, one level at a time
+            group = torch.unique(group * size + items[:, column], return_inverse=True)[1]
+        order = torch.argsort(group, stable=True)  # items of one group next to each other, by item id
+        counts = torch.bincount(group)
+        starts = torch.cumsum(counts, 0) - counts
+        suffix = torch.empty_like(group)
+        suffix[order] = torch.arange(group.numel()) - starts[group[order]]
+        if int(counts.max()) > size:
+            raise ValueError(
+                f"{int(counts.max())} items share one `generative_id={config.generative_id!r}` ID, more than the "
+                f"collision suffix can tell apart (`codebook_size`={size}); use `generative_id='combined'`."
+            )
+        out = torch.zeros(sids.shape[0], config.generative_id_length, dtype=torch.long)
+        out[1:, :-1] = items
+        out[1:, -1] = suffix
+        return out
+
+    def generative_position_token_ids(self) -> torch.LongTensor:
+        """Token id of code 0 at each position of the generated ID, `(generative_id_length,)`: position
+        `j * num_levels + l` uses `<sid_{generative_modalities[j]}_{l}_*>`, the suffix `<sid_{generative_modalities[0]}_0_*>`."""
+        config = self.config
+        blocks = [
+            (config.modalities.index(m) * config.num_levels + level)
+            for m in config.generative_modalities
+            for level in range(config.num_levels)
+        ]
+        blocks.append(blocks[0])
+        return config.sid_token_offset + torch.tensor(blocks, dtype=torch.long) * config.codebook_size
+
+    def generative_token_ids(self, item_ids: torch.LongTensor) -> torch.LongTensor:
+        """Token ids of the generated IDs of `item_ids`: shape `(*item_ids.shape, generative_id_length)`."""
+        tokens = self._generative_state()[2]
+        return tokens[item_ids.to(tokens.device)].to(item_ids.device)
+
+    def generative_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        r"""
+        Next-token scores of the generative head: a head tied to the SID rows of the input embeddings,
+        `logits[..., t] = <h, E_t>` for every SID token `t`, `-inf` for every other token.
+
+        Why tied SID rows, not the backbone's LM head: MME-SID keeps the bare decoder (`from_backbone` drops the LM
+        head), and the SID rows are the code embeddings initialized from the MM-RQ-VAE codebooks and trained with the
+        rest (paper §3.2), so reading and writing an ID share one geometry and the head adds no parameters; for a
+        backbone with tied embeddings (SmolLM2) it is the LM head restricted to the SID tokens. The softmax runs over
+        all SID tokens; constrained decoding ([`SIDTrieLogitsProcessor`]) narrows it to the trie's children.
+
+        Args:
+            hidden_states (`torch.FloatTensor` of shape `(..., hidden_size)`).
+
+        Returns:
+            `torch.FloatTensor` of shape `(..., vocab_size)`, float32.
+        """
+        config = self.config
+        device = hidden_states.device
+        sid_ids = torch.arange(config.num_sid_tokens, device=device) + config.sid_token_offset
+        # Through the embedding module, so a PEFT wrapper of the embeddings (trainable SID tokens) applies.
+        rows = self.get_input_embeddings()(sid_ids)  # (num_sid_tokens, hidden_size)
+        with torch.autocast(device_type=device.type, enabled=False):
+            sid_logits = hidden_states.float() @ rows.float().T
+        vocab_size = self.get_input_embeddings().weight.shape[0]
+        logits = sid_logits.new_full((*sid_logits.shape[:-1], vocab_size), float("-inf"))
+        logits[..., config.sid_token_offset : config.sid_token_offset + config.num_sid_tokens] = sid_logits
+        return logits
+
     @can_return_tuple
     @auto_docstring
     def forward(
@@ -642,6 +971,7 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel):
         shared_prompt_ids: torch.LongTensor | None = None,
         readout_positions: torch.LongTensor | None = None,
         past_key_values: Cache | None = None,
+        compute_item_logits: bool | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> MMESIDOutput:
         r"""
@@ -658,12 +988,55 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel):
         labels (`torch.LongTensor` of shape `(batch_size,)` or `(num_samples,)`, *optional*):
             Id of each user's next item, in `1..num_items` (`-100` = ignored). When given, the cross-entropy over
             all items is returned as `loss` (mean over the samples). With `readout_positions`, one per readout.
+            With a generative head (`config.head`), the target's ID tokens are appended to each (left-padded) prompt
+            as the response (teacher forcing) and their cross-entropy is `generative_loss`.
         shared_prompt_ids (`torch.LongTensor` of shape `(1, prompt_length)`, *optional*):
             The prompt every row starts with, computed once per batch (see [`MMESIDModel.forward`]).
         readout_positions (`torch.LongTensor` of shape `(num_samples, 2)`, *optional*):
             `(row, column)` of each sample's final prompt token in a packed batch: one user representation per
             sample instead of one per row (prefix-tree packing puts all samples of a user in one row).
+        compute_item_logits (`bool`, *optional*):
+            Score every item with the ranking heads. Defaults to `True` unless `config.head="generative"`;
+            `generate` sets it to `False` (a decoding step never needs the catalog-wide scores).
         """
+        config = self.config
+        generative = config.head != "ranking"
+        if compute_item_logits is None:
+            compute_item_logits = config.head != "generative"
+        teacher_forced = generative and labels is not None
+        num_prompt = None
+        if teacher_forced:
+            if readout_positions is not None or (attention_mask is not None and attention_mask.dim() == 4):
+                raise ValueError(
+                    f"The generative head (`config.head={config.head!r}`) does not support prefix-tree packed rows "
+                    "(4D `attention_mask`, `readout_positions`); train with `prefix_packing=False`."
+                )
+            if attention_mask is not None:
+                torch_compilable_check(
+                    attention_mask[:, -1].bool().all(),
+                    lambda: "The generative head appends the target's ID to each prompt, so prompts must be "
+                    "left-padded (the processor's padding); got right padding in `attention_mask`.",
+                )
+            labels = labels.to(self.model.sids.device)
+            num_items = config.num_items
+            torch_compilable_check(
+                ((labels == -100) | ((labels >= 1) & (labels <= num_items))).all(),
+                lambda: f"`labels` must be item ids in 1..{num_items} or -100, got {labels.tolist()}.",
+            )
+            response = self.generative_token_ids(labels.clamp(min=1))  # (batch, id_length)
+            source = input_ids if input_ids is not None else inputs_embeds
+            num_prompt = source.shape[1]
+            teacher = response[:, :-1].to(source.device)
+            if input_ids is not None:
+                input_ids = torch.cat([input_ids, teacher], dim=1)
+            else:
+                teacher_embeds = self.get_input_embeddings()(teacher).to(inputs_embeds.dtype)
+                inputs_embeds = torch.cat([inputs_embeds, teacher_embeds], dim=1)
+            if attention_mask is not None:
+                attention_mask = torch.cat([attention_mask, torch.ones_like(teacher, dtype=attention_mask.dtype)], 1)
+            if position_ids is not None:
+                steps = torch.arange(1, teacher.shape[1] + 1, device=position_ids.device)
+                position_ids = torch.cat([position_ids, position_ids[:, -1:] + steps], dim=1)
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -675,29 +1048,49 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel):
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
-        if readout_positions is not None:
-            readout_positions = readout_positions.to(hidden_states.device)
-            user_embeddings = hidden_states[readout_positions[:, 0], readout_positions[:, 1]]
-        elif attention_mask is not None and attention_mask.dim() == 4:
-            raise ValueError("A 4D `attention_mask` (packed rows) needs `readout_positions` (one per sample).")
-        elif attention_mask is None:
-            last = torch.full((hidden_states.shape[0],), hidden_states.shape[1] - 1, device=hidden_states.device)
-        else:
-            # Index of each row's last real token; with left padding (the processor's) this is the last position.
-            last = hidden_states.shape[1] - 1 - attention_mask.flip(-1).long().argmax(-1).to(hidden_states.device)
-        if readout_positions is None:
-            user_embeddings = hidden_states[torch.arange(hidden_states.shape[0], device=hidden_states.device), last]
-        item_logits, modality_logits, fusion_weights = self.score_items(user_embeddings)
+        prompt_states = hidden_states[:, :num_prompt] if teacher_forced else hidden_states
+        prompt_mask = attention_mask[:, :num_prompt] if teacher_forced and attention_mask is not None else attention_mask
+
+        item_logits = modality_logits = fusion_weights = user_embeddings = None
+        if compute_item_logits:
+            if readout_positions is not None:
+                readout_positions = readout_positions.to(hidden_states.device)
+                user_embeddings = hidden_states[readout_positions[:, 0], readout_positions[:, 1]]
+            elif prompt_mask is not None and prompt_mask.dim() == 4:
+                raise ValueError("A 4D `attention_mask` (packed rows) needs `readout_positions` (one per sample).")
+            elif prompt_mask is None:
+                last = torch.full((prompt_states.shape[0],), prompt_states.shape[1] - 1, device=hidden_states.device)
+            else:
+                # Index of each row's last real token; with left padding (the processor's) this is the last position.
+                last = prompt_states.shape[1] - 1 - prompt_mask.flip(-1).long().argmax(-1).to(hidden_states.device)
+            if readout_positions is None:
+                user_embeddings = prompt_states[torch.arange(prompt_states.shape[0], device=hidden_states.device), last]
+            item_logits, modality_logits, fusion_weights = self.score_items(user_embeddings)
+
+        logits = generative_loss = None
+        if teacher_forced:
+            logits = self.generative_logits(hidden_states[:, num_prompt - 1 :])  # (batch, id_length, vocab)
+            targets = response.to(logits.device).masked_fill((labels == -100).to(logits.device)[:, None], -100)
+            generative_loss = nn.functional.cross_entropy(
+                logits.flatten(0, 1), targets.flatten(), ignore_index=-100
+            )
+        elif generative:
+            logits = self.generative_logits(hidden_states[:, -1:])  # (batch, 1, vocab)
 
         loss = None
-        if labels is not None:
+        if labels is not None and compute_item_logits:
             labels = labels.to(item_logits.device)
-            num_items = self.config.num_items
+            num_items = config.num_items
             torch_compilable_check(
                 ((labels == -100) | ((labels >= 1) & (labels <= num_items))).all(),
                 lambda: f"`labels` must be item ids in 1..{num_items} or -100, got {labels.tolist()}.",
             )
             loss = nn.functional.cross_entropy(item_logits.float(), labels, ignore_index=-100)
+        if generative_loss is not None:
+            if config.head == "generative" or loss is None:
+                loss = generative_loss
+            else:
+                loss = loss + config.generative_loss_weight * generative_loss
 
         return MMESIDOutput(
             loss=loss,
@@ -708,8 +1101,31 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel):
             last_hidden_state=hidden_states,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
+            logits=logits,
+            generative_loss=generative_loss,
             **{CACHE_NAME: _output_cache(outputs)},
         )
+
+    def prepare_inputs_for_generation(
+        self, input_ids, next_sequence_length=None, attention_mask=None, inputs_embeds=None, **kwargs
+    ):
+        """`GenerationMixin`'s inputs plus position ids counted from the first real token (left padding, as in
+        training) and no catalog-wide scoring during decoding."""
+        model_inputs = super().prepare_inputs_for_generation(
+            input_ids,
+            next_sequence_length=next_sequence_length,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            **kwargs,
+        )
+        current = model_inputs.get("inputs_embeds")
+        if current is None:
+            current = model_inputs["input_ids"]
+        if attention_mask is not None and attention_mask.dim() == 2 and model_inputs.get("position_ids") is None:
+            positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+            model_inputs["position_ids"] = positions[:, -current.shape[1] :]
+        model_inputs["compute_item_logits"] = False
+        return model_inputs
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
@@ -859,9 +1275,11 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel):
         k: int = 10,
         exclude_history: bool = True,
         batch_size: int = 16,
+        method: str = "rank",
     ) -> torch.LongTensor:
         r"""
-        Top-`k` next items per user, best first (full ranking over the catalog).
+        Top-`k` next items per user, best first: full ranking over the catalog (`method="rank"`), or constrained
+        beam search over the catalog's generative IDs (`method="generate"`, [`~MMESIDForSequentialRecommendation.generate_items`]).
 
         Args:
             histories (`list[list[int]]`):
@@ -874,11 +1292,22 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel):
                 Never recommend items of the user's history (the paper's evaluation masks them).
             batch_size (`int`, *optional*, defaults to 16):
                 Users per forward pass.
+            method (`str`, *optional*, defaults to `"rank"`):
+                `"rank"` (the ranking head; `config.head` `"ranking"` or `"both"`) or `"generate"` (the generative
+                head; `"generative"` or `"both"`).
 
         Returns:
             `torch.LongTensor` of shape `(len(histories), k)`. Padding (0) is never returned unless a user has fewer
             than `k` candidates left.
         """
+        if method not in ("rank", "generate"):
+            raise ValueError(f"`method` must be 'rank' or 'generate', got {method!r}.")
+        if method == "generate":
+            return self.generate_items(histories, processor, k=k, exclude_history=exclude_history, batch_size=batch_size)[0]
+        if self.config.head == "generative":
+            raise ValueError(
+                "`method='rank'` needs the ranking head, but `config.head='generative'`; use `method='generate'`."
+            )
         if not 1 <= k <= self.config.num_items:
             raise ValueError(f"`k` must be in 1..{self.config.num_items} (`num_items`), got {k}.")
         logits = self.score_histories(histories, processor, batch_size=batch_size)
@@ -888,6 +1317,114 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel):
                     index = torch.as_tensor(list(history), dtype=torch.long, device=logits.device)
                     logits[row, index] = float("-inf")
         return logits.topk(k, dim=-1).indices
+
+    @torch.no_grad()
+    def generate_items(
+        self,
+        histories: Sequence[Sequence[int]],
+        processor,
+        k: int = 10,
+        exclude_history: bool = True,
+        batch_size: int = 16,
+        use_cache: bool = True,
+        renormalize: bool = True,
+    ) -> tuple[torch.LongTensor, torch.FloatTensor]:
+        r"""
+        Top-`k` next items per user by constrained beam search over the catalog's generative IDs (`config.head`
+        `"generative"` or `"both"`): `model.generate` with `num_beams=k` and a [`SIDTrieLogitsProcessor`] over the
+        trie of the catalog's IDs (built once per catalog), so every beam is an existing item and the `k` beams are
+        `k` distinct items. Users are batched (sorted by history length); the shared prompt's keys/values are
+        computed once and reused by every batch and beam (`use_cache=True`).
+
+        Args:
+            histories (`list[list[int]]`):
+                Item ids per user, oldest first.
+            processor ([`MMESIDProcessor`]):
+                Renders the prompts (same tokens as at training).
+            k (`int`, *optional*, defaults to 10):
+                Beams, and items returned, per user.
+            exclude_history (`bool`, *optional*, defaults to `True`):
+                Never generate an item of the user's history.
+            batch_size (`int`, *optional*, defaults to 16):
+                Users per `generate` call.
+            use_cache (`bool`, *optional*, defaults to `True`):
+                Reuse the shared prompt's KV cache; `False` runs each full prompt (same beams up to float rounding).
+            renormalize (`bool`, *optional*, defaults to `True`):
+                Normalize each step's scores over the allowed codes ([`SIDTrieLogitsProcessor`]).
+
+        Returns:
+            `(items, scores)`: `torch.LongTensor` and `torch.FloatTensor` of shape `(len(histories), k)`, best first;
+            `scores` are the beams' log-probabilities. Item 0 (score `-inf`) fills the row of a user with fewer than
+            `k` candidate items.
+        """
+        config = self.config
+        if config.head == "ranking":
+            raise ValueError(
+                "`method='generate'` needs a generative head, but `config.head='ranking'`; train a model with "
+                "`head='generative'` or `head='both'`."
+            )
+        if not 1 <= k <= config.num_items:
+            raise ValueError(f"`k` must be in 1..{config.num_items} (`num_items`), got {k}.")
+        if batch_size < 1:
+            raise ValueError(f"`batch_size` must be at least 1, got {batch_size}.")
+        rows = [h.tolist() if isinstance(h, torch.Tensor) else list(h) for h in histories]
+        if len(rows) == 0:
+            raise ValueError("`histories` is empty; pass one list of item ids per user (`[[]]` is one empty history).")
+        max_positions = getattr(config.text_config, "max_position_embeddings", None)
+        processor(rows, max_length=max_positions)  # validates ids and lengths up front
+        trie, codes = self._generative_index()
+        offsets = self.generative_position_token_ids()
+        device = self.get_input_embeddings().weight.device
+        pad_id = processor.tokenizer.pad_token_id
+        if pad_id is None:
+            pad_id = processor.tokenizer.eos_token_id if processor.tokenizer.eos_token_id is not None else 0
+        num_beams = max(k, 2)  # `generate` runs greedy search for one beam (no beam scores)
+        generation_config = GenerationConfig(
+            num_beams=num_beams, num_return_sequences=k, do_sample=False, max_new_tokens=config.generative_id_length,
+            min_new_tokens=config.generative_id_length, length_penalty=0.0, early_stopping=False,
+            pad_token_id=pad_id, eos_token_id=None, bos_token_id=None, return_dict_in_generate=True,
+            output_scores=True,
+        )
+        prompt_ids = torch.tensor([processor.shared_prompt_ids()], dtype=torch.long, device=device)
+        prompt_cache = self.model.encode_shared_prompt(prompt_ids) if use_cache else None
+        items = torch.zeros(len(rows), k, dtype=torch.long)
+        scores = torch.full((len(rows), k), float("-inf"))
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            batch = [rows[i] for i in index]
+            inputs = processor(batch, max_length=max_positions, shared_prompt=use_cache)
+            input_ids, mask = inputs["input_ids"].to(device), inputs["attention_mask"].to(device)
+            embeds = self.get_input_embeddings()(input_ids)
+            placeholders = (input_ids == config.item_token_id).unsqueeze(-1).expand_as(embeds)
+            features = self.model.get_item_features(inputs["item_ids"].to(device)).to(embeds.dtype)
+            embeds = embeds.masked_scatter(placeholders, features)
+            extra = {}
+            if use_cache:
+                # The cached shared prompt is the first columns of every row: dummy embeddings there (never run),
+                # ones in the mask; `generate` runs only the columns after the cache.
+                num_shared = prompt_ids.shape[1]
+                embeds = torch.cat([embeds.new_zeros(len(batch), num_shared, embeds.shape[-1]), embeds], dim=1)
+                mask = torch.cat([torch.ones_like(mask[:, :1]).expand(-1, num_shared), mask], dim=1)
+                extra[CACHE_NAME] = self.model.expand_shared_prompt(prompt_cache, len(batch) * num_beams)
+            constraint = SIDTrieLogitsProcessor(
+                trie, offsets, num_beams=num_beams, excluded_items=batch if exclude_history else None, item_codes=codes,
+                renormalize=renormalize,
+            )
+            out = self.generate(
+                inputs_embeds=embeds, attention_mask=mask, generation_config=generation_config,
+                logits_processor=LogitsProcessorList([constraint]), **extra,
+            )
+            sequences = out.sequences[:, -config.generative_id_length :].cpu()
+            found = trie.items(sequences - offsets).view(len(batch), k)
+            beam_scores = out.sequences_scores.float().cpu().view(len(batch), k)
+            # With fewer candidates than beams, `generate`'s placeholder beams (started at a score of -1e9) repeat a
+            # real beam's item: keep each item's first (best) beam only.
+            repeated = (found[:, :, None] == found[:, None, :]).tril(diagonal=-1).any(-1)
+            valid = (found > 0) & torch.isfinite(beam_scores) & ~repeated
+            items[index] = torch.where(valid, found, torch.zeros_like(found))
+            scores[index] = torch.where(valid, beam_scores, torch.full_like(beam_scores, float("-inf")))
+        return items, scores
 
     def as_scorer(
         self, processor, batch_size: int = 16, use_cache: bool = True
@@ -1000,7 +1537,15 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel):
         model.set_item_tables(modality_embeddings, sids, item_counts)
         if config.sid_init == "codebook":
             model.init_sid_embeddings(codebooks, seed=codebook_seed)
+        model.init_item_head()
         return model
 
 
-__all__ = ["MMESIDForSequentialRecommendation", "MMESIDModel", "MMESIDOutput", "MMESIDPreTrainedModel"]
+__all__ = [
+    "MMESIDForSequentialRecommendation",
+    "MMESIDModel",
+    "MMESIDOutput",
+    "MMESIDPreTrainedModel",
+    "SIDTrie",
+    "SIDTrieLogitsProcessor",
+]

@@ -126,12 +126,16 @@ class MMESIDPackedCollator:
         share_prompt (`bool`, *optional*, defaults to `True`): leave the shared prompt out of the rows and have the
             model compute it once per batch.
         per_sample_collator (`callable`, *optional*): collator for per-sample rows (validation/test).
+        with_history (`bool`, *optional*, defaults to `False`): also return `history` `(num_samples, max_len)`, each
+            sample's history right-padded with 0 (not a model input: [`MMESIDTrainer`] pops it, e.g. for the
+            distillation teacher).
     """
 
-    def __init__(self, processor, share_prompt: bool = True, per_sample_collator=None):
+    def __init__(self, processor, share_prompt: bool = True, per_sample_collator=None, with_history: bool = False):
         self.processor = processor
         self.share_prompt = share_prompt
         self.per_sample_collator = per_sample_collator
+        self.with_history = with_history
         self.shared_prompt_ids = processor.shared_prompt_ids() if share_prompt else []
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
@@ -170,6 +174,13 @@ class MMESIDPackedCollator:
         }
         if self.share_prompt:
             batch["shared_prompt_ids"] = torch.tensor([self.shared_prompt_ids], dtype=torch.long)
+        if self.with_history:  # the samples in `labels` order: t = start..len(items) - 1 per user
+            histories = [list(r["items"][:t]) for r in rows for t in range(int(r["start"]), len(r["items"]))]
+            width = max([len(h) for h in histories] + [1])
+            history = torch.zeros(len(histories), width, dtype=torch.long)
+            for index, items in enumerate(histories):
+                history[index, : len(items)] = torch.as_tensor(items, dtype=torch.long)
+            batch["history"] = history
         return batch
 
 

@@ -11,6 +11,11 @@ Evaluation during training is the paper's protocol (full ranking, history masked
 rank of each user's target (its tie block `(first, last)`, `evaluation.target_ranks`) instead of the
 `(batch, num_items + 1)` logits, so evaluation memory stays `O(users)`, and
 `compute_ranking_metrics` turns the gathered ranks into nDCG/HR/MRR@K.
+
+The three heads (`MMESIDConfig.head`): `"ranking"` as above; `"both"` trains the sum of the two losses and evaluates
+with the ranking head; `"generative"` trains the SID cross-entropy and evaluates from the beams of constrained beam
+search (`max(eval_ks)` beams; a target not generated is a miss). `prefix_packing` is refused with a generative head
+(`check_generative_packing`).
 """
 
 import importlib.util
@@ -24,7 +29,7 @@ from torch import nn
 from transformers import EvalPrediction
 from trl import SFTConfig, SFTTrainer
 
-from .evaluation import DEFAULT_KS, metrics_from_ranks, pad_histories, target_ranks
+from .evaluation import DEFAULT_KS, metrics_from_ranks, pad_histories, ranks_from_recommendations, target_ranks
 from .modeling_mmesid import PACKED_MASK_ATTENTION
 from .packing import MMESIDPackedCollator, group_samples_by_user
 from .precision import use_bf16
@@ -60,6 +65,22 @@ class MMESIDTrainingConfig(SFTConfig):
         `per_device_train_batch_size x gradient_accumulation_steps x number of processes` and changes with the
         number of processes. With `prefix_packing` all these counts are *users*, not samples. Either way the loss is
         the mean over the samples of the whole step (`MMESIDTrainer.compute_loss`).
+
+    > Parameters of the warm-start remedies (docs/LEARNING.md; off by default, the paper has none of them)
+
+    new_modules_learning_rate (`float`, *optional*):
+        Learning rate of MME-SID's own modules (modality projections, item-token MLP, item table, fusion gate);
+        the LoRA adapters and the SID rows keep `learning_rate`. Unset: `learning_rate` for everything (the paper).
+    distill_weight (`float`, *optional*, defaults to 0.0):
+        Weight `alpha` of an auxiliary loss that distills a teacher's full softmax over the items (our trained
+        SASRec, passed to [`MMESIDTrainer`] as `teacher`) into MME-SID's fused scores: per sample
+        `(1 - alpha) CE + alpha T^2 KL(softmax(teacher / T) || softmax(student / T))`, a dense target over every
+        item instead of one label. The teacher's history items are masked (the evaluation protocol) and samples
+        with an empty history get no distillation. 0 turns it off.
+    distill_temperature (`float`, *optional*, defaults to 1.0):
+        `T` of the distillation softmaxes.
+    distill_anneal (`float`, *optional*, defaults to 1.0):
+        `alpha` decays linearly from `distill_weight` to 0 over this fraction of the training steps, then stays 0.
 
     > Parameters that control packing and evaluation speed
 
@@ -117,6 +138,16 @@ class MMESIDTrainingConfig(SFTConfig):
         default=True,
         metadata={"help": "Validate through the batched ranking path (shared-prompt KV cache, item tables once)."},
     )
+    new_modules_learning_rate: float | None = field(
+        default=None, metadata={"help": "Learning rate of MME-SID's own modules (default: learning_rate)."}
+    )
+    distill_weight: float = field(
+        default=0.0, metadata={"help": "Weight of the distillation of the teacher's (SASRec's) softmax; 0 = off."}
+    )
+    distill_temperature: float = field(default=1.0, metadata={"help": "Temperature of the distillation."})
+    distill_anneal: float = field(
+        default=1.0, metadata={"help": "Fraction of the training steps over which distill_weight decays to 0."}
+    )
     global_train_batch_size: int | None = field(
         default=None,
         metadata={"help": "Samples (users when packed) per optimizer step over all processes; derives "
@@ -134,6 +165,13 @@ class MMESIDTrainingConfig(SFTConfig):
         valid = {f"{m}@{k}" for m in ("ndcg", "hr", "mrr") for k in self.eval_ks}
         if self.best_metric not in valid:
             raise ValueError(f"`best_metric` must be one of {sorted(valid)}, got {self.best_metric!r}.")
+        if not 0.0 <= self.distill_weight <= 1.0:
+            raise ValueError(f"`distill_weight` must be in [0, 1], got {self.distill_weight}.")
+        if self.distill_temperature <= 0 or self.distill_anneal <= 0:
+            raise ValueError(
+                f"`distill_temperature` ({self.distill_temperature}) and `distill_anneal` ({self.distill_anneal}) "
+                "must be positive."
+            )
         if self.global_train_batch_size is not None and self.gradient_accumulation_steps != 1:
             raise ValueError(
                 f"Set either `global_train_batch_size` ({self.global_train_batch_size}) or "
@@ -191,15 +229,36 @@ def check_prefix_packing_attention(config) -> None:
         )
 
 
+def check_generative_packing(config) -> None:
+    """Refuse `prefix_packing` with a generative head: a packed row holds several samples whose targets' ID tokens
+    would each need their own branch of the tree (not built), so the generative loss has no packed form here."""
+    if config.head != "ranking":
+        raise ValueError(
+            f"`prefix_packing=True` is not supported with the generative head (`head={config.head!r}`): the packed "
+            "rows carry no response tokens. Set `prefix_packing=False` (or train `head='ranking'`)."
+        )
+
+
 class MMESIDTrainer(SFTTrainer):
     """`SFTTrainer` whose loss and evaluation go through the MME-SID forward (see the module docstring).
 
     With `args.prefix_packing`, the (per-sample) training split is grouped per user and batches are prefix-tree packed
     (`MMESIDPackedCollator`); evaluation batches stay per sample. Pass the trainer's arguments by keyword.
+
+    `teacher` (keyword, needed when `args.distill_weight > 0`): a scorer `(histories, lengths) -> scores`
+    `(batch, num_items + 1)` (docs/CONTRACTS.md, "Evaluation"), e.g. `tokenization.sasrec.sasrec_scorer(model)`.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, teacher=None, **kwargs):
         training_args = kwargs.get("args")
+        distill = training_args is not None and getattr(training_args, "distill_weight", 0.0) > 0
+        if distill and teacher is None:
+            raise ValueError(
+                f"`distill_weight={training_args.distill_weight}` needs a `teacher` scorer (e.g. the run's SASRec: "
+                "`tokenization.sasrec.sasrec_scorer(SASRecModel.from_pretrained(...))`)."
+            )
+        self.teacher = teacher
+        self._samples_seen = 0
         packing = training_args is not None and getattr(training_args, "prefix_packing", False)
         if packing:
             train_dataset = kwargs.get("train_dataset")
@@ -207,9 +266,12 @@ class MMESIDTrainer(SFTTrainer):
                 kwargs["train_dataset"] = group_samples_by_user(train_dataset)
             processor = kwargs.get("processing_class")
             per_sample = kwargs.get("data_collator") or MMESIDCollator(processor)
-            kwargs["data_collator"] = MMESIDPackedCollator(processor, per_sample_collator=per_sample)
+            kwargs["data_collator"] = MMESIDPackedCollator(
+                processor, per_sample_collator=per_sample, with_history=distill
+            )
         super().__init__(*args, **kwargs)
         if packing:
+            check_generative_packing(self.model.config)
             check_prefix_packing_attention(self.model.config)
         # `compute_loss` divides by `num_items_in_batch` itself: make `Trainer` count it and not divide the loss by
         # the accumulation steps (what it does for models whose forward takes `**kwargs`), whatever the model declares
@@ -228,20 +290,43 @@ class MMESIDTrainer(SFTTrainer):
         samples of the global batch.
         """
         inputs = dict(inputs)
-        inputs.pop("history", None)
+        history = inputs.pop("history", None)
         outputs = model(**inputs)
         loss = outputs.loss
-        if num_items_in_batch is not None:
-            # the forward's cross-entropy (mean over samples), summed here over this micro-batch's samples
-            loss_sum = nn.functional.cross_entropy(
-                outputs.item_logits.float(), inputs["labels"].to(outputs.item_logits.device), ignore_index=-100,
-                reduction="sum",
-            )
-            loss = loss_sum / torch.as_tensor(num_items_in_batch, device=loss_sum.device).clamp(min=1)
-            if self.args.average_tokens_across_devices:
-                loss = loss * self.accelerator.num_processes
         mode = "train" if self.model.training else "eval"
+        alpha = self.distill_alpha() if mode == "train" and outputs.item_logits is not None else 0.0
+        if num_items_in_batch is not None or alpha > 0:
+            # per-sample losses of this micro-batch, summed, over the samples of the whole optimizer step
+            labels = inputs["labels"].to(outputs.loss.device)
+            valid = labels != -100
+            loss_sum = torch.zeros((), device=outputs.loss.device)
+            if outputs.item_logits is not None:
+                logits = outputs.item_logits.float()
+                per_sample = nn.functional.cross_entropy(logits, labels, ignore_index=-100, reduction="none")
+                if alpha > 0:
+                    kl = self.distillation_kl(logits, history) * valid
+                    per_sample = (1 - alpha) * per_sample + alpha * self.args.distill_temperature**2 * kl
+                    self._metrics[mode]["distill_weight"].append(alpha)
+                    self._metrics[mode]["distill_kl"].append(kl.detach().mean().item())
+                loss_sum = loss_sum + per_sample.sum()
+            if outputs.generative_loss is not None:
+                # per-sample mean over the ID's positions, averaged over the labelled samples: times their count
+                head = self.model.config.head
+                weight = 1.0 if head == "generative" else self.model.config.generative_loss_weight
+                loss_sum = loss_sum + weight * outputs.generative_loss * valid.sum()
+            if num_items_in_batch is not None:
+                loss = loss_sum / torch.as_tensor(num_items_in_batch, device=loss_sum.device).clamp(min=1)
+                if self.args.average_tokens_across_devices:
+                    loss = loss * self.accelerator.num_processes
+            else:
+                loss = loss_sum / valid.sum().clamp(min=1)
+        if outputs.generative_loss is not None:
+            self._metrics[mode]["generative_loss"].append(
+                self.accelerator.gather_for_metrics(outputs.generative_loss.detach()[None]).mean().item()
+            )
         if mode == "train":
+            self._samples_seen += int((inputs["labels"] != -100).sum())
+        if mode == "train" and outputs.fusion_weights is not None:
             weights = outputs.fusion_weights.detach()  # (num_items + 1, num_heads)
             labels = inputs["labels"]
             picked = weights[labels].mean(0)  # average fusion weights of this batch's targets
@@ -249,6 +334,71 @@ class MMESIDTrainer(SFTTrainer):
             for head, value in enumerate(picked.tolist()):
                 self._metrics[mode][f"fusion_weight_{head}"].append(value)
         return (loss, outputs) if return_outputs else loss
+
+    def distill_alpha(self) -> float:
+        """The distillation weight at the current step: `distill_weight`, decaying linearly to 0 over
+        `distill_anneal` of the training steps."""
+        weight = self.args.distill_weight
+        if weight <= 0:
+            return 0.0
+        horizon = self.args.distill_anneal * max(self.state.max_steps or 1, 1)
+        return weight * max(0.0, 1.0 - self.state.global_step / horizon)
+
+    def distillation_kl(self, logits: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        """Per-sample `KL(softmax(teacher / T) || softmax(student / T))`, `(num_samples,)`; the teacher's history
+        items and padding are masked, and samples with an empty history give 0."""
+        if history is None:
+            raise ValueError("Distillation needs each sample's `history` in the batch (`MMESIDCollator` adds it).")
+        temperature = self.args.distill_temperature
+        history = history.to(logits.device)
+        lengths = (history != 0).sum(-1)
+        with torch.no_grad(), torch.autocast(device_type=logits.device.type, enabled=False):
+            teacher = self.teacher(history.cpu(), lengths.cpu()).to(logits.device).float()
+            teacher = teacher.scatter(1, history, float("-inf"))  # the history items
+            teacher[:, 0] = float("-inf")  # padding, never a target
+            log_p_teacher = torch.log_softmax(teacher / temperature, dim=-1)
+            p_teacher = log_p_teacher.exp()
+            log_p_teacher = log_p_teacher.masked_fill(p_teacher == 0, 0.0)
+        log_p_student = torch.log_softmax(logits / temperature, dim=-1)
+        terms = torch.where(p_teacher > 0, p_teacher * (log_p_teacher - log_p_student), 0.0)
+        return terms.sum(-1) * (lengths > 0)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """`Trainer.log` plus `samples_seen`: training samples consumed so far by this run (over all processes; not
+        restored on resume)."""
+        seen = torch.tensor(self._samples_seen, device=self.args.device)
+        if self.args.world_size > 1:
+            seen = self.accelerator.reduce(seen, reduction="sum")
+        logs["samples_seen"] = int(seen)
+        super().log(logs, start_time)
+
+    def create_optimizer(self, model=None):
+        """`Trainer.create_optimizer`, with MME-SID's own modules in their own parameter groups at
+        `new_modules_learning_rate` when it is set."""
+        if self.args.new_modules_learning_rate is None or self.optimizer is not None:
+            return super().create_optimizer(model)
+        opt_model = self.model if model is None else model
+        base = opt_model.get_base_model() if hasattr(opt_model, "get_base_model") else opt_model
+        module_names = self.accelerator.unwrap_model(base).non_backbone_module_names()
+        decay = set(self.get_decay_parameter_names(opt_model))
+        groups = {}
+        for name, parameter in opt_model.named_parameters():
+            if not parameter.requires_grad:
+                continue
+            new = any(f".{m}." in f".{name}" for m in module_names)
+            key = (new, name in decay)
+            groups.setdefault(key, []).append(parameter)
+        parameter_groups = [
+            {
+                "params": params,
+                "weight_decay": self.args.weight_decay if decayed else 0.0,
+                **({"lr": self.args.new_modules_learning_rate} if new else {}),
+            }
+            for (new, decayed), params in sorted(groups.items())
+        ]
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        self.optimizer = optimizer_cls(parameter_groups, **optimizer_kwargs)
+        return self.optimizer
 
     def evaluation_loop(self, *args, **kwargs):
         # the cached ranking tables hold the current weights: build them once per evaluation, drop them after
@@ -271,10 +421,28 @@ class MMESIDTrainer(SFTTrainer):
             rows, self.processing_class, batch_size=max(len(rows), 1), ranking_state=self._ranking_state
         )
 
+    def _generated_ranks(self, model, history: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Tie blocks of the targets among the beams of constrained beam search (`recommend(method="generate")`,
+        `max(eval_ks)` beams; a target not generated is a miss)."""
+        unwrapped = self.accelerator.unwrap_model(model)
+        base = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
+        rows = [h[h != 0].tolist() for h in history]
+        k = min(max(self.args.eval_ks), base.config.num_items)
+        items = base.recommend(rows, self.processing_class, k=k, method="generate", batch_size=max(len(rows), 1))
+        return ranks_from_recommendations(items.to(labels.device), labels, base.config.num_items)
+
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
         history = inputs.pop("history")
         labels = inputs["labels"]
+        if self.model.config.head == "generative":
+            # no item scores: the loss is the generative one, the ranks come from the beams
+            with torch.no_grad(), self.compute_loss_context_manager():
+                loss = model(**inputs).loss.detach()
+                if prediction_loss_only:
+                    return loss, None, None
+                ranks = self._generated_ranks(model, history, labels)
+            return loss, ranks.float(), labels
         with torch.no_grad(), self.compute_loss_context_manager():
             if self.args.eval_cached_ranking:
                 item_logits = self._cached_item_logits(model, history)

@@ -12,6 +12,9 @@ Commands:
     # the paper's settings (Llama-3-8B-Instruct, 4-bit QLoRA) on 8 GPUs
     accelerate launch --config_file recipes/accelerate_configs/multi_gpu.yaml recipes/finetune.py \
         --config recipes/configs/beauty-llama3-8b/finetune.yaml
+    # the generative head beside the ranking head (joint loss; evaluate.py --methods rank generate compares them)
+    accelerate launch --config_file recipes/accelerate_configs/cpu.yaml recipes/finetune.py \
+        --config recipes/configs/beauty-smollm2-135m/finetune.yaml --head both --output_dir outputs/<run>/finetune-both
     # resume an interrupted run
     accelerate launch recipes/finetune.py --config ... --resume_from_checkpoint outputs/<run>/finetune/checkpoint-100
 """
@@ -45,6 +48,18 @@ class ScriptArguments:
     gguf_file: str | None = field(default=None, metadata={"help": "GGUF file inside model_name_or_path."})
     fusion: str = field(default="frequency", metadata={"help": "frequency | equal (ablation)."})
     sid_init: str = field(default="codebook", metadata={"help": "codebook | random (ablation)."})
+    head: str = field(default="ranking", metadata={"help": "ranking (paper) | generative (SID beam search) | both."})
+    generative_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the generative loss (head=both)."})
+    generative_id: str = field(default="collaborative", metadata={"help": "collaborative | combined (+ suffix)."})
+    item_head_init: str = field(
+        default="normal", metadata={"help": "normal (paper) | zero | collaborative | item_tokens (docs/LEARNING.md)."}
+    )
+    fusion_gate_init: str = field(default="normal", metadata={"help": "normal | torch (official code's init)."})
+    distill_teacher: str | None = field(
+        default=None,
+        metadata={"help": "SASRec folder of the distillation teacher (with --distill_weight > 0); default "
+                  "<run_dir>/embeddings/sasrec."},
+    )
     max_train_users: int | None = field(default=None, metadata={"help": "Train on N sampled users (says so)."})
     max_eval_users: int | None = field(default=None, metadata={"help": "Validate on N sampled users."})
     max_test_users: int | None = field(default=None, metadata={"help": "Test on N sampled users."})
@@ -60,8 +75,9 @@ def _users_subset(split, max_users: int | None, seed: int):
     return split.filter(lambda u: u in keep, input_columns="user_id")
 
 
-def main(script_args: ScriptArguments, training_args: MMESIDTrainingConfig, model_args: ModelConfig) -> dict:
-    start = time.time()
+def build_trainer(script_args: ScriptArguments, training_args: MMESIDTrainingConfig, model_args: ModelConfig):
+    """The model, processor and `MMESIDTrainer` of a run, untrained. Returns `(trainer, splits, stats)` with the
+    (possibly subsampled) `train`/`validation`/`test` splits. Also used by `recipes/learning_curve.py`."""
     set_seed(training_args.seed)  # before the model is built: new rows and item-side modules are randomly initialized
     run = Path(script_args.run_dir)
     stats = data.load_stats(run / "data")
@@ -105,13 +121,30 @@ def main(script_args: ScriptArguments, training_args: MMESIDTrainingConfig, mode
         {m: codebooks[m] for m in script_args.modalities} if use_codebooks else None,
         item_counts=torch.as_tensor(data.load_item_counts(run / "data")), backbone_kwargs=backbone_kwargs,
         codebook_seed=training_args.seed, fusion=script_args.fusion, sid_init=script_args.sid_init,
+        head=script_args.head, generative_loss_weight=script_args.generative_loss_weight,
+        generative_id=script_args.generative_id,
+        item_head_init=script_args.item_head_init, fusion_gate_init=script_args.fusion_gate_init,
     )
+    teacher = None
+    if training_args.distill_weight > 0:
+        from tokenization.sasrec import SASRecModel, sasrec_scorer
+
+        teacher_dir = script_args.distill_teacher or run / "embeddings" / "sasrec"
+        teacher = sasrec_scorer(SASRecModel.from_pretrained(teacher_dir))
     peft_config = lora_config_for(model, model_args, training_args) if model_args.use_peft else None
     trainer = MMESIDTrainer(
         model=model, args=training_args, data_collator=MMESIDCollator(processor), train_dataset=train,
         eval_dataset=validation, processing_class=processor, peft_config=peft_config,
-        compute_metrics=compute_ranking_metrics,
+        compute_metrics=compute_ranking_metrics, teacher=teacher,
     )
+    return trainer, {"train": train, "validation": validation, "test": test}, stats
+
+
+def main(script_args: ScriptArguments, training_args: MMESIDTrainingConfig, model_args: ModelConfig) -> dict:
+    start = time.time()
+    trainer, splits, stats = build_trainer(script_args, training_args, model_args)
+    train, validation, test = splits["train"], splits["validation"], splits["test"]
+    processor = trainer.processing_class
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     trainer.accelerator.print(
         f"users {stats['num_users']:,} · items {stats['num_items']:,} · training samples {train.num_rows:,}"

@@ -204,3 +204,44 @@ def test_popularity_and_transition_baselines():
     assert scores[2].tolist() == scores[1].tolist()  # empty history: popularity order
     m = evaluation.evaluate_scorer(trans, {"history": [[1, 2]], "target": [3]}, 5)
     assert m["hr@5"] == 1.0 and m["ndcg@5"] == 1.0
+
+
+def test_ranks_from_recommendations_by_hand():
+    recommended = torch.tensor([[4, 2, 9], [1, 0, 0], [3, 5, 7]])
+    targets = torch.tensor([9, 0 + 6, 3])
+    ranks = evaluation.ranks_from_recommendations(recommended, targets, num_items=10)
+    assert ranks.tolist() == [[3, 3], [11, 11], [1, 1]]  # a target not in the list is a miss (num_items + 1)
+    metrics = evaluation.metrics_from_ranks(ranks, ks=(1, 5))
+    assert metrics["hr@1"] == pytest.approx(1 / 3) and metrics["hr@5"] == pytest.approx(2 / 3)
+    assert metrics["ndcg@5"] == pytest.approx((1 / math.log2(4) + 1) / 3)
+    assert metrics["mrr@5"] == pytest.approx((1 / 3 + 1) / 3)
+    with pytest.raises(ValueError, match=r"`recommended` must have shape \(batch_size, k\) with batch_size 3"):
+        evaluation.ranks_from_recommendations(recommended[:2], targets, num_items=10)
+
+
+def test_recommender_of_a_scorers_top_k_gives_the_scorers_metrics():
+    """Ranked lists of `max(ks)` items (the scorer's top-20, history masked) give exactly `evaluate_scorer`'s metrics
+    when scores have no ties: the same users, the same protocol; items not listed are misses."""
+    g = torch.Generator().manual_seed(0)
+    num_items = 60
+    table = torch.randn(num_items + 1, num_items + 1, generator=g)
+
+    def scorer(histories, lengths):
+        return table[histories[torch.arange(len(lengths)), (lengths - 1).clamp(min=0)]]
+
+    def recommender(histories):
+        padded, lengths = evaluation.pad_histories(histories)
+        scores = scorer(padded, lengths)
+        scores[:, 0] = float("-inf")
+        scores.scatter_(1, padded, float("-inf"))
+        return scores.topk(20, dim=-1).indices
+
+    rng = np.random.default_rng(0)
+    split = {"history": [rng.integers(1, num_items + 1, size=rng.integers(1, 6)).tolist() for _ in range(40)],
+             "target": rng.integers(1, num_items + 1, size=40).tolist()}
+    expected = evaluation.evaluate_scorer(scorer, split, num_items, batch_size=7)
+    got = evaluation.evaluate_recommender(recommender, split, num_items, batch_size=7)
+    for key in ("ndcg@5", "ndcg@20", "hr@10", "hr@20", "mrr@20"):
+        assert got[key] == pytest.approx(expected[key], abs=1e-12), key
+    with pytest.raises(ValueError, match="returned 5 items per user, fewer than the largest cut-off 20"):
+        evaluation.evaluate_recommender(lambda h: recommender(h)[:, :5], split, num_items)

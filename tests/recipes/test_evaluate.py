@@ -111,3 +111,39 @@ def test_training_config_defaults_run_on_cpu(tmp_path, monkeypatch):
     assert args.metric_for_best_model == "eval_ndcg@10" and args.learning_rate == 3e-4 and not args.packing
     with pytest.raises(ValueError, match="`best_metric` must be one of"):
         MMESIDTrainingConfig(output_dir=str(tmp_path), best_metric="ndcg@50")
+
+
+def test_evaluate_reports_the_generative_head_beside_the_ranking_head(tiny_run, tmp_path, capsys):
+    """`--methods rank generate` on a model with `head="both"`: both rows on the same users; every generated list
+    holds 20 distinct catalog items outside the history (checked through `recommend`)."""
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    from modeling_mmesid import MMESIDForSequentialRecommendation, MMESIDProcessor, data
+    from tokenization.encoders import load_embeddings
+
+    modalities = ["collaborative", "text"]
+    processor = MMESIDProcessor(AutoTokenizer.from_pretrained(tiny_run / "backbone"), modalities=modalities,
+                                num_levels=2, codebook_size=8, num_items=40)
+    embeddings = {m: load_embeddings(tiny_run / "embeddings" / f"{m}.safetensors")[0] for m in modalities}
+    sids = load_file(str(tiny_run / "sids" / "sids.safetensors"))["sids"]
+    model = MMESIDForSequentialRecommendation.from_backbone(
+        str(tiny_run / "backbone"), processor, embeddings, sids, sid_init="random", head="both"
+    )
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    recipe = _recipe("evaluate")
+    args = recipe.EvaluateArguments(data_dir=str(tiny_run / "data"), output_dir=str(tmp_path / "eval"),
+                                    model=str(tmp_path / "model"), methods=["rank", "generate"], max_users=12)
+    results = recipe.main(args)
+    assert {"mmesid", "mmesid-generate"} <= set(results)
+    assert results["mmesid"]["num_users"] == results["mmesid-generate"]["num_users"] == 12
+    assert "constrained beam search, 20 beams per user, items not generated count as misses" in capsys.readouterr().out
+    test = data.load_split_table(tiny_run / "data", "test")
+    histories = test.column("history").to_pylist()
+    items = model.eval().recommend(histories, processor, k=20, method="generate")
+    for history, row in zip(histories, items.tolist()):
+        assert len(set(row)) == 20 and all(1 <= i <= 40 for i in row) and not set(row) & set(history)
+    with pytest.raises(ValueError, match=r"`--methods` must be a non-empty subset of rank, generate"):
+        recipe.main(recipe.EvaluateArguments(data_dir=str(tiny_run / "data"), output_dir=str(tmp_path / "e2"),
+                                             model=str(tmp_path / "model"), methods=["beam"]))

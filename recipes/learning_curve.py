@@ -1,0 +1,220 @@
+# Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
+"""Learning curves of Stage 2: validation nDCG@10 on one fixed user sample against the training samples seen, for the
+paper configuration and for each warm-start remedy (docs/LEARNING.md).
+
+Every variant trains on the same users in the same order (a seeded shuffle of the training users, read sequentially)
+for one cosine schedule over the largest budget, and is validated on the same sampled validation users each time it
+has seen a budget's worth of samples: the points are "anytime" figures of one run, not separately tuned runs.
+Variants are the finetune config plus overrides (`VARIANTS`); each is resumable at variant granularity (a finished
+variant in `results.json` is skipped).
+
+Commands:
+    # the CPU curve of docs/LEARNING.md (2 cores: about 15 minutes per variant)
+    python recipes/learning_curve.py --config recipes/configs/beauty-smollm2-135m/finetune.yaml \\
+        --run_dir outputs/beauty-smollm2-135m --curve_dir outputs/beauty-smollm2-135m/curve \\
+        --budgets 1000 2500 5000 --eval_users 2000 --variants paper distill zero_head
+    # redraw the table and the plot from results.json
+    python recipes/learning_curve.py --curve_dir outputs/beauty-smollm2-135m/curve --report_only
+
+Writes `<curve_dir>/results.json` (every point with its protocol), `<curve_dir>/curve.md` and `<curve_dir>/curve.png`.
+"""
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+from trl import ModelConfig, TrlParser
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from finetune import ScriptArguments, build_trainer  # noqa: E402
+
+from modeling_mmesid import evaluation  # noqa: E402
+from modeling_mmesid.data import atomic_write_json  # noqa: E402
+from modeling_mmesid.trainer import MMESIDTrainingConfig  # noqa: E402
+from tokenization.diagnostics import SPECTRUM_COLOURS, _png_bytes  # noqa: E402
+
+
+# name -> (overrides of the script / training arguments, what it tests)
+VARIANTS = {
+    "paper": ({}, "the paper's configuration (library defaults)"),
+    "zero_head": ({"item_head_init": "zero"}, "item table e initialized to zero"),
+    "collab_head": ({"item_head_init": "collaborative"}, "item table e initialized to W_c c_j"),
+    "token_head": ({"item_head_init": "item_tokens"}, "item table e initialized to the fused item tokens"),
+    "torch_gate": ({"fusion_gate_init": "torch"}, "fusion gate with PyTorch's default init (official code)"),
+    "new_lr": ({"new_modules_learning_rate": 3e-3}, "new modules at 10x the learning rate (3e-3)"),
+    "distill": ({"distill_weight": 0.5}, "SASRec softmax distilled, weight 0.5 annealed to 0"),
+    "distill_zero_lr": (
+        {"distill_weight": 0.5, "item_head_init": "zero", "new_modules_learning_rate": 3e-3},
+        "distill + zero item table + 10x new-module learning rate",
+    ),
+}
+
+
+class BudgetCallback(TrainerCallback):
+    """Ask for an evaluation at the end of the step in which the samples seen reach each budget, record it, and stop
+    after the last one."""
+
+    def __init__(self, trainer, budgets, on_point):
+        self.trainer, self.budgets, self.on_point = trainer, sorted(budgets), on_point
+        self.next = 0
+        self.start = time.time()
+        self.train_seconds = 0.0
+        self.step_start = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.step_start = time.time()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.train_seconds += time.time() - self.step_start
+        if self.next < len(self.budgets) and self.trainer._samples_seen >= self.budgets[self.next]:
+            control.should_evaluate = True
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        seen = self.trainer._samples_seen
+        losses = [h["loss"] for h in state.log_history if "loss" in h]
+        self.on_point({
+            "budget": self.budgets[self.next], "samples_seen": seen, "step": state.global_step,
+            "train_seconds": round(self.train_seconds, 1), "train_loss": losses[-1] if losses else None,
+            **{k.removeprefix("eval_"): v for k, v in (metrics or {}).items()},
+        })
+        while self.next < len(self.budgets) and seen >= self.budgets[self.next]:
+            self.next += 1
+        if self.next >= len(self.budgets):
+            control.should_training_stop = True
+
+
+def run_variant(name, base_args, budgets, eval_users, seed, on_point):
+    script_args, training_args, model_args = base_args  # parsed afresh for every variant
+    overrides, _ = VARIANTS[name]
+    for key, value in overrides.items():
+        target = script_args if hasattr(script_args, key) else training_args
+        setattr(target, key, value)
+    script_args.max_train_users = None
+    script_args.max_eval_users = eval_users
+    script_args.max_test_users = 1
+    trainer, splits, stats = build_trainer(script_args, training_args, model_args)
+    users = trainer.train_dataset.shuffle(seed=seed)
+    counts = [len(items) - start for items, start in zip(users["items"], users["start"])]
+    total, keep = 0, 0
+    while keep < len(counts) and total < max(budgets):
+        total += counts[keep]
+        keep += 1
+    trainer.train_dataset = users.select(range(keep))
+    trainer.add_callback(BudgetCallback(trainer, budgets, on_point))
+    print(f"[{name}] {keep:,} users · {total:,} samples · validation {splits['validation'].num_rows:,} users")
+    trainer.train()
+    return stats, splits["validation"].num_rows
+
+
+def training_args_for(args, config_path):
+    parser = TrlParser((ScriptArguments, MMESIDTrainingConfig, ModelConfig))
+    argv = ["--config", config_path, "--run_dir", args.run_dir, "--output_dir", str(Path(args.curve_dir) / "tmp"),
+            "--eval_strategy", "steps", "--eval_steps", str(10**9), "--save_strategy", "no",
+            "--load_best_model_at_end", "false", "--train_sampling_strategy", "sequential", "--num_train_epochs", "1",
+            "--logging_steps", "10", "--seed", str(args.seed), "--save_full_model", "false"]
+    return parser.parse_args_and_config(argv + args.extra)
+
+
+def report(curve_dir: Path) -> str:
+    results = json.loads((curve_dir / "results.json").read_text())
+    variants = results["variants"]
+    budgets = sorted({p["budget"] for v in variants.values() for p in v["points"]})
+    lines = [f"Protocol: {results['protocol']}", "",
+             "| variant | " + " | ".join(f"{b:,} samples" for b in budgets) + " | what |",
+             "|---|" + "---|" * (len(budgets) + 1)]
+    for name, v in variants.items():
+        by_budget = {p["budget"]: p for p in v["points"]}
+        cells = [f"{by_budget[b]['ndcg@10']:.4f}" if b in by_budget else "" for b in budgets]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {v['description']} |")
+    lines.append("")
+    lines.append("Validation nDCG@10 at each budget (samples actually seen: `results.json`).")
+    table = "\n".join(lines)
+    (curve_dir / "curve.md").write_text(table + "\n")
+    save_curve_plot({n: v["points"] for n, v in variants.items()}, curve_dir / "curve.png")
+    return table
+
+
+def save_curve_plot(series: dict[str, list[dict]], path: Path, width: int = 640, height: int = 400) -> None:
+    """PNG of nDCG@10 (y, from 0 to the largest value) against log10(samples seen) (x), one line per variant in
+    `SPECTRUM_COLOURS` order (legend in results.json order), written without matplotlib."""
+    margin = 24
+    image = torch.full((height, width, 3), 255, dtype=torch.uint8)
+    points = [(p["samples_seen"], p["ndcg@10"]) for s in series.values() for p in s]
+    if not points:
+        return
+    x_lo, x_hi = math.log10(min(x for x, _ in points)), math.log10(max(x for x, _ in points))
+    y_hi = max(y for _, y in points) * 1.1 or 1.0
+    plot_w, plot_h = width - 2 * margin, height - 2 * margin
+
+    def to_pixel(x, y):
+        fx = (math.log10(x) - x_lo) / max(x_hi - x_lo, 1e-9)
+        return margin + round((1 - y / y_hi) * (plot_h - 1)), margin + round(fx * (plot_w - 1))
+
+    for k in range(6):
+        image[margin + round(k / 5 * (plot_h - 1)), margin : width - margin] = 225
+    for (name, pts), colour in zip(series.items(), SPECTRUM_COLOURS * 2):
+        pixels = [to_pixel(p["samples_seen"], p["ndcg@10"]) for p in sorted(pts, key=lambda p: p["samples_seen"])]
+        colour_t = torch.tensor(colour, dtype=torch.uint8)
+        for (r0, c0), (r1, c1) in zip(pixels, pixels[1:]):
+            steps = max(abs(r1 - r0), abs(c1 - c0), 1)
+            for t in range(steps + 1):
+                r, c = round(r0 + (r1 - r0) * t / steps), round(c0 + (c1 - c0) * t / steps)
+                image[max(r - 1, 0) : r + 2, c] = colour_t
+        for r, c in pixels:
+            image[max(r - 3, 0) : r + 4, max(c - 3, 0) : c + 4] = colour_t
+    path.write_bytes(_png_bytes(image))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="recipes/configs/beauty-smollm2-135m/finetune.yaml")
+    parser.add_argument("--run_dir", default="outputs/beauty-smollm2-135m")
+    parser.add_argument("--curve_dir", default="outputs/beauty-smollm2-135m/curve")
+    parser.add_argument("--budgets", type=int, nargs="+", default=[1000, 2500, 5000], help="Training samples.")
+    parser.add_argument("--eval_users", type=int, default=2000, help="Fixed validation sample (seed + 1).")
+    parser.add_argument("--variants", nargs="+", default=["paper", "distill", "zero_head"], choices=sorted(VARIANTS))
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--report_only", action="store_true", help="Only redraw curve.md and curve.png.")
+    args, extra = parser.parse_known_args()
+    args.extra = extra  # further finetune arguments, e.g. --per_device_train_batch_size 2
+    curve_dir = Path(args.curve_dir)
+    if args.report_only:
+        print(report(curve_dir))
+        return
+    path = curve_dir / "results.json"
+    results = json.loads(path.read_text()) if path.exists() else {"variants": {}}
+    for name in args.variants:
+        done = results["variants"].get(name)
+        if done and done.get("finished") and {p["budget"] for p in done["points"]} >= set(args.budgets):
+            print(f"[{name}] done, skipped")
+            continue
+        start = time.time()
+        entry = {"description": VARIANTS[name][1], "overrides": VARIANTS[name][0], "points": [], "finished": False}
+        results["variants"][name] = entry
+
+        def on_point(point, entry=entry):
+            point["wall_seconds"] = round(time.time() - start, 1)
+            entry["points"].append(point)
+            print(f"[{name}] {point['samples_seen']:,} samples: nDCG@10 {point['ndcg@10']:.4f} "
+                  f"(train loss {point['train_loss']}, {point['wall_seconds']:.0f} s)", flush=True)
+            atomic_write_json(path, results)
+
+        stats, num_eval = run_variant(name, training_args_for(args, args.config), args.budgets, args.eval_users,
+                                      args.seed, on_point)
+        results["protocol"] = (
+            evaluation.protocol_line(stats["num_items"], num_eval, "validation")
+            + f" (sampled with seed {args.seed + 1} from {stats['num_validation']:,}); training: the same "
+            f"{args.seed}-shuffled users for every variant, one cosine schedule over {max(args.budgets):,} samples"
+        )
+        entry["finished"] = True
+        atomic_write_json(path, results)
+    print(report(curve_dir))
+
+
+if __name__ == "__main__":
+    main()
