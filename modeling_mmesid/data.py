@@ -27,15 +27,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-# `load_item_counts` and `load_stats` stay importable here for `recipes/finetune.py` until it reads through
-# `mmesid_artifacts.load_item_tables`; new code imports them from `mmesid_artifacts`
-from mmesid_artifacts.data_files import (  # noqa: F401
+from mmesid_artifacts.data_files import (
     ITEM_SCHEMA,
     SAMPLE_SCHEMA,
     item_counts,
     leave_one_out,
-    load_item_counts,
-    load_stats,
     sequences_fingerprint,
 )
 from mmesid_artifacts.data_files import data_file as _data_file

@@ -2,7 +2,7 @@
 """Prefix-tree packing for Stage 2 training: all training samples of one user in one sequence.
 
 The paper's samples of a user with training prefix `items` are `(items[:t], items[t])` for the last
-`L = min(len(items), 50)` positions `t` (METHOD.md): every history is a prefix of the next one, so the per-sample
+`L = min(len(items), 50)` positions `t` (docs/METHOD.md): every history is a prefix of the next one, so the per-sample
 formulation re-encodes the same prompt and the same history prefix for every target. Here the prompts of one user
 are inserted into a trie (keyed by token id and, for `<item>` placeholders, by item id), and the trie is laid out
 as one row:

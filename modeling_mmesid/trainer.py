@@ -35,8 +35,6 @@ from .packing import MMESIDPackedCollator, group_samples_by_user
 from .precision import use_bf16
 
 
-
-
 @dataclass
 class MMESIDTrainingConfig(SFTConfig):
     r"""
@@ -458,7 +456,7 @@ class MMESIDTrainer(SFTTrainer):
 
 
 def lora_config_for(model, model_args, training_args):
-    """LoRA per METHOD.md (r=8, alpha=16, dropout 0.05 on gate/up/down projections) plus what MME-SID trains.
+    """LoRA per docs/METHOD.md (r=8, alpha=16, dropout 0.05 on gate/up/down projections) plus what MME-SID trains.
 
     `modules_to_save` keeps the item-side modules (modality projections, item-token MLP, item table, fusion gate)
     trainable and saves them in the adapter; `trainable_token_indices` makes the SID rows of the input embeddings

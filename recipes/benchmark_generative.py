@@ -35,8 +35,8 @@ from trl import TrlParser
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from mmesid_artifacts import atomic_write_json  # noqa: E402
 from modeling_mmesid import MMESIDForSequentialRecommendation, MMESIDProcessor, evaluation  # noqa: E402
-from modeling_mmesid.data import atomic_write_json  # noqa: E402
 
 
 @dataclass

@@ -28,6 +28,7 @@ import torch
 from transformers import AutoTokenizer, set_seed
 from trl import ModelConfig, TrlParser
 
+from mmesid_artifacts import Run, load_item_tables, load_stats
 from modeling_mmesid import MMESIDForSequentialRecommendation, MMESIDProcessor, data, evaluation
 from modeling_mmesid.trainer import (
     MMESIDCollator,
@@ -37,8 +38,6 @@ from modeling_mmesid.trainer import (
     lora_config_for,
     resolve_model_path,
 )
-from tokenization.encoders import load_embeddings
-from tokenization.semantic_ids import load_semantic_ids
 
 
 @dataclass
@@ -79,9 +78,9 @@ def build_trainer(script_args: ScriptArguments, training_args: MMESIDTrainingCon
     """The model, processor and `MMESIDTrainer` of a run, untrained. Returns `(trainer, splits, stats)` with the
     (possibly subsampled) `train`/`validation`/`test` splits. Also used by `recipes/learning_curve.py`."""
     set_seed(training_args.seed)  # before the model is built: new rows and item-side modules are randomly initialized
-    run = Path(script_args.run_dir)
-    stats = data.load_stats(run / "data")
-    splits = data.load_splits(run / "data")
+    run = Run(script_args.run_dir)
+    stats = load_stats(run.data)
+    splits = data.load_splits(run.data)
     # subsets (CPU budgets) are seeded user samples, drawn independently per split and said in the output
     train = _users_subset(splits["train"], script_args.max_train_users, training_args.seed)
     validation = _users_subset(splits["validation"], script_args.max_eval_users, training_args.seed + 1)
@@ -90,16 +89,8 @@ def build_trainer(script_args: ScriptArguments, training_args: MMESIDTrainingCon
     model_path = resolve_model_path(model_args.model_name_or_path)
     load_kwargs = {"gguf_file": script_args.gguf_file} if script_args.gguf_file else {}
     tokenizer = AutoTokenizer.from_pretrained(model_path, **load_kwargs)
-    sids, codebooks, sid_meta = load_semantic_ids(run / "sids")
-    order = [sid_meta["modalities"].index(m) for m in script_args.modalities]
-    processor = MMESIDProcessor(
-        tokenizer, modalities=script_args.modalities, num_levels=sid_meta["num_levels"],
-        codebook_size=sid_meta["codebook_size"], num_items=stats["num_items"],
-    )
-    embeddings = {
-        m: load_embeddings(run / "embeddings" / f"{m}.safetensors", stats["num_items"], stats["fingerprint"])[0]
-        for m in script_args.modalities
-    }
+    tables = load_item_tables(run, script_args.modalities)  # checked, in the model's modality order
+    processor = MMESIDProcessor(tokenizer, **tables.processor_kwargs())
     # `dtype: auto`: frozen backbone weights in bf16 where training runs bf16 (the hardware decides,
     # `MMESIDTrainingConfig.bf16`), float32 otherwise; MME-SID's own modules stay float32 either way. A GGUF backbone
     # keeps its weights packed and transformers advises float32 for its kernels, but on this project's AMX CPU the
@@ -117,9 +108,8 @@ def build_trainer(script_args: ScriptArguments, training_args: MMESIDTrainingCon
         )
     use_codebooks = script_args.sid_init == "codebook"
     model = MMESIDForSequentialRecommendation.from_backbone(
-        model_path, processor, embeddings, sids[:, order],
-        {m: codebooks[m] for m in script_args.modalities} if use_codebooks else None,
-        item_counts=torch.as_tensor(data.load_item_counts(run / "data")), backbone_kwargs=backbone_kwargs,
+        model_path, processor, tables.embeddings, tables.sids, tables.codebooks if use_codebooks else None,
+        item_counts=tables.item_counts, backbone_kwargs=backbone_kwargs,
         codebook_seed=training_args.seed, fusion=script_args.fusion, sid_init=script_args.sid_init,
         head=script_args.head, generative_loss_weight=script_args.generative_loss_weight,
         generative_id=script_args.generative_id,
@@ -129,7 +119,7 @@ def build_trainer(script_args: ScriptArguments, training_args: MMESIDTrainingCon
     if training_args.distill_weight > 0:
         from tokenization.sasrec import SASRecModel, sasrec_scorer
 
-        teacher_dir = script_args.distill_teacher or run / "embeddings" / "sasrec"
+        teacher_dir = script_args.distill_teacher or run.sasrec
         teacher = sasrec_scorer(SASRecModel.from_pretrained(teacher_dir))
     peft_config = lora_config_for(model, model_args, training_args) if model_args.use_peft else None
     trainer = MMESIDTrainer(

@@ -20,6 +20,7 @@ Writes `<curve_dir>/results.json` (every point with its protocol), `<curve_dir>/
 """
 
 import argparse
+import itertools
 import json
 import math
 import sys
@@ -30,13 +31,14 @@ import torch
 from transformers import TrainerCallback
 from trl import ModelConfig, TrlParser
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from finetune import ScriptArguments, build_trainer  # noqa: E402
 
-from modeling_mmesid import evaluation  # noqa: E402
-from modeling_mmesid.data import atomic_write_json  # noqa: E402
-from modeling_mmesid.trainer import MMESIDTrainingConfig  # noqa: E402
-from tokenization.diagnostics import SPECTRUM_COLOURS, _png_bytes  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from finetune import ScriptArguments, build_trainer
+
+from mmesid_artifacts import atomic_write_json
+from modeling_mmesid import evaluation
+from modeling_mmesid.trainer import MMESIDTrainingConfig
+from tokenization.diagnostics import SPECTRUM_COLOURS, _png_bytes
 
 
 # name -> (overrides of the script / training arguments, what it tests)
@@ -157,10 +159,10 @@ def save_curve_plot(series: dict[str, list[dict]], path: Path, width: int = 640,
 
     for k in range(6):
         image[margin + round(k / 5 * (plot_h - 1)), margin : width - margin] = 225
-    for (name, pts), colour in zip(series.items(), SPECTRUM_COLOURS * 2):
+    for pts, colour in zip(series.values(), SPECTRUM_COLOURS * 2):
         pixels = [to_pixel(p["samples_seen"], p["ndcg@10"]) for p in sorted(pts, key=lambda p: p["samples_seen"])]
         colour_t = torch.tensor(colour, dtype=torch.uint8)
-        for (r0, c0), (r1, c1) in zip(pixels, pixels[1:]):
+        for (r0, c0), (r1, c1) in itertools.pairwise(pixels):
             steps = max(abs(r1 - r0), abs(c1 - c0), 1)
             for t in range(steps + 1):
                 r, c = round(r0 + (r1 - r0) * t / steps), round(c0 + (c1 - c0) * t / steps)
@@ -197,7 +199,7 @@ def main():
         entry = {"description": VARIANTS[name][1], "overrides": VARIANTS[name][0], "points": [], "finished": False}
         results["variants"][name] = entry
 
-        def on_point(point, entry=entry):
+        def on_point(point, entry=entry, name=name, start=start):
             point["wall_seconds"] = round(time.time() - start, 1)
             entry["points"].append(point)
             print(f"[{name}] {point['samples_seen']:,} samples: nDCG@10 {point['ndcg@10']:.4f} "
