@@ -35,7 +35,7 @@ from trl import ModelConfig, TrlParser
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from finetune import ScriptArguments, build_trainer
 
-from mmesid_artifacts import atomic_write_json
+from mmesid_artifacts import atomic_write_json, atomic_write_text
 from modeling_mmesid import evaluation
 from modeling_mmesid.trainer import MMESIDTrainingConfig
 from tokenization.diagnostics import SPECTRUM_COLOURS, _png_bytes
@@ -122,7 +122,18 @@ def training_args_for(args, config_path):
     return parser.parse_args_and_config(argv + args.extra)
 
 
-def report(curve_dir: Path) -> str:
+def write_between_markers(doc: Path, name: str, text: str) -> None:
+    """Replace what lies between `<!-- {name}:start -->` and `<!-- {name}:end -->` in `doc` with `text`."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    content = doc.read_text()
+    if start not in content or end not in content:
+        raise ValueError(f"{doc}: no `{start}` ... `{end}` markers to write the table between.")
+    head, rest = content.split(start, 1)
+    _, tail = rest.split(end, 1)
+    atomic_write_text(doc, f"{head}{start}\n{text}\n{end}{tail}")
+
+
+def report(curve_dir: Path, doc: str | None = None) -> str:
     results = json.loads((curve_dir / "results.json").read_text())
     variants = results["variants"]
     budgets = sorted({p["budget"] for v in variants.values() for p in v["points"]})
@@ -138,6 +149,9 @@ def report(curve_dir: Path) -> str:
     table = "\n".join(lines)
     (curve_dir / "curve.md").write_text(table + "\n")
     save_curve_plot({n: v["points"] for n, v in variants.items()}, curve_dir / "curve.png")
+    legend = ", ".join(f"{n}: rgb{c}" for n, c in zip(variants, SPECTRUM_COLOURS * 2))
+    if doc:
+        write_between_markers(Path(doc), "curve", f"{table}\n\nPlot colours: {legend}.")
     return table
 
 
@@ -182,11 +196,14 @@ def main():
     parser.add_argument("--variants", nargs="+", default=["paper", "distill", "zero_head"], choices=sorted(VARIANTS))
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--report_only", action="store_true", help="Only redraw curve.md and curve.png.")
+    parser.add_argument("--doc", default=None,
+                        help="Also write the table into this Markdown file between `<!-- curve:start -->` and "
+                             "`<!-- curve:end -->` (e.g. docs/LEARNING.md), so documented figures come from results.json.")
     args, extra = parser.parse_known_args()
     args.extra = extra  # further finetune arguments, e.g. --per_device_train_batch_size 2
     curve_dir = Path(args.curve_dir)
     if args.report_only:
-        print(report(curve_dir))
+        print(report(curve_dir, args.doc))
         return
     path = curve_dir / "results.json"
     results = json.loads(path.read_text()) if path.exists() else {"variants": {}}
@@ -215,7 +232,7 @@ def main():
         )
         entry["finished"] = True
         atomic_write_json(path, results)
-    print(report(curve_dir))
+    print(report(curve_dir, args.doc))
 
 
 if __name__ == "__main__":

@@ -44,7 +44,12 @@ def test_learning_curve_points_and_resume(tiny_run, tmp_path):
     assert (curve / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = (curve / "curve.md").read_text()
     assert "| paper |" in table and "| zero_head |" in table
-    # a second call skips the finished variants
-    again = _run(args, tmp_path)
+    # a second call skips the finished variants, and writes the table into a document between its markers
+    doc = tmp_path / "LEARNING.md"
+    doc.write_text("# before\n<!-- curve:start -->\nold table\n<!-- curve:end -->\nafter\n")
+    again = _run([*args, "--doc", str(doc)], tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("done, skipped") == 2
+    text = doc.read_text()
+    assert "old table" not in text and "| paper |" in text
+    assert text.startswith("# before\n<!-- curve:start -->\n") and text.endswith("<!-- curve:end -->\nafter\n")
