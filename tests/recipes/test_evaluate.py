@@ -119,7 +119,7 @@ def test_evaluate_reports_the_generative_head_beside_the_ranking_head(tiny_run, 
     from safetensors.torch import load_file
     from transformers import AutoTokenizer
 
-    from modeling_mmesid import MMESIDForSequentialRecommendation, MMESIDProcessor, data
+    from modeling_mmesid import MMESIDForSequentialRecommendation, MMESIDProcessor
     from tokenization.encoders import load_embeddings
 
     modalities = ["collaborative", "text"]
@@ -139,7 +139,9 @@ def test_evaluate_reports_the_generative_head_beside_the_ranking_head(tiny_run, 
     assert {"mmesid", "mmesid-generate"} <= set(results)
     assert results["mmesid"]["num_users"] == results["mmesid-generate"]["num_users"] == 12
     assert "constrained beam search, 20 beams per user, items not generated count as misses" in capsys.readouterr().out
-    test = data.load_split_table(tiny_run / "data", "test")
+    from mmesid_artifacts import load_split_table
+
+    test = load_split_table(tiny_run / "data", "test")
     histories = test.column("history").to_pylist()
     items = model.eval().recommend(histories, processor, k=20, method="generate")
     for history, row in zip(histories, items.tolist()):
