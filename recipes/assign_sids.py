@@ -1,5 +1,5 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
-"""Stage 1c: trained MM-RQ-VAE + item embeddings → `outputs/<run>/sids/{sids,codebooks}.safetensors, sids.json,
+r"""Stage 1c: trained MM-RQ-VAE + item embeddings → `outputs/<run>/sids/{sids,codebooks}.safetensors, sids.json,
 diagnostics.json` (docs/CONTRACTS.md).
 
 Commands:

@@ -1,5 +1,5 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
-"""SASRec training speed: one epoch of ours next to one epoch of RecBole 1.2.1's CE SASRec, same data, same run.
+r"""SASRec training speed: one epoch of ours next to one epoch of RecBole 1.2.1's CE SASRec, same data, same run.
 
 Commands:
     # ours only

@@ -1,5 +1,5 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
-"""Full-ranking evaluation of MME-SID next to the baselines, on the same users; prints a table, writes JSON.
+r"""Full-ranking evaluation of MME-SID next to the baselines, on the same users; prints a table, writes JSON.
 
 Commands:
     # baselines only (popularity, last-item transition) on Beauty_new test

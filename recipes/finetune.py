@@ -1,5 +1,5 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
-"""Stage 2: fine-tune MME-SID (LoRA through PEFT, training through an `SFTTrainer` subclass), then test it.
+r"""Stage 2: fine-tune MME-SID (LoRA through PEFT, training through an `SFTTrainer` subclass), then test it.
 
 Reads `<run_dir>/{data,embeddings,sids}` and writes `<run_dir>/finetune/`: the LoRA adapter with the MME-SID modules
 (`adapter_model.safetensors`, `adapter_config.json`), the processor (tokenizer with the SID tokens), the full model

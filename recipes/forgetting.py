@@ -1,5 +1,5 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
-"""The paper's forgetting analysis (§4.4): Kendall's tau-a of the SID embedding rows after fine-tuning with
+r"""The paper's forgetting analysis (§4.4): Kendall's tau-a of the SID embedding rows after fine-tuning with
 `sid_init=codebook` vs `sid_init=random`, same data and budget; plus the embedding-collapse spectra of the
 fine-tuned item tables (docs/SID_QUALITY.md).
 

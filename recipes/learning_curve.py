@@ -1,5 +1,5 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
-"""Learning curves of Stage 2: validation nDCG@10 on one fixed user sample against the training samples seen, for the
+r"""Learning curves of Stage 2: validation nDCG@10 on one fixed user sample against the training samples seen, for the
 paper configuration and for each warm-start remedy (docs/LEARNING.md).
 
 Every variant trains on the same users in the same order (a seeded shuffle of the training users, read sequentially)
@@ -10,8 +10,8 @@ variant in `results.json` is skipped).
 
 Commands:
     # the CPU curve of docs/LEARNING.md (2 cores: about 15 minutes per variant)
-    python recipes/learning_curve.py --config recipes/configs/beauty-smollm2-135m/finetune.yaml \\
-        --run_dir outputs/beauty-smollm2-135m --curve_dir outputs/beauty-smollm2-135m/curve \\
+    python recipes/learning_curve.py --config recipes/configs/beauty-smollm2-135m/finetune.yaml \
+        --run_dir outputs/beauty-smollm2-135m --curve_dir outputs/beauty-smollm2-135m/curve \
         --budgets 1000 2500 5000 --eval_users 2000 --variants paper distill zero_head
     # redraw the table and the plot from results.json
     python recipes/learning_curve.py --curve_dir outputs/beauty-smollm2-135m/curve --report_only

@@ -1,5 +1,5 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
-"""Prepare leave-one-out splits, the item table and `stats.json`.
+r"""Prepare leave-one-out splits, the item table and `stats.json`.
 
 Commands:
     # MME-SID's own Beauty_new (the paper's data), with titles/brands/categories from the joined item table

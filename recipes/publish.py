@@ -1,5 +1,5 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
-"""Publish a run to the Hugging Face Hub: the model (full weights + LoRA adapter), the dataset, the MM-RQ-VAE.
+r"""Publish a run to the Hugging Face Hub: the model (full weights + LoRA adapter), the dataset, the MM-RQ-VAE.
 
 Builds `outputs/<run>/hub/{model,dataset,rqvae}` (the exact repo folders, cards rendered from `hub_cards/`), checks
 them (card metadata, no local path/token/pickle) and, without `--dry-run`, creates the repos and uploads the folders.
