@@ -218,4 +218,4 @@ def main(args: EncodeItemsArguments):
 
 
 if __name__ == "__main__":
-    main(*document(TrlParser((EncodeItemsArguments,)), __doc__).parse_args_and_config())
+    main(*document(TrlParser((EncodeItemsArguments,)), __doc__, __file__).parse_args_and_config())

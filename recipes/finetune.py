@@ -29,7 +29,8 @@ from transformers import AutoTokenizer, set_seed
 from trl import ModelConfig, TrlParser
 
 from mmesid_artifacts import Run, load_item_tables, load_stats
-from modeling_mmesid import MMESIDForSequentialRecommendation, MMESIDProcessor, data, evaluation
+from mmesid_artifacts.recipe_args import document, library_default
+from modeling_mmesid import MMESIDConfig, MMESIDForSequentialRecommendation, MMESIDProcessor, data, evaluation
 from modeling_mmesid.trainer import (
     MMESIDCollator,
     MMESIDTrainer,
@@ -40,20 +41,26 @@ from modeling_mmesid.trainer import (
 )
 
 
+# Defaults of the model's arguments: the library's (`MMESIDConfig`); the YAML sets a run's.
+_LIBRARY = MMESIDConfig()
+
+
 @dataclass
 class ScriptArguments:
     run_dir: str = field(metadata={"help": "outputs/<run>: reads data/, embeddings/, sids/; writes finetune/."})
-    modalities: list[str] = field(default_factory=lambda: ["collaborative", "text"], metadata={"help": "Subset to fuse."})
+    modalities: list[str] = library_default(_LIBRARY, "modalities", "Subset to fuse (paper: all three).")
     gguf_file: str | None = field(default=None, metadata={"help": "GGUF file inside model_name_or_path."})
-    fusion: str = field(default="frequency", metadata={"help": "frequency | equal (ablation)."})
-    sid_init: str = field(default="codebook", metadata={"help": "codebook | random (ablation)."})
-    head: str = field(default="ranking", metadata={"help": "ranking (paper) | generative (SID beam search) | both."})
-    generative_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the generative loss (head=both)."})
-    generative_id: str = field(default="collaborative", metadata={"help": "collaborative | combined (+ suffix)."})
-    item_head_init: str = field(
-        default="normal", metadata={"help": "normal (paper) | zero | collaborative | item_tokens (docs/LEARNING.md)."}
+    fusion: str = library_default(_LIBRARY, "fusion", "frequency (paper Eq. 9) | equal (ablation).")
+    sid_init: str = library_default(_LIBRARY, "sid_init", "codebook (paper) | random (ablation).")
+    head: str = library_default(_LIBRARY, "head", "ranking (paper) | generative (SID beam search) | both.")
+    generative_loss_weight: float = library_default(
+        _LIBRARY, "generative_loss_weight", "Weight of the generative loss (head=both)."
     )
-    fusion_gate_init: str = field(default="normal", metadata={"help": "normal | torch (official code's init)."})
+    generative_id: str = library_default(_LIBRARY, "generative_id", "collaborative | combined (+ suffix).")
+    item_head_init: str = library_default(
+        _LIBRARY, "item_head_init", "normal (paper) | zero | collaborative | item_tokens (docs/LEARNING.md)."
+    )
+    fusion_gate_init: str = library_default(_LIBRARY, "fusion_gate_init", "normal | torch (official code's init).")
     distill_teacher: str | None = field(
         default=None,
         metadata={"help": "SASRec folder of the distillation teacher (with --distill_weight > 0); default "
@@ -62,7 +69,11 @@ class ScriptArguments:
     max_train_users: int | None = field(default=None, metadata={"help": "Train on N sampled users (says so)."})
     max_eval_users: int | None = field(default=None, metadata={"help": "Validate on N sampled users."})
     max_test_users: int | None = field(default=None, metadata={"help": "Test on N sampled users."})
-    save_full_model: bool = field(default=True, metadata={"help": "Also save the merged model under finetune/model."})
+    save_full_model: bool = field(
+        default=True,
+        metadata={"help": "Whether finetune/model gets the merged full model besides the adapter "
+                  "(`--no_save_full_model`: adapter and processor only)."},
+    )
 
 
 def _users_subset(split, max_users: int | None, seed: int):
@@ -174,5 +185,5 @@ def main(script_args: ScriptArguments, training_args: MMESIDTrainingConfig, mode
 
 
 if __name__ == "__main__":
-    parser = TrlParser((ScriptArguments, MMESIDTrainingConfig, ModelConfig))
+    parser = document(TrlParser((ScriptArguments, MMESIDTrainingConfig, ModelConfig)), __doc__, __file__)
     main(*parser.parse_args_and_config())

@@ -28,6 +28,7 @@ import torch
 from trl import TrlParser
 
 from mmesid_artifacts import Run, atomic_write_json, run_info
+from mmesid_artifacts.recipe_args import document
 from modeling_mmesid import MMESIDForSequentialRecommendation
 from tokenization.diagnostics import (
     kendall_tau_concordance,
@@ -111,4 +112,4 @@ def main(args: ScriptArguments) -> dict:
 
 
 if __name__ == "__main__":
-    main(*TrlParser((ScriptArguments,)).parse_args_and_config())
+    main(*document(TrlParser((ScriptArguments,)), __doc__, __file__).parse_args_and_config())

@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from finetune import ScriptArguments, build_trainer
 
 from mmesid_artifacts import atomic_write_json
+from mmesid_artifacts.recipe_args import document
 from modeling_mmesid import evaluation
 from modeling_mmesid.trainer import MMESIDTrainingConfig
 from tokenization.diagnostics import SPECTRUM_COLOURS, _png_bytes
@@ -173,14 +174,17 @@ def save_curve_plot(series: dict[str, list[dict]], path: Path, width: int = 640,
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="recipes/configs/beauty-smollm2-135m/finetune.yaml")
-    parser.add_argument("--run_dir", default="outputs/beauty-smollm2-135m")
-    parser.add_argument("--curve_dir", default="outputs/beauty-smollm2-135m/curve")
+    parser = document(argparse.ArgumentParser(), __doc__, config=False)
+    parser.add_argument(
+        "--config", default="recipes/configs/beauty-smollm2-135m/finetune.yaml",
+        help="The finetune YAML every variant starts from (recipes/finetune.py --help lists its arguments).",
+    )
+    parser.add_argument("--run_dir", default="outputs/beauty-smollm2-135m", help="The run whose stages are read.")
+    parser.add_argument("--curve_dir", default="outputs/beauty-smollm2-135m/curve", help="Where the curve goes.")
     parser.add_argument("--budgets", type=int, nargs="+", default=[1000, 2500, 5000], help="Training samples.")
     parser.add_argument("--eval_users", type=int, default=2000, help="Fixed validation sample (seed + 1).")
     parser.add_argument("--variants", nargs="+", default=["paper", "distill", "zero_head"], choices=sorted(VARIANTS))
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed", type=int, default=42, help="Seed of the user shuffle, the sample and training.")
     parser.add_argument("--report_only", action="store_true", help="Only redraw curve.md and curve.png.")
     args, extra = parser.parse_known_args()
     args.extra = extra  # further finetune arguments, e.g. --per_device_train_batch_size 2

@@ -23,6 +23,7 @@ from pathlib import Path
 from trl import TrlParser
 
 from mmesid_artifacts import read_sequence_file
+from mmesid_artifacts.recipe_args import document
 from modeling_mmesid import data
 
 
@@ -85,5 +86,5 @@ def main(args: PrepareArguments) -> dict:
 
 
 if __name__ == "__main__":
-    (script_args,) = TrlParser((PrepareArguments,)).parse_args_and_config()
+    (script_args,) = document(TrlParser((PrepareArguments,)), __doc__, __file__).parse_args_and_config()
     main(script_args)

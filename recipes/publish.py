@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from trl import TrlParser
 
+from mmesid_artifacts.recipe_args import document
 from modeling_mmesid import hub
 
 
@@ -71,4 +72,4 @@ def main(args: ScriptArguments) -> dict:
 
 
 if __name__ == "__main__":
-    main(*TrlParser((ScriptArguments,)).parse_args_and_config())
+    main(*document(TrlParser((ScriptArguments,)), __doc__, __file__).parse_args_and_config())

@@ -122,4 +122,5 @@ def main(script_args: ScriptArguments, training_args: MMRQVAETrainingArguments, 
 
 
 if __name__ == "__main__":
-    main(*document(TrlParser((ScriptArguments, MMRQVAETrainingArguments, ModelArguments)), __doc__).parse_args_and_config())
+    parser = document(TrlParser((ScriptArguments, MMRQVAETrainingArguments, ModelArguments)), __doc__, __file__)
+    main(*parser.parse_args_and_config())
