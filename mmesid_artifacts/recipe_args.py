@@ -80,9 +80,17 @@ def yaml_overrides(parser: argparse.ArgumentParser, doc: str, root: Path) -> str
         ]
         if changed:
             text = ", ".join(changed)
-            blocks.append(f"{name} sets:\n" + textwrap.fill(
-                text, 116, initial_indent="  ", subsequent_indent="  ", break_long_words=False, break_on_hyphens=False
-            ))
+            blocks.append(
+                f"{name} sets:\n"
+                + textwrap.fill(
+                    text,
+                    116,
+                    initial_indent="  ",
+                    subsequent_indent="  ",
+                    break_long_words=False,
+                    break_on_hyphens=False,
+                )
+            )
     if not blocks:
         return None
     return "What the YAMLs of the commands above set where it differs from the defaults shown:\n" + "\n".join(blocks)
