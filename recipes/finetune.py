@@ -19,6 +19,7 @@ Commands:
     accelerate launch recipes/finetune.py --config ... --resume_from_checkpoint outputs/<run>/finetune/checkpoint-100
 """
 
+import dataclasses
 import random
 import time
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import torch
 from transformers import AutoTokenizer, set_seed
-from trl import ModelConfig, TrlParser
+from trl import ModelConfig, TrlParser, get_quantization_config
 
 from mmesid_artifacts import Run, load_item_tables, load_stats
 from mmesid_artifacts.recipe_args import document, library_default
@@ -85,6 +86,26 @@ def _users_subset(split, max_users: int | None, seed: int):
     return split.filter(lambda u: u in keep, input_columns="user_id")
 
 
+def backbone_dtype_kwargs(model_args: ModelConfig, training_args: MMESIDTrainingConfig) -> dict:
+    """`from_pretrained` kwargs of the backbone: `dtype` and, when `model_args` asks for it, `quantization_config`."""
+    # `dtype: auto`: frozen backbone weights in bf16 where training runs bf16 (the hardware decides,
+    # `MMESIDTrainingConfig.bf16`), float32 otherwise; MME-SID's own modules stay float32 either way. A GGUF backbone
+    # keeps its weights packed and transformers advises float32 for its kernels, but on this project's AMX CPU the
+    # SmolLM2 GGUF main job trained faster with bf16 (162 s vs 209 s for the same 100 steps), so it gets bf16 too.
+    if model_args.dtype in (None, "auto"):
+        dtype = torch.bfloat16 if training_args.bf16 else torch.float32
+    else:
+        dtype = getattr(torch, model_args.dtype)
+    kwargs = {"dtype": dtype}
+    # TRL builds the bitsandbytes config from `ModelConfig` (`load_in_4bit` with `bnb_4bit_quant_type`,
+    # `use_bnb_nested_quant`, `bnb_4bit_quant_storage`; or `load_in_8bit`); its 4-bit compute dtype is `dtype` as
+    # resolved above (TRL would pass `model_args.dtype`, which may be "auto").
+    quantization_config = get_quantization_config(dataclasses.replace(model_args, dtype=dtype))
+    if quantization_config is not None:
+        kwargs["quantization_config"] = quantization_config
+    return kwargs
+
+
 def build_trainer(script_args: ScriptArguments, training_args: MMESIDTrainingConfig, model_args: ModelConfig):
     """The model, processor and `MMESIDTrainer` of a run, untrained. Returns `(trainer, splits, stats)` with the
     (possibly subsampled) `train`/`validation`/`test` splits. Also used by `recipes/learning_curve.py`."""
@@ -102,21 +123,7 @@ def build_trainer(script_args: ScriptArguments, training_args: MMESIDTrainingCon
     tokenizer = AutoTokenizer.from_pretrained(model_path, **load_kwargs)
     tables = load_item_tables(run, script_args.modalities)  # checked, in the model's modality order
     processor = MMESIDProcessor(tokenizer, **tables.processor_kwargs())
-    # `dtype: auto`: frozen backbone weights in bf16 where training runs bf16 (the hardware decides,
-    # `MMESIDTrainingConfig.bf16`), float32 otherwise; MME-SID's own modules stay float32 either way. A GGUF backbone
-    # keeps its weights packed and transformers advises float32 for its kernels, but on this project's AMX CPU the
-    # SmolLM2 GGUF main job trained faster with bf16 (162 s vs 209 s for the same 100 steps), so it gets bf16 too.
-    if model_args.dtype in (None, "auto"):
-        dtype = torch.bfloat16 if training_args.bf16 else torch.float32
-    else:
-        dtype = getattr(torch, model_args.dtype)
-    backbone_kwargs = {**load_kwargs, "dtype": dtype}
-    if model_args.load_in_4bit:
-        from transformers import BitsAndBytesConfig
-
-        backbone_kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype
-        )
+    backbone_kwargs = {**load_kwargs, **backbone_dtype_kwargs(model_args, training_args)}
     use_codebooks = script_args.sid_init == "codebook"
     model = MMESIDForSequentialRecommendation.from_backbone(
         model_path, processor, tables.embeddings, tables.sids, tables.codebooks if use_codebooks else None,
