@@ -120,21 +120,25 @@ class MMESIDTrainingConfig(SFTConfig):
     )
     eval_strategy: str = field(default="epoch", metadata={"help": "Rank validation users every epoch."})
     save_strategy: str = field(default="epoch", metadata={"help": "Checkpoint every epoch."})
-    load_best_model_at_end: bool = field(default=True, metadata={"help": "Keep the best validation checkpoint."})
+    load_best_model_at_end: bool = field(default=True, metadata={"help": "Whether the best validation checkpoint is loaded at the end."})
     metric_for_best_model: str | None = field(default=None, metadata={"help": "Set from `best_metric`."})
-    greater_is_better: bool | None = field(default=True, metadata={"help": "nDCG: higher is better."})
+    greater_is_better: bool | None = field(default=True, metadata={"help": "Whether a higher metric is better (nDCG: yes)."})
     report_to: None | str | list[str] = field(default="none", metadata={"help": "No trackers by default."})
     logging_steps: float = field(default=10, metadata={"help": "Log every 10 steps."})
     save_total_limit: int | None = field(default=2, metadata={"help": "Keep the best and the last checkpoint."})
     best_metric: str = field(default="ndcg@10", metadata={"help": "Validation metric for the best checkpoint."})
     eval_ks: list[int] = field(default_factory=lambda: list(DEFAULT_KS), metadata={"help": "Cut-offs K."})
-    sid_trainable: bool = field(default=True, metadata={"help": "Train the SID token rows."})
+    sid_trainable: bool = field(
+        default=True,
+        metadata={"help": "Whether the SID token rows of the input embeddings train (`--no_sid_trainable`: frozen)."},
+    )
     prefix_packing: bool = field(
         default=False, metadata={"help": "MME-SID prefix-tree packing (one row per user); batch size counts users."}
     )
     eval_cached_ranking: bool = field(
         default=True,
-        metadata={"help": "Validate through the batched ranking path (shared-prompt KV cache, item tables once)."},
+        metadata={"help": "Whether validation takes the batched ranking path (shared-prompt KV cache, item tables "
+                  "once); `--no_eval_cached_ranking`: the per-sample forward."},
     )
     new_modules_learning_rate: float | None = field(
         default=None, metadata={"help": "Learning rate of MME-SID's own modules (default: learning_rate)."}

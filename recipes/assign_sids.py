@@ -1,5 +1,5 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
-"""Stage 1c: trained MM-RQ-VAE + item embeddings → `outputs/<run>/sids/{sids,codebooks}.safetensors, sids.json,
+r"""Stage 1c: trained MM-RQ-VAE + item embeddings → `outputs/<run>/sids/{sids,codebooks}.safetensors, sids.json,
 diagnostics.json` (docs/CONTRACTS.md).
 
 Commands:
@@ -24,6 +24,7 @@ from pathlib import Path
 from trl import TrlParser
 
 from mmesid_artifacts import Run, atomic_write_json, load_modality_tables, run_info
+from mmesid_artifacts.recipe_args import document
 from tokenization.diagnostics import (
     embedding_collapse_tables,
     format_diagnostics,
@@ -86,4 +87,4 @@ def main(args: ScriptArguments):
 
 
 if __name__ == "__main__":
-    main(*TrlParser((ScriptArguments,)).parse_args_and_config())
+    main(*document(TrlParser((ScriptArguments,)), __doc__, __file__).parse_args_and_config())

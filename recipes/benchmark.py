@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mmesid_artifacts import atomic_write_json, item_counts, leave_one_out, load_item_counts, load_stats  # noqa: E402
+from mmesid_artifacts.recipe_args import document  # noqa: E402
 from modeling_mmesid import MMESIDForSequentialRecommendation, MMESIDProcessor, data, evaluation  # noqa: E402
 from modeling_mmesid.packing import MMESIDPackedCollator, count_tokens, group_samples_by_user  # noqa: E402
 from modeling_mmesid.trainer import MMESIDCollator, resolve_model_path  # noqa: E402
@@ -409,5 +410,5 @@ def main(args: BenchmarkArguments) -> dict:
 
 
 if __name__ == "__main__":
-    (benchmark_args,) = TrlParser((BenchmarkArguments,)).parse_args_and_config()
+    (benchmark_args,) = document(TrlParser((BenchmarkArguments,)), __doc__, __file__).parse_args_and_config()
     main(benchmark_args)

@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mmesid_artifacts import atomic_write_json  # noqa: E402
+from mmesid_artifacts.recipe_args import document  # noqa: E402
 from modeling_mmesid import MMESIDForSequentialRecommendation, MMESIDProcessor, evaluation  # noqa: E402
 
 
@@ -216,5 +217,5 @@ def main(args: BenchmarkArguments) -> list[dict]:
 
 
 if __name__ == "__main__":
-    (script_args,) = TrlParser((BenchmarkArguments,)).parse_args_and_config()
+    (script_args,) = document(TrlParser((BenchmarkArguments,)), __doc__, __file__).parse_args_and_config()
     main(script_args)

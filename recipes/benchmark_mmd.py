@@ -23,6 +23,7 @@ import time
 
 import torch
 
+from mmesid_artifacts.recipe_args import document
 from tokenization.modeling_mmrqvae import gaussian_mmd
 
 
@@ -78,11 +79,11 @@ def measure(impl: str, batch: int, dim: int, device: str, repeats: int) -> dict:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = document(argparse.ArgumentParser(), __doc__, config=False)
     parser.add_argument("--sizes", nargs="+", default=["128x64", "256x256", "256x1024"], help="BxD, both formulations")
     parser.add_argument("--big", nargs="+", default=["1024x4096"], help="BxD, ours only (the naive one cannot fit)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="Timed runs per case (the fastest is kept).")
     parser.add_argument("--output", default=None, help="Optional JSON file for the table.")
     parser.add_argument("--case", nargs=3, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -1,5 +1,5 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
-"""SASRec training speed: one epoch of ours next to one epoch of RecBole 1.2.1's CE SASRec, same data, same run.
+r"""SASRec training speed: one epoch of ours next to one epoch of RecBole 1.2.1's CE SASRec, same data, same run.
 
 Commands:
     # ours only
@@ -31,6 +31,7 @@ import torch
 from trl import TrlParser
 
 import mmesid_artifacts as art
+from mmesid_artifacts.recipe_args import document
 from modeling_mmesid import evaluation
 from tokenization.sasrec import SASRecConfig, SASRecModel, build_training_batches
 
@@ -168,4 +169,4 @@ def main(args: BenchmarkArguments):
 
 
 if __name__ == "__main__":
-    main(*TrlParser((BenchmarkArguments,)).parse_args_and_config())
+    main(*document(TrlParser((BenchmarkArguments,)), __doc__, __file__).parse_args_and_config())

@@ -1,5 +1,5 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
-"""Stage 1: encode every item per modality into `outputs/<run>/embeddings/{collaborative,text,image}.safetensors`.
+r"""Stage 1: encode every item per modality into `outputs/<run>/embeddings/{collaborative,text,image}.safetensors`.
 
 Commands:
     # collaborative (SASRec, CPU: ~1 min/epoch on 2 cores) + text (MiniLM, offline) for Beauty_new
@@ -33,6 +33,7 @@ from mmesid_artifacts import (
     save_embeddings,
     write_results,
 )
+from mmesid_artifacts.recipe_args import document, library_default
 from mmesid_artifacts.run import DATA_FILES, SASREC_SUBFOLDER, embedding_file
 from modeling_mmesid import evaluation
 from tokenization.encoders import (
@@ -45,6 +46,9 @@ from tokenization.encoders import (
 from tokenization.sasrec import SASRecConfig, SASRecModel, SASRecTrainingArguments, sasrec_scorer, train_sasrec
 
 
+_SASREC = SASRecConfig()  # the library's SASRec defaults (RecBole 1.2.1)
+
+
 @dataclass
 class EncodeItemsArguments:
     data: str = field(default="outputs/beauty/data", metadata={"help": "Data-stage folder (docs/CONTRACTS.md)."})
@@ -54,29 +58,43 @@ class EncodeItemsArguments:
     )
     device: str | None = field(default=None, metadata={"help": "Device; cuda when available."})
     num_threads: int | None = field(default=None, metadata={"help": "torch CPU threads (1 is fastest on a busy CPU)."})
-    # Collaborative: SASRec (RecBole 1.2.1 defaults, docs/METHOD.md)
-    sasrec_hidden_size: int = field(default=64, metadata={"help": "Item embedding size (paper: 64)."})
-    sasrec_num_layers: int = field(default=2, metadata={"help": "Self-attention blocks."})
-    sasrec_num_heads: int = field(default=2, metadata={"help": "Attention heads."})
-    sasrec_dropout: float = field(default=0.5, metadata={"help": "Hidden and attention dropout."})
-    sasrec_max_length: int = field(default=50, metadata={"help": "Longest history read."})
-    sasrec_epochs: int = field(default=300, metadata={"help": "Upper bound on epochs."})
-    sasrec_batch_size: int = field(default=256, metadata={"help": "Training targets per batch (RecBole: samples)."})
-    sasrec_learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate."})
-    sasrec_patience: int = field(default=10, metadata={"help": "Epochs without better validation nDCG@10."})
-    seed: int = field(default=42, metadata={"help": "Seed."})
-    # Text
-    text_preset: str | None = field(default="minilm", metadata={"help": "minilm or llm2clip."})
-    text_model_name_or_path: str | None = field(default=None, metadata={"help": "Overrides the preset's model."})
-    text_pooling: str | None = field(default=None, metadata={"help": "mean, cls or last."})
-    text_template: str = field(default="{title}", metadata={"help": "Format string over title/brand/categories."})
-    text_batch_size: int = field(default=64, metadata={"help": "Texts per forward pass."})
-    # Image
-    image_model_name: str = field(default="ViT-L-14-336", metadata={"help": "open_clip name, local-dir: or hf-hub:."})
-    image_pretrained: str | None = field(default=None, metadata={"help": "open_clip tag or .safetensors file."})
-    image_batch_size: int = field(default=32, metadata={"help": "Images per forward pass."})
-    image_cache_dir: str | None = field(default=None, metadata={"help": "Download cache for image URLs."})
-    image_timeout: float = field(default=10.0, metadata={"help": "Seconds per request."})
+    # Collaborative: SASRec. Defaults are the library's (`SASRecConfig`, `SASRecTrainingArguments`: RecBole 1.2.1,
+    # docs/METHOD.md); `--sasrec_dropout` sets both of SASRecConfig's dropouts.
+    sasrec_hidden_size: int = library_default(_SASREC, "hidden_size", "Item embedding size (paper: 64).")
+    sasrec_num_layers: int = library_default(_SASREC, "num_hidden_layers", "Self-attention blocks.")
+    sasrec_num_heads: int = library_default(_SASREC, "num_attention_heads", "Attention heads.")
+    sasrec_dropout: float = library_default(_SASREC, "hidden_dropout_prob", "Hidden and attention dropout.")
+    sasrec_max_length: int = library_default(_SASREC, "max_position_embeddings", "Longest history read.")
+    sasrec_epochs: int = library_default(SASRecTrainingArguments, "num_epochs", "Upper bound on epochs.")
+    sasrec_batch_size: int = library_default(
+        SASRecTrainingArguments, "batch_size", "Training targets per batch (RecBole: samples)."
+    )
+    sasrec_learning_rate: float = library_default(SASRecTrainingArguments, "learning_rate", "Adam learning rate.")
+    sasrec_patience: int = library_default(
+        SASRecTrainingArguments, "patience", "Epochs without better validation nDCG@10."
+    )
+    seed: int = library_default(SASRecTrainingArguments, "seed", "Seed.")
+    # Text (`TextEncoderArguments`). The library has no preset default (a model must be chosen); the recipe picks the
+    # offline one, `minilm`.
+    text_preset: str | None = field(default="minilm", metadata={"help": "minilm (offline) or llm2clip (paper)."})
+    text_model_name_or_path: str | None = library_default(
+        TextEncoderArguments, "model_name_or_path", "Overrides the preset's model."
+    )
+    text_pooling: str | None = library_default(TextEncoderArguments, "pooling", "mean, cls or last.")
+    text_template: str = library_default(
+        TextEncoderArguments, "template", "Format string over title/brand/categories."
+    )
+    text_batch_size: int = library_default(TextEncoderArguments, "batch_size", "Texts per forward pass.")
+    # Image (`ImageEncoderArguments`)
+    image_model_name: str = library_default(
+        ImageEncoderArguments, "model_name", "open_clip name, local-dir: or hf-hub:."
+    )
+    image_pretrained: str | None = library_default(
+        ImageEncoderArguments, "pretrained", "open_clip tag or .safetensors file."
+    )
+    image_batch_size: int = library_default(ImageEncoderArguments, "batch_size", "Images per forward pass.")
+    image_cache_dir: str | None = library_default(ImageEncoderArguments, "cache_dir", "Download cache for image URLs.")
+    image_timeout: float = library_default(ImageEncoderArguments, "timeout", "Seconds per request.")
 
 
 def main(args: EncodeItemsArguments):
@@ -200,4 +218,4 @@ def main(args: EncodeItemsArguments):
 
 
 if __name__ == "__main__":
-    main(*TrlParser((EncodeItemsArguments,)).parse_args_and_config())
+    main(*document(TrlParser((EncodeItemsArguments,)), __doc__, __file__).parse_args_and_config())

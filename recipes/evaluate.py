@@ -1,5 +1,5 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
-"""Full-ranking evaluation of MME-SID next to the baselines, on the same users; prints a table, writes JSON.
+r"""Full-ranking evaluation of MME-SID next to the baselines, on the same users; prints a table, writes JSON.
 
 Commands:
     # baselines only (popularity, last-item transition) on Beauty_new test
@@ -32,6 +32,7 @@ from mmesid_artifacts import (
     run_info,
     write_results,
 )
+from mmesid_artifacts.recipe_args import document
 from modeling_mmesid import baselines, evaluation
 
 
@@ -118,5 +119,5 @@ def main(args: EvaluateArguments) -> dict:
 
 
 if __name__ == "__main__":
-    (script_args,) = TrlParser((EvaluateArguments,)).parse_args_and_config()
+    (script_args,) = document(TrlParser((EvaluateArguments,)), __doc__, __file__).parse_args_and_config()
     main(script_args)

@@ -1,5 +1,5 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
-"""Stage 2: fine-tune MME-SID (LoRA through PEFT, training through an `SFTTrainer` subclass), then test it.
+r"""Stage 2: fine-tune MME-SID (LoRA through PEFT, training through an `SFTTrainer` subclass), then test it.
 
 Reads `<run_dir>/{data,embeddings,sids}` and writes `<run_dir>/finetune/`: the LoRA adapter with the MME-SID modules
 (`adapter_model.safetensors`, `adapter_config.json`), the processor (tokenizer with the SID tokens), the full model
@@ -19,6 +19,7 @@ Commands:
     accelerate launch recipes/finetune.py --config ... --resume_from_checkpoint outputs/<run>/finetune/checkpoint-100
 """
 
+import dataclasses
 import random
 import time
 from dataclasses import dataclass, field
@@ -26,10 +27,11 @@ from pathlib import Path
 
 import torch
 from transformers import AutoTokenizer, set_seed
-from trl import ModelConfig, TrlParser
+from trl import ModelConfig, TrlParser, get_quantization_config
 
 from mmesid_artifacts import Run, load_item_tables, load_stats
-from modeling_mmesid import MMESIDForSequentialRecommendation, MMESIDProcessor, data, evaluation
+from mmesid_artifacts.recipe_args import document, library_default
+from modeling_mmesid import MMESIDConfig, MMESIDForSequentialRecommendation, MMESIDProcessor, data, evaluation
 from modeling_mmesid.trainer import (
     MMESIDCollator,
     MMESIDTrainer,
@@ -40,20 +42,26 @@ from modeling_mmesid.trainer import (
 )
 
 
+# Defaults of the model's arguments: the library's (`MMESIDConfig`); the YAML sets a run's.
+_LIBRARY = MMESIDConfig()
+
+
 @dataclass
 class ScriptArguments:
     run_dir: str = field(metadata={"help": "outputs/<run>: reads data/, embeddings/, sids/; writes finetune/."})
-    modalities: list[str] = field(default_factory=lambda: ["collaborative", "text"], metadata={"help": "Subset to fuse."})
+    modalities: list[str] = library_default(_LIBRARY, "modalities", "Subset to fuse (paper: all three).")
     gguf_file: str | None = field(default=None, metadata={"help": "GGUF file inside model_name_or_path."})
-    fusion: str = field(default="frequency", metadata={"help": "frequency | equal (ablation)."})
-    sid_init: str = field(default="codebook", metadata={"help": "codebook | random (ablation)."})
-    head: str = field(default="ranking", metadata={"help": "ranking (paper) | generative (SID beam search) | both."})
-    generative_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the generative loss (head=both)."})
-    generative_id: str = field(default="collaborative", metadata={"help": "collaborative | combined (+ suffix)."})
-    item_head_init: str = field(
-        default="normal", metadata={"help": "normal (paper) | zero | collaborative | item_tokens (docs/LEARNING.md)."}
+    fusion: str = library_default(_LIBRARY, "fusion", "frequency (paper Eq. 9) | equal (ablation).")
+    sid_init: str = library_default(_LIBRARY, "sid_init", "codebook (paper) | random (ablation).")
+    head: str = library_default(_LIBRARY, "head", "ranking (paper) | generative (SID beam search) | both.")
+    generative_loss_weight: float = library_default(
+        _LIBRARY, "generative_loss_weight", "Weight of the generative loss (head=both)."
     )
-    fusion_gate_init: str = field(default="normal", metadata={"help": "normal | torch (official code's init)."})
+    generative_id: str = library_default(_LIBRARY, "generative_id", "collaborative | combined (+ suffix).")
+    item_head_init: str = library_default(
+        _LIBRARY, "item_head_init", "normal (paper) | zero | collaborative | item_tokens (docs/LEARNING.md)."
+    )
+    fusion_gate_init: str = library_default(_LIBRARY, "fusion_gate_init", "normal | torch (official code's init).")
     distill_teacher: str | None = field(
         default=None,
         metadata={"help": "SASRec folder of the distillation teacher (with --distill_weight > 0); default "
@@ -62,7 +70,11 @@ class ScriptArguments:
     max_train_users: int | None = field(default=None, metadata={"help": "Train on N sampled users (says so)."})
     max_eval_users: int | None = field(default=None, metadata={"help": "Validate on N sampled users."})
     max_test_users: int | None = field(default=None, metadata={"help": "Test on N sampled users."})
-    save_full_model: bool = field(default=True, metadata={"help": "Also save the merged model under finetune/model."})
+    save_full_model: bool = field(
+        default=True,
+        metadata={"help": "Whether finetune/model gets the merged full model besides the adapter "
+                  "(`--no_save_full_model`: adapter and processor only)."},
+    )
 
 
 def _users_subset(split, max_users: int | None, seed: int):
@@ -72,6 +84,26 @@ def _users_subset(split, max_users: int | None, seed: int):
         return split
     keep = set(random.Random(seed).sample(users, max_users))
     return split.filter(lambda u: u in keep, input_columns="user_id")
+
+
+def backbone_dtype_kwargs(model_args: ModelConfig, training_args: MMESIDTrainingConfig) -> dict:
+    """`from_pretrained` kwargs of the backbone: `dtype` and, when `model_args` asks for it, `quantization_config`."""
+    # `dtype: auto`: frozen backbone weights in bf16 where training runs bf16 (the hardware decides,
+    # `MMESIDTrainingConfig.bf16`), float32 otherwise; MME-SID's own modules stay float32 either way. A GGUF backbone
+    # keeps its weights packed and transformers advises float32 for its kernels, but on this project's AMX CPU the
+    # SmolLM2 GGUF main job trained faster with bf16 (162 s vs 209 s for the same 100 steps), so it gets bf16 too.
+    if model_args.dtype in (None, "auto"):
+        dtype = torch.bfloat16 if training_args.bf16 else torch.float32
+    else:
+        dtype = getattr(torch, model_args.dtype)
+    kwargs = {"dtype": dtype}
+    # TRL builds the bitsandbytes config from `ModelConfig` (`load_in_4bit` with `bnb_4bit_quant_type`,
+    # `use_bnb_nested_quant`, `bnb_4bit_quant_storage`; or `load_in_8bit`); its 4-bit compute dtype is `dtype` as
+    # resolved above (TRL would pass `model_args.dtype`, which may be "auto").
+    quantization_config = get_quantization_config(dataclasses.replace(model_args, dtype=dtype))
+    if quantization_config is not None:
+        kwargs["quantization_config"] = quantization_config
+    return kwargs
 
 
 def build_trainer(script_args: ScriptArguments, training_args: MMESIDTrainingConfig, model_args: ModelConfig):
@@ -91,21 +123,7 @@ def build_trainer(script_args: ScriptArguments, training_args: MMESIDTrainingCon
     tokenizer = AutoTokenizer.from_pretrained(model_path, **load_kwargs)
     tables = load_item_tables(run, script_args.modalities)  # checked, in the model's modality order
     processor = MMESIDProcessor(tokenizer, **tables.processor_kwargs())
-    # `dtype: auto`: frozen backbone weights in bf16 where training runs bf16 (the hardware decides,
-    # `MMESIDTrainingConfig.bf16`), float32 otherwise; MME-SID's own modules stay float32 either way. A GGUF backbone
-    # keeps its weights packed and transformers advises float32 for its kernels, but on this project's AMX CPU the
-    # SmolLM2 GGUF main job trained faster with bf16 (162 s vs 209 s for the same 100 steps), so it gets bf16 too.
-    if model_args.dtype in (None, "auto"):
-        dtype = torch.bfloat16 if training_args.bf16 else torch.float32
-    else:
-        dtype = getattr(torch, model_args.dtype)
-    backbone_kwargs = {**load_kwargs, "dtype": dtype}
-    if model_args.load_in_4bit:
-        from transformers import BitsAndBytesConfig
-
-        backbone_kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype
-        )
+    backbone_kwargs = {**load_kwargs, **backbone_dtype_kwargs(model_args, training_args)}
     use_codebooks = script_args.sid_init == "codebook"
     model = MMESIDForSequentialRecommendation.from_backbone(
         model_path, processor, tables.embeddings, tables.sids, tables.codebooks if use_codebooks else None,
@@ -174,5 +192,5 @@ def main(script_args: ScriptArguments, training_args: MMESIDTrainingConfig, mode
 
 
 if __name__ == "__main__":
-    parser = TrlParser((ScriptArguments, MMESIDTrainingConfig, ModelConfig))
+    parser = document(TrlParser((ScriptArguments, MMESIDTrainingConfig, ModelConfig)), __doc__, __file__)
     main(*parser.parse_args_and_config())

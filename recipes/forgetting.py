@@ -1,5 +1,5 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
-"""The paper's forgetting analysis (§4.4): Kendall's tau-a of the SID embedding rows after fine-tuning with
+r"""The paper's forgetting analysis (§4.4): Kendall's tau-a of the SID embedding rows after fine-tuning with
 `sid_init=codebook` vs `sid_init=random`, same data and budget; plus the embedding-collapse spectra of the
 fine-tuned item tables (docs/SID_QUALITY.md).
 
@@ -28,6 +28,7 @@ import torch
 from trl import TrlParser
 
 from mmesid_artifacts import Run, atomic_write_json, run_info
+from mmesid_artifacts.recipe_args import document
 from modeling_mmesid import MMESIDForSequentialRecommendation
 from tokenization.diagnostics import (
     kendall_tau_concordance,
@@ -111,4 +112,4 @@ def main(args: ScriptArguments) -> dict:
 
 
 if __name__ == "__main__":
-    main(*TrlParser((ScriptArguments,)).parse_args_and_config())
+    main(*document(TrlParser((ScriptArguments,)), __doc__, __file__).parse_args_and_config())

@@ -1,5 +1,5 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
-"""Learning curves of Stage 2: validation nDCG@10 on one fixed user sample against the training samples seen, for the
+r"""Learning curves of Stage 2: validation nDCG@10 on one fixed user sample against the training samples seen, for the
 paper configuration and for each warm-start remedy (docs/LEARNING.md).
 
 Every variant trains on the same users in the same order (a seeded shuffle of the training users, read sequentially)
@@ -10,8 +10,8 @@ variant in `results.json` is skipped).
 
 Commands:
     # the CPU curve of docs/LEARNING.md (2 cores: about 15 minutes per variant)
-    python recipes/learning_curve.py --config recipes/configs/beauty-smollm2-135m/finetune.yaml \\
-        --run_dir outputs/beauty-smollm2-135m --curve_dir outputs/beauty-smollm2-135m/curve \\
+    python recipes/learning_curve.py --config recipes/configs/beauty-smollm2-135m/finetune.yaml \
+        --run_dir outputs/beauty-smollm2-135m --curve_dir outputs/beauty-smollm2-135m/curve \
         --budgets 1000 2500 5000 --eval_users 2000 --variants paper distill zero_head
     # redraw the table and the plot from results.json
     python recipes/learning_curve.py --curve_dir outputs/beauty-smollm2-135m/curve --report_only
@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from finetune import ScriptArguments, build_trainer
 
 from mmesid_artifacts import atomic_write_json, atomic_write_text
+from mmesid_artifacts.recipe_args import document
 from modeling_mmesid import evaluation
 from modeling_mmesid.trainer import MMESIDTrainingConfig
 from tokenization.diagnostics import SPECTRUM_COLOURS, _png_bytes
@@ -187,14 +188,17 @@ def save_curve_plot(series: dict[str, list[dict]], path: Path, width: int = 640,
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="recipes/configs/beauty-smollm2-135m/finetune.yaml")
-    parser.add_argument("--run_dir", default="outputs/beauty-smollm2-135m")
-    parser.add_argument("--curve_dir", default="outputs/beauty-smollm2-135m/curve")
+    parser = document(argparse.ArgumentParser(), __doc__, config=False)
+    parser.add_argument(
+        "--config", default="recipes/configs/beauty-smollm2-135m/finetune.yaml",
+        help="The finetune YAML every variant starts from (recipes/finetune.py --help lists its arguments).",
+    )
+    parser.add_argument("--run_dir", default="outputs/beauty-smollm2-135m", help="The run whose stages are read.")
+    parser.add_argument("--curve_dir", default="outputs/beauty-smollm2-135m/curve", help="Where the curve goes.")
     parser.add_argument("--budgets", type=int, nargs="+", default=[1000, 2500, 5000], help="Training samples.")
     parser.add_argument("--eval_users", type=int, default=2000, help="Fixed validation sample (seed + 1).")
     parser.add_argument("--variants", nargs="+", default=["paper", "distill", "zero_head"], choices=sorted(VARIANTS))
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed", type=int, default=42, help="Seed of the user shuffle, the sample and training.")
     parser.add_argument("--report_only", action="store_true", help="Only redraw curve.md and curve.png.")
     parser.add_argument("--doc", default=None,
                         help="Also write the table into this Markdown file between `<!-- curve:start -->` and "

@@ -1,5 +1,5 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
-"""Prepare leave-one-out splits, the item table and `stats.json`.
+r"""Prepare leave-one-out splits, the item table and `stats.json`.
 
 Commands:
     # MME-SID's own Beauty_new (the paper's data), with titles/brands/categories from the joined item table
@@ -23,6 +23,7 @@ from pathlib import Path
 from trl import TrlParser
 
 from mmesid_artifacts import read_sequence_file
+from mmesid_artifacts.recipe_args import document
 from modeling_mmesid import data
 
 
@@ -85,5 +86,5 @@ def main(args: PrepareArguments) -> dict:
 
 
 if __name__ == "__main__":
-    (script_args,) = TrlParser((PrepareArguments,)).parse_args_and_config()
+    (script_args,) = document(TrlParser((PrepareArguments,)), __doc__, __file__).parse_args_and_config()
     main(script_args)

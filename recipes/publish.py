@@ -1,5 +1,5 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
-"""Publish a run to the Hugging Face Hub: the model (full weights + LoRA adapter), the dataset, the MM-RQ-VAE.
+r"""Publish a run to the Hugging Face Hub: the model (full weights + LoRA adapter), the dataset, the MM-RQ-VAE.
 
 Builds `outputs/<run>/hub/{model,dataset,rqvae}` (the exact repo folders, cards rendered from `hub_cards/`), checks
 them (card metadata, no local path/token/pickle) and, without `--dry-run`, creates the repos and uploads the folders.
@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from trl import TrlParser
 
+from mmesid_artifacts.recipe_args import document
 from modeling_mmesid import hub
 
 
@@ -71,4 +72,4 @@ def main(args: ScriptArguments) -> dict:
 
 
 if __name__ == "__main__":
-    main(*TrlParser((ScriptArguments,)).parse_args_and_config())
+    main(*document(TrlParser((ScriptArguments,)), __doc__, __file__).parse_args_and_config())

@@ -1,5 +1,5 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
-"""Stage 1b: train MM-RQ-VAE on the item embeddings → `outputs/<run>/rqvae/{config.json, model.safetensors, results.json}`.
+r"""Stage 1b: train MM-RQ-VAE on the item embeddings → `outputs/<run>/rqvae/{config.json, model.safetensors, results.json}`.
 
 Commands:
     # CPU default (SmolLM2-135M-sized codes, a few minutes on 2 cores)
@@ -25,44 +25,49 @@ from accelerate import Accelerator
 from trl import TrlParser
 
 from mmesid_artifacts import Run, atomic_write_json, load_modality_tables, run_info
+from mmesid_artifacts.recipe_args import document, library_default
 from tokenization.configuration_mmrqvae import MMRQVAEConfig
 from tokenization.diagnostics import codebook_usage, collision_rate
 from tokenization.train_rqvae import MMRQVAETrainingArguments, train_mmrqvae
 
 
+# Defaults of the arguments: the library's (`MMRQVAEConfig`, the paper's official run); the YAML sets a run's.
+_LIBRARY = MMRQVAEConfig()
+
+
 @dataclass
 class ScriptArguments:
     run: str = field(default="beauty-smollm2-135m", metadata={"help": "Run name: stages live in outputs/<run>/."})
-    modalities: list[str] = field(
-        default_factory=lambda: ["collaborative", "text"], metadata={"help": "Branches (paper: all three)."}
-    )
+    modalities: list[str] = library_default(_LIBRARY, "modalities", "Branches (paper: all three; CPU YAML: no image).")
     embeddings_dir: str | None = field(default=None, metadata={"help": "Defaults to outputs/<run>/embeddings."})
     output_dir: str | None = field(default=None, metadata={"help": "Defaults to outputs/<run>/rqvae."})
 
 
 @dataclass
 class ModelArguments:
-    """MM-RQ-VAE sizes and losses; see `MMRQVAEConfig` for each field's source."""
+    """MM-RQ-VAE sizes and losses. Each default is `MMRQVAEConfig`'s (the paper's official run; see its docstring for
+    each field's source); `recipes/configs/<run>/rqvae.yaml` sets the values a run uses (CPU: `e_dim: 576`)."""
 
-    hidden_dims: list[int] = field(default_factory=lambda: [512, 512], metadata={"help": "Encoder hidden sizes."})
-    e_dim: int = field(default=576, metadata={"help": "Code-vector size (576 = SmolLM2-135M hidden size)."})
-    num_levels: int = field(default=4, metadata={"help": "Residual levels (paper 4)."})
-    codebook_size: int = field(default=256, metadata={"help": "Codes per level (paper 256)."})
-    kmeans_method: str = field(default="constrained", metadata={"help": "constrained or plain."})
-    kmeans_iters: int = field(default=10, metadata={"help": "k-means iterations of the init."})
-    sinkhorn_epsilon: float = field(default=0.003, metadata={"help": "Last-level Sinkhorn epsilon; 0 = off."})
-    sinkhorn_iters: int = field(default=50, metadata={"help": "Sinkhorn iterations."})
-    dead_code_restart: bool = field(
-        default=True, metadata={"help": "Re-seed unused codes after each epoch (docs/SID_QUALITY.md); off = official."}
+    hidden_dims: list[int] = library_default(_LIBRARY, "hidden_dims", "Encoder hidden sizes (CPU YAML [512, 512]).")
+    e_dim: int = library_default(_LIBRARY, "e_dim", "Code-vector size = the LLM's hidden size (CPU YAML 576).")
+    num_levels: int = library_default(_LIBRARY, "num_levels", "Residual levels.")
+    codebook_size: int = library_default(_LIBRARY, "codebook_size", "Codes per level.")
+    kmeans_method: str = library_default(_LIBRARY, "kmeans_method", "constrained or plain.")
+    kmeans_iters: int = library_default(_LIBRARY, "kmeans_iters", "k-means iterations of the init.")
+    sinkhorn_epsilon: float = library_default(_LIBRARY, "sinkhorn_epsilon", "Last-level Sinkhorn epsilon; 0 = off.")
+    sinkhorn_iters: int = library_default(_LIBRARY, "sinkhorn_iters", "Sinkhorn iterations.")
+    dead_code_restart: bool = library_default(
+        _LIBRARY, "dead_code_restart",
+        "Whether unused codes are re-seeded after each epoch (docs/SID_QUALITY.md); `--no_dead_code_restart` = official.",
     )
-    recon_loss: str = field(default="mmd", metadata={"help": "mmd (paper) or mse (ablation)."})
-    mmd_bandwidth_multipliers: list[float] = field(default_factory=lambda: [0.5], metadata={"help": "Kernel α."})
-    beta: float = field(default=0.25, metadata={"help": "Commitment weight (official accidental 0.01)."})
-    recon_weight: float = field(default=3.0, metadata={"help": "Reconstruction weight (official 3)."})
-    vq_weight: float = field(default=1.0, metadata={"help": "VQ loss weight (official 1)."})
-    alignment_weight: float = field(default=0.01, metadata={"help": "InfoNCE weight (official 0.01)."})
-    alignment_temperature: float = field(default=0.1, metadata={"help": "InfoNCE temperature (official 0.1)."})
-    alignment_anchor: str = field(default="collaborative", metadata={"help": "Anchor modality of InfoNCE."})
+    recon_loss: str = library_default(_LIBRARY, "recon_loss", "mmd (paper) or mse (ablation).")
+    mmd_bandwidth_multipliers: list[float] = library_default(_LIBRARY, "mmd_bandwidth_multipliers", "Kernel α.")
+    beta: float = library_default(_LIBRARY, "beta", "Commitment weight (official accidental 0.01).")
+    recon_weight: float = library_default(_LIBRARY, "recon_weight", "Reconstruction weight.")
+    vq_weight: float = library_default(_LIBRARY, "vq_weight", "VQ loss weight.")
+    alignment_weight: float = library_default(_LIBRARY, "alignment_weight", "InfoNCE weight.")
+    alignment_temperature: float = library_default(_LIBRARY, "alignment_temperature", "InfoNCE temperature.")
+    alignment_anchor: str = library_default(_LIBRARY, "alignment_anchor", "Anchor modality of InfoNCE.")
 
 
 def main(script_args: ScriptArguments, training_args: MMRQVAETrainingArguments, model_args: ModelArguments):
@@ -117,4 +122,5 @@ def main(script_args: ScriptArguments, training_args: MMRQVAETrainingArguments, 
 
 
 if __name__ == "__main__":
-    main(*TrlParser((ScriptArguments, MMRQVAETrainingArguments, ModelArguments)).parse_args_and_config())
+    parser = document(TrlParser((ScriptArguments, MMRQVAETrainingArguments, ModelArguments)), __doc__, __file__)
+    main(*parser.parse_args_and_config())
