@@ -1276,10 +1276,13 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
         exclude_history: bool = True,
         batch_size: int = 16,
         method: str = "rank",
+        num_candidates: int | None = None,
     ) -> torch.LongTensor:
         r"""
-        Top-`k` next items per user, best first: full ranking over the catalog (`method="rank"`), or constrained
-        beam search over the catalog's generative IDs (`method="generate"`, [`~MMESIDForSequentialRecommendation.generate_items`]).
+        Top-`k` next items per user, best first: full ranking over the catalog (`method="rank"`), constrained beam
+        search over the catalog's generative IDs (`method="generate"`, [`~MMESIDForSequentialRecommendation.generate_items`]),
+        or both (`method="rerank"`, `config.head="both"`): beam search proposes `num_candidates` items and the ranking
+        head orders them.
 
         Args:
             histories (`list[list[int]]`):
@@ -1293,17 +1296,35 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
             batch_size (`int`, *optional*, defaults to 16):
                 Users per forward pass.
             method (`str`, *optional*, defaults to `"rank"`):
-                `"rank"` (the ranking head; `config.head` `"ranking"` or `"both"`) or `"generate"` (the generative
-                head; `"generative"` or `"both"`).
+                `"rank"` (the ranking head; `config.head` `"ranking"` or `"both"`), `"generate"` (the generative
+                head; `"generative"` or `"both"`) or `"rerank"` (both heads; `"both"`).
+            num_candidates (`int`, *optional*):
+                Beams proposed per user for `method="rerank"` (defaults to `k`; at least `k`). Reranking `k` beams
+                keeps their set and changes their order.
 
         Returns:
             `torch.LongTensor` of shape `(len(histories), k)`. Padding (0) is never returned unless a user has fewer
             than `k` candidates left.
         """
-        if method not in ("rank", "generate"):
-            raise ValueError(f"`method` must be 'rank' or 'generate', got {method!r}.")
+        if method not in ("rank", "generate", "rerank"):
+            raise ValueError(f"`method` must be 'rank', 'generate' or 'rerank', got {method!r}.")
+        if num_candidates is not None and method != "rerank":
+            raise ValueError(f"`num_candidates` is for `method='rerank'`, got method={method!r}.")
         if method == "generate":
             return self.generate_items(histories, processor, k=k, exclude_history=exclude_history, batch_size=batch_size)[0]
+        if method == "rerank":
+            if self.config.head != "both":
+                raise ValueError(f"`method='rerank'` needs both heads, but `config.head={self.config.head!r}`.")
+            num_candidates = k if num_candidates is None else num_candidates
+            if num_candidates < k:
+                raise ValueError(f"`num_candidates` must be at least `k` ({k}), got {num_candidates}.")
+            candidates, _ = self.generate_items(
+                histories, processor, k=num_candidates, exclude_history=exclude_history, batch_size=batch_size
+            )
+            logits = self.score_histories(histories, processor, batch_size=batch_size).float().cpu()
+            scores = logits.gather(1, candidates).masked_fill(candidates == 0, float("-inf"))  # 0: no candidate left
+            order = scores.argsort(dim=-1, descending=True, stable=True)  # ties keep the beam order
+            return candidates.gather(1, order)[:, :k]
         if self.config.head == "generative":
             raise ValueError(
                 "`method='rank'` needs the ranking head, but `config.head='generative'`; use `method='generate'`."

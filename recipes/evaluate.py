@@ -10,7 +10,7 @@ Commands:
         --max_users 2000 --output_dir outputs/beauty-smollm2-135m/eval
     # a model with a generative head (`head: both`): ranking and constrained beam search on the same users
     python recipes/evaluate.py --data_dir outputs/beauty-smollm2-135m/data \
-        --model outputs/beauty-smollm2-135m/finetune-both/model --methods rank generate --max_users 2000
+        --model outputs/beauty-smollm2-135m/finetune-both/model --methods rank generate rerank --max_users 2000
     # RecBole's protocol (history items stay candidates), to print beside RecBole's numbers
     python recipes/evaluate.py --data_dir outputs/beauty-smollm2-135m/data --no_mask_history \
         --output_dir outputs/beauty-smollm2-135m/eval-unmasked
@@ -49,8 +49,12 @@ class EvaluateArguments:
     )
     methods: list[str] = field(
         default_factory=lambda: ["rank"],
-        metadata={"help": "How --model recommends: rank (full ranking) and/or generate (constrained beam search over "
-                  "semantic IDs, max(ks) beams; needs a generative head)."},
+        metadata={"help": "How --model recommends: rank (full ranking), generate (constrained beam search over "
+                  "semantic IDs, max(ks) beams; needs a generative head) and/or rerank (the beams ordered by the "
+                  "ranking head; needs head=both)."},
+    )
+    rerank_candidates: int | None = field(
+        default=None, metadata={"help": "Beams proposed per user for --methods rerank (default: max(ks) = 20)."}
     )
     seed: int = 0
     batch_size: int = 256
@@ -79,9 +83,9 @@ def main(args: EvaluateArguments) -> dict:
 
         model = AutoModel.from_pretrained(args.model, trust_remote_code=True).eval()
         processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=True)
-        unknown = sorted(set(args.methods) - {"rank", "generate"})
+        unknown = sorted(set(args.methods) - {"rank", "generate", "rerank"})
         if unknown or not args.methods:
-            raise ValueError(f"`--methods` must be a non-empty subset of rank, generate; got {args.methods}.")
+            raise ValueError(f"`--methods` must be a non-empty subset of rank, generate, rerank; got {args.methods}.")
         if "rank" in args.methods:
             scorers["mmesid"] = model.as_scorer(processor, batch_size=args.model_batch_size)
     results = {}
@@ -92,24 +96,27 @@ def main(args: EvaluateArguments) -> dict:
             scorer, split, num_items, batch_size=batch_size, mask_history=not args.no_mask_history
         )
         results[name]["seconds"] = round(time.time() - tic, 2)
-    if args.model and "generate" in args.methods:
+    k = max(evaluation.DEFAULT_KS)  # beams = the largest cut-off: an item not generated is a miss at every K
+    for method in [m for m in ("generate", "rerank") if args.model and m in args.methods]:
         tic = time.time()
-        k = max(evaluation.DEFAULT_KS)  # beams = the largest cut-off: an item not generated is a miss at every K
+        extra = {"num_candidates": args.rerank_candidates} if method == "rerank" else {}
 
-        def recommender(histories):
-            return model.recommend(histories, processor, k=k, method="generate", batch_size=args.model_batch_size,
-                                   exclude_history=not args.no_mask_history)
+        def recommender(histories, method=method, extra=extra):
+            return model.recommend(histories, processor, k=k, method=method, batch_size=args.model_batch_size,
+                                   exclude_history=not args.no_mask_history, **extra)
 
-        results["mmesid-generate"] = evaluation.evaluate_recommender(
+        results[f"mmesid-{method}"] = evaluation.evaluate_recommender(
             recommender, split, num_items, batch_size=args.model_batch_size
         )
-        results["mmesid-generate"]["seconds"] = round(time.time() - tic, 2)
+        results[f"mmesid-{method}"]["seconds"] = round(time.time() - tic, 2)
     protocol = evaluation.protocol_line(num_items, split.num_rows, args.split, mask_history=not args.no_mask_history)
     if split.num_rows < total:
         protocol += f" (sampled with seed {args.seed} from {total:,})"
-    if "mmesid-generate" in results:
-        protocol += (f"; mmesid-generate: constrained beam search, {max(evaluation.DEFAULT_KS)} beams per user, "
+    if "mmesid-generate" in results or "mmesid-rerank" in results:
+        protocol += (f"; mmesid-generate: constrained beam search, {k} beams per user, "
                      "items not generated count as misses")
+    if "mmesid-rerank" in results:
+        protocol += f"; mmesid-rerank: {args.rerank_candidates or k} beams ordered by the ranking head"
     print(evaluation.format_table(results, protocol=protocol))
     run = Run.of_stage(args.data_dir)  # the run folder is the data folder's parent
     path = Path(args.output_dir) / "results.json" if args.output_dir else run.results_file("eval")

@@ -277,7 +277,7 @@ def test_recommend_method_refusals(tokenizer_dir):
     ranking, processor = build(tokenizer_dir)
     with pytest.raises(ValueError, match=r"`method='generate'` needs a generative head, but `config.head='ranking'`"):
         ranking.recommend(HISTORIES, processor, method="generate")
-    with pytest.raises(ValueError, match=r"`method` must be 'rank' or 'generate', got 'beam'"):
+    with pytest.raises(ValueError, match=r"`method` must be 'rank', 'generate' or 'rerank', got 'beam'"):
         ranking.recommend(HISTORIES, processor, method="beam")
     generative, processor = build(tokenizer_dir, head="generative")
     with pytest.raises(ValueError, match=r"`method='rank'` needs the ranking head"):
@@ -354,3 +354,25 @@ def test_trainer_refuses_generative_head_with_prefix_packing(tokenizer_dir, tmp_
     model, processor = build(tokenizer_dir, head="both")
     with pytest.raises(ValueError, match=r"`prefix_packing=True` is not supported with the generative head"):
         _trainer(model, processor, tmp_path, prefix_packing=True)
+
+
+def test_rerank_orders_the_beams_by_the_ranking_head(tokenizer_dir):
+    """`method="rerank"`: the candidates are the `num_candidates` beams (same set), ordered by the ranking head's
+    scores, computed here from `score_histories` and the beams independently."""
+    model, processor = build(tokenizer_dir, head="both")
+    histories = HISTORIES + random_histories(6)
+    beams, _ = model.generate_items(histories, processor, k=12, batch_size=4)
+    logits = model.score_histories(histories, processor)
+    reranked = model.recommend(histories, processor, k=5, method="rerank", num_candidates=12, batch_size=4)
+    for row, history in enumerate(histories):
+        candidates = [int(i) for i in beams[row] if i > 0]
+        expected = sorted(candidates, key=lambda i: -float(logits[row, i]))[:5]
+        assert reranked[row].tolist() == expected
+        assert not set(expected) & set(history)
+    same_set = model.recommend(histories, processor, k=12, method="rerank", batch_size=4)
+    assert torch.equal(same_set.sort(-1).values, beams.sort(-1).values)
+    assert not torch.equal(same_set, beams)  # the ranking head reorders the beams
+    with pytest.raises(ValueError, match=r"`num_candidates` must be at least `k` \(5\), got 3"):
+        model.recommend(histories, processor, k=5, method="rerank", num_candidates=3)
+    with pytest.raises(ValueError, match=r"`method='rerank'` needs both heads"):
+        build(tokenizer_dir, head="generative")[0].recommend(histories, processor, method="rerank")

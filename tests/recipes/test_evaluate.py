@@ -134,10 +134,12 @@ def test_evaluate_reports_the_generative_head_beside_the_ranking_head(tiny_run, 
     processor.save_pretrained(tmp_path / "model")
     recipe = _recipe("evaluate")
     args = recipe.EvaluateArguments(data_dir=str(tiny_run / "data"), output_dir=str(tmp_path / "eval"),
-                                    model=str(tmp_path / "model"), methods=["rank", "generate"], max_users=12)
+                                    model=str(tmp_path / "model"), methods=["rank", "generate", "rerank"], max_users=12)
     results = recipe.main(args)
-    assert {"mmesid", "mmesid-generate"} <= set(results)
+    assert {"mmesid", "mmesid-generate", "mmesid-rerank"} <= set(results)
     assert results["mmesid"]["num_users"] == results["mmesid-generate"]["num_users"] == 12
+    # rerank orders the same 20 beams: the same hits at 20, other ranks
+    assert results["mmesid-rerank"]["hr@20"] == results["mmesid-generate"]["hr@20"]
     assert "constrained beam search, 20 beams per user, items not generated count as misses" in capsys.readouterr().out
     from mmesid_artifacts import load_split_table
 
