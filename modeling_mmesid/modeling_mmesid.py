@@ -1375,14 +1375,11 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
         trie, codes = self._generative_index()
         offsets = self.generative_position_token_ids()
         device = self.get_input_embeddings().weight.device
-        pad_id = processor.tokenizer.pad_token_id
-        if pad_id is None:
-            pad_id = processor.tokenizer.eos_token_id if processor.tokenizer.eos_token_id is not None else 0
         num_beams = max(k, 2)  # `generate` runs greedy search for one beam (no beam scores)
         generation_config = GenerationConfig(
             num_beams=num_beams, num_return_sequences=k, do_sample=False, max_new_tokens=config.generative_id_length,
             min_new_tokens=config.generative_id_length, length_penalty=0.0, early_stopping=False,
-            pad_token_id=pad_id, eos_token_id=None, bos_token_id=None, return_dict_in_generate=True,
+            pad_token_id=processor.pad_token_id, eos_token_id=None, bos_token_id=None, return_dict_in_generate=True,
             output_scores=True,
         )
         prompt_ids = torch.tensor([processor.shared_prompt_ids()], dtype=torch.long, device=device)

@@ -149,10 +149,7 @@ class MMESIDPackedCollator:
         num_shared = len(self.shared_prompt_ids)
         trees = [pack_user(self.processor, list(r["items"]), int(r["start"]), num_shared) for r in rows]
         width = max(len(t.input_ids) for t in trees)
-        pad_id = self.processor.tokenizer.pad_token_id
-        if pad_id is None:
-            pad_id = self.processor.tokenizer.eos_token_id if self.processor.tokenizer.eos_token_id is not None else 0
-        input_ids = torch.full((len(trees), width), pad_id, dtype=torch.long)
+        input_ids = torch.full((len(trees), width), self.processor.pad_token_id, dtype=torch.long)
         position_ids = torch.zeros(len(trees), width, dtype=torch.long)
         attention_mask = torch.zeros(len(trees), 1, width, width, dtype=torch.bool)
         readouts, labels, item_ids = [], [], []

@@ -136,6 +136,15 @@ class MMESIDProcessor(ProcessorMixin):
         l = torch.arange(self.num_levels, device=sids.device).view(1, -1)  # noqa: E741
         return self.sid_token_offset + (m * self.num_levels + l) * self.codebook_size + sids
 
+    @property
+    def pad_token_id(self) -> int:
+        """The id that pads prompts and packed rows (never attended to): the text tokenizer's pad token, else its
+        end-of-sequence token (many chat backbones have no pad token), else 0."""
+        for token_id in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id):
+            if token_id is not None:
+                return token_id
+        return 0
+
     def config_kwargs(self) -> dict:
         """The `MMESIDConfig` fields this processor determines."""
         return {
@@ -274,9 +283,7 @@ class MMESIDProcessor(ProcessorMixin):
             num_shared = len(self.shared_prompt_ids())
             prompts = [p[num_shared:] for p in prompts]
             seq_len -= num_shared
-        pad_id = self.tokenizer.pad_token_id
-        if pad_id is None:
-            pad_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
+        pad_id = self.pad_token_id
         input_ids = [[pad_id] * (seq_len - len(p)) + p for p in prompts]
         attention_mask = [[0] * (seq_len - len(p)) + [1] * len(p) for p in prompts]
         item_ids = [item for h in histories for item in h]

@@ -144,3 +144,27 @@ def test_custom_backbone_template(tiny_tokenizer):
     text = processor.render_prompt(1)
     assert text.endswith("<item><|im_end|>\n<|im_start|>assistant")
     assert text.startswith("<|im_start|>system\nYou are a helpful AI assistant for recommendations<|im_end|>")
+
+
+def test_pad_token_id_fallback(tiny_tokenizer):
+    # One rule pads prompts, packed rows and `generate`: the pad token, else end-of-sequence, else 0.
+    processor = MMESIDProcessor(tiny_tokenizer, modalities=["text"], num_levels=1, codebook_size=2)
+    tokenizer = processor.tokenizer
+    assert tokenizer.pad_token_id is None and processor.pad_token_id == tokenizer.eos_token_id
+    ids, mask = (processor([[1, 2], []])[k] for k in ("input_ids", "attention_mask"))
+    assert (ids[mask == 0] == tokenizer.eos_token_id).all() and (mask == 0).any()
+    tokenizer.pad_token = "<unused_0>"
+    assert processor.pad_token_id == tokenizer.convert_tokens_to_ids("<unused_0>") != tokenizer.eos_token_id
+    tokenizer.pad_token = None
+    tokenizer.eos_token = None
+    assert processor.pad_token_id == 0
+
+
+def test_packed_rows_pad_with_the_processor_pad_id(processor):
+    from modeling_mmesid.packing import MMESIDPackedCollator
+
+    processor.tokenizer.pad_token = "<unused_0>"
+    batch = MMESIDPackedCollator(processor)([{"items": [1, 2, 3], "start": 0}, {"items": [4, 5], "start": 1}])
+    short = batch["input_ids"][1]
+    num_nodes = int((batch["position_ids"][1] > 0).sum())
+    assert (short[num_nodes:] == processor.pad_token_id).all() and num_nodes < short.numel()
