@@ -13,10 +13,13 @@ from transformers import AddedToken
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
-from .configuration_mmesid import DEFAULT_INSTRUCTION, DEFAULT_SYSTEM_PROMPT, KNOWN_MODALITIES
+from .configuration_mmesid import KNOWN_MODALITIES
 
 
 DEFAULT_MODALITIES = KNOWN_MODALITIES  # the paper's order: collaborative, image, text
+# The prompt of the official README (docs/METHOD.md, "Prompt"); only the processor reads it.
+DEFAULT_SYSTEM_PROMPT = "You are a helpful AI assistant for recommendations"
+DEFAULT_INSTRUCTION = "Given the user's purchase history, predict next possible item to be purchased. "
 
 
 def sid_token(modality: str, level: int, code: int) -> str:
@@ -153,8 +156,6 @@ class MMESIDProcessor(ProcessorMixin):
             "codebook_size": self.codebook_size,
             "item_token_id": self.item_token_id,
             "sid_token_offset": self.sid_token_offset,
-            "system_prompt": self.system_prompt,
-            "instruction": self.instruction,
         }
 
     # ------------------------------------------------------------------ prompts

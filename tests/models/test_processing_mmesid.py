@@ -168,3 +168,40 @@ def test_packed_rows_pad_with_the_processor_pad_id(processor):
     short = batch["input_ids"][1]
     num_nodes = int((batch["position_ids"][1] > 0).sum())
     assert (short[num_nodes:] == processor.pad_token_id).all() and num_nodes < short.numel()
+
+
+def test_prompt_token_ids_are_the_paper_prompt(processor):
+    # The prompt's ids are those of the paper's text (the fixed expectation), whatever holds the prompt fields.
+    expected = processor.tokenizer(PAPER_PROMPT_TWO_ITEMS, add_special_tokens=False)["input_ids"]
+    assert processor.prompt_token_ids(2) == expected
+    assert processor([[7, 3]])["input_ids"][0].tolist() == expected
+
+
+def test_prompt_lives_in_the_processor_only(processor, tmp_path):
+    from transformers import LlamaConfig
+    from transformers.testing_utils import CaptureLogger
+    from transformers.utils import logging
+
+    from modeling_mmesid import MMESIDConfig
+
+    assert "system_prompt" not in processor.config_kwargs() and "instruction" not in processor.config_kwargs()
+    custom = MMESIDProcessor(processor.tokenizer, modalities=MODALITIES, num_levels=NUM_LEVELS,
+                             codebook_size=CODEBOOK_SIZE, system_prompt="Recommend.", instruction="History: ")
+    custom.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "processor_config.json").read_text())
+    assert (saved["system_prompt"], saved["instruction"]) == ("Recommend.", "History: ")
+    assert MMESIDProcessor.from_pretrained(tmp_path).render_prompt(1) == custom.render_prompt(1)
+    assert "Recommend." in custom.render_prompt(1) and "History: <item>" in custom.render_prompt(1)
+
+    # A config saved before the move (prompt fields in config.json) still loads; the fields are dropped, said once.
+    text_config = LlamaConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, vocab_size=len(custom.tokenizer))
+    MMESIDConfig(text_config=text_config, num_items=3, **custom.config_kwargs()).save_pretrained(tmp_path)
+    old = json.loads((tmp_path / "config.json").read_text())
+    assert "system_prompt" not in old
+    old.update(system_prompt="Recommend.", instruction="History: ")
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    with CaptureLogger(logging.get_logger("modeling_mmesid.configuration_mmesid")) as captured:
+        loaded = MMESIDConfig.from_pretrained(tmp_path)
+    assert "no longer holds the prompt" in captured.out and "processor_config.json" in captured.out
+    assert not hasattr(loaded, "system_prompt") and "instruction" not in loaded.to_dict()
+    assert loaded.num_items == 3 and loaded.item_token_id == custom.item_token_id
