@@ -22,6 +22,12 @@ MOVED_TO_PROCESSOR = ("system_prompt", "instruction")
 logger = logging.get_logger(__name__)
 
 
+def sid_token_id(sid_token_offset, num_levels: int, codebook_size: int, modality, level, code):
+    """Token id of SID token `<sid_{modalities[modality]}_{level}_{code}>` (all 0-based): the one formula of the SID
+    token layout, contiguous and ordered by modality, level, code. Works on ints and on broadcasting tensors."""
+    return sid_token_offset + (modality * num_levels + level) * codebook_size + code
+
+
 @auto_docstring(
     checkpoint="org/mmesid-beauty",
     custom_intro="""
@@ -265,4 +271,4 @@ class MMESIDConfig(PreTrainedConfig):
                 )
 
 
-__all__ = ["MMESIDConfig"]
+__all__ = ["MMESIDConfig", "sid_token_id"]

@@ -13,7 +13,7 @@ from transformers import AddedToken
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
-from .configuration_mmesid import KNOWN_MODALITIES
+from .configuration_mmesid import KNOWN_MODALITIES, sid_token_id
 
 
 DEFAULT_MODALITIES = KNOWN_MODALITIES  # the paper's order: collaborative, image, text
@@ -137,7 +137,7 @@ class MMESIDProcessor(ProcessorMixin):
         """Token ids of semantic IDs: `sids` of shape `(..., num_modalities, num_levels)` -> same shape."""
         m = torch.arange(len(self.modalities), device=sids.device).view(-1, 1)
         l = torch.arange(self.num_levels, device=sids.device).view(1, -1)  # noqa: E741
-        return self.sid_token_offset + (m * self.num_levels + l) * self.codebook_size + sids
+        return sid_token_id(self.sid_token_offset, self.num_levels, self.codebook_size, m, l, sids)
 
     @property
     def pad_token_id(self) -> int:

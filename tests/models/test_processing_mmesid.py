@@ -8,6 +8,7 @@ import torch
 from transformers import AutoProcessor
 
 from modeling_mmesid import MMESIDProcessor, sid_token
+from modeling_mmesid.configuration_mmesid import sid_token_id
 
 
 # The prompt of docs/METHOD.md (official README template) for a history of two items.
@@ -46,6 +47,8 @@ def test_sid_token_scheme(processor):
             for code in range(CODEBOOK_SIZE):
                 expected = processor.sid_token_offset + (m * NUM_LEVELS + level) * CODEBOOK_SIZE + code
                 assert tokenizer.convert_tokens_to_ids(sid_token(modality, level, code)) == expected
+                # the one formula the processor and the model use
+                assert sid_token_id(processor.sid_token_offset, NUM_LEVELS, CODEBOOK_SIZE, m, level, code) == expected
     sids = torch.tensor([[[1, 2], [3, 4]]])
     ids = processor.sid_token_ids(sids)
     assert tokenizer.convert_ids_to_tokens(ids.flatten().tolist()) == [
