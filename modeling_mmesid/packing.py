@@ -112,7 +112,8 @@ def tree_attention_mask(parents: Sequence[int], size: int | None = None) -> torc
 
 class MMESIDPackedCollator:
     r"""
-    Rows `{items, start}` (one per user, from [`group_samples_by_user`]) -> one prefix-tree packed row per user.
+    Rows `{items, start}` (one per user: `data.load_train_users`, which reads them from `train_sequences.parquet`, or
+    [`group_samples_by_user`] of a per-sample split) -> one prefix-tree packed row per user.
 
     Returns `input_ids` `(batch, max_nodes)`, a boolean `attention_mask` `(batch, 1, max_nodes, max_nodes)`,
     `position_ids`, `item_ids`, `readout_positions` `(num_samples, 2)`, `labels` `(num_samples,)` and, with
@@ -219,6 +220,14 @@ def group_samples_by_user(split):
     return Dataset.from_dict(out)
 
 
+def num_samples(split) -> int:
+    """Training samples of `split`: one per row, or `len(items) - start` per row of per-user rows (`items`, `start`:
+    `data.load_train_users`, [`group_samples_by_user`])."""
+    if "items" not in split.column_names:
+        return split.num_rows
+    return sum(len(items) - int(start) for items, start in zip(split["items"], split["start"]))
+
+
 def count_tokens(processor, users: Sequence[tuple[Sequence[int], int]]) -> dict[str, int]:
     r"""
     Tokens processed per epoch, counted exactly from the processor's renderings, for `users` given as
@@ -253,6 +262,7 @@ __all__ = [
     "PackedUser",
     "count_tokens",
     "group_samples_by_user",
+    "num_samples",
     "pack_user",
     "tree_attention_mask",
     "user_samples",

@@ -36,7 +36,7 @@ from trl import TrlParser
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mmesid_artifacts import MODALITIES, atomic_write_json, item_counts, leave_one_out, load_item_counts, load_stats  # noqa: E402
+from mmesid_artifacts import MODALITIES, atomic_write_json, leave_one_out, load_item_counts, load_stats  # noqa: E402
 from mmesid_artifacts.recipe_args import document  # noqa: E402
 from modeling_mmesid import MMESIDForSequentialRecommendation, MMESIDProcessor, data, evaluation  # noqa: E402
 from modeling_mmesid.packing import MMESIDPackedCollator, count_tokens, group_samples_by_user  # noqa: E402
@@ -87,7 +87,7 @@ def _synthetic_split(seed: int, num_users: int = 120, num_items: int = 400):
     train = {"user_id": [u for u, _, _ in splits.train], "history": [h for _, h, _ in splits.train],
              "target": [t for _, _, t in splits.train]}
     test = {"history": [h for _, h, _ in splits.test], "target": [t for _, _, t in splits.test]}
-    counts = torch.as_tensor(item_counts((prefix for _, prefix in splits.train_sequences), num_items))
+    counts = torch.as_tensor(splits.train_item_counts())
     return train, test, num_items, counts
 
 
