@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute  # noqa: F401  (`pa.compute`)
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .io import read_json, require_file
@@ -191,11 +191,11 @@ def read_train_users(folder: str | os.PathLike) -> pa.Table:
                 f"{path} has no `start` column and `stats.json` no `max_train_samples_per_user`, so the first training "
                 f"target of each user is unknown; re-run `python recipes/prepare_data.py --output_dir {folder}`."
             )
-        lengths = pa.compute.list_value_length(table.column("items")).to_pylist()
+        lengths = pc.list_value_length(table.column("items")).to_pylist()
         starts = [first_train_target(n, int(max_samples)) for n in lengths]
         table = table.append_column("start", pa.array(starts, pa.int64()))
     table = table.select(TRAIN_SEQUENCE_SCHEMA.names).cast(TRAIN_SEQUENCE_SCHEMA)
-    has_samples = pa.compute.less(table.column("start"), pa.compute.list_value_length(table.column("items")))
+    has_samples = pc.less(table.column("start"), pc.list_value_length(table.column("items")))
     return table.filter(has_samples)
 
 
@@ -227,8 +227,8 @@ __all__ = [
     "ITEM_SCHEMA",
     "SAMPLE_SCHEMA",
     "SPLITS",
-    "Splits",
     "TRAIN_SEQUENCE_SCHEMA",
+    "Splits",
     "data_file",
     "first_train_target",
     "item_counts",
