@@ -9,6 +9,7 @@ tensors: importing it never imports `transformers`, `modeling_mmesid` or `tokeni
 from .data_files import (
     ITEM_SCHEMA,
     SAMPLE_SCHEMA,
+    TRAIN_SEQUENCE_SCHEMA,
     Splits,
     item_counts,
     leave_one_out,
@@ -17,6 +18,7 @@ from .data_files import (
     load_stats,
     load_train_sequences,
     read_sequence_file,
+    read_train_users,
     sequences_fingerprint,
 )
 from .io import (
@@ -49,6 +51,7 @@ __all__ = [
     "SAMPLE_SCHEMA",
     "SPLITS",
     "STAGES",
+    "TRAIN_SEQUENCE_SCHEMA",
     "ItemTables",
     "Run",
     "Splits",
@@ -71,6 +74,7 @@ __all__ = [
     "read_json",
     "read_results",
     "read_sequence_file",
+    "read_train_users",
     "require_file",
     "run_info",
     "save_embeddings",

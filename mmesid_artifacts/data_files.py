@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .io import read_json, require_file
@@ -26,6 +27,11 @@ from .run import DATA_FILES, SPLITS, split_file
 
 
 SAMPLE_SCHEMA = pa.schema([("user_id", pa.int64()), ("history", pa.list_(pa.int64())), ("target", pa.int64())])
+# One row per user: the training prefix `items` and `start`, its first target position, so the user's training
+# samples are `(items[:t], items[t])` for `t = start..len(items) - 1` (prefix-tree packing reads this file directly).
+TRAIN_SEQUENCE_SCHEMA = pa.schema(
+    [("user_id", pa.int64()), ("items", pa.list_(pa.int64())), ("start", pa.int64())]
+)
 ITEM_SCHEMA = pa.schema(
     [
         ("item_id", pa.int64()),
@@ -84,10 +90,20 @@ class Splits:
     train: list[tuple[int, list[int], int]]
     validation: list[tuple[int, list[int], int]]
     test: list[tuple[int, list[int], int]]
-    train_sequences: list[tuple[int, list[int]]]
+    train_sequences: list[tuple[int, list[int], int]]  # (user, training prefix, first target position)
     num_items: int
     num_interactions: int
     num_short_users: int
+
+    def train_item_counts(self) -> np.ndarray:
+        """`item_counts` of the training prefixes (`items.parquet`'s `train_count`)."""
+        return item_counts((prefix for _, prefix, _ in self.train_sequences), self.num_items)
+
+
+def first_train_target(prefix_length: int, max_train_samples_per_user: int) -> int:
+    """First target position of a training prefix: its last `min(len, max_train_samples_per_user)` positions are
+    targets (module docstring)."""
+    return prefix_length - min(prefix_length, max_train_samples_per_user)
 
 
 def leave_one_out(sequences: dict[int, list[int]], max_train_samples_per_user: int = 50) -> Splits:
@@ -108,9 +124,9 @@ def leave_one_out(sequences: dict[int, list[int]], max_train_samples_per_user: i
             prefix = items[:-2]
             validation.append((user, list(items[:-2]), items[-2]))
             test.append((user, list(items[:-1]), items[-1]))
-        prefixes.append((user, prefix))
-        n = min(len(prefix), max_train_samples_per_user)
-        for t in range(len(prefix) - n, len(prefix)):
+        start = first_train_target(len(prefix), max_train_samples_per_user)
+        prefixes.append((user, prefix, start))
+        for t in range(start, len(prefix)):
             train.append((user, prefix[:t], prefix[t]))
     return Splits(train, validation, test, prefixes, num_items, num_interactions, num_short)
 
@@ -159,6 +175,30 @@ def load_train_sequences(folder: str | os.PathLike) -> list[list[int]]:
     return pq.read_table(data_file(folder, DATA_FILES["train_sequences"])).column("items").to_pylist()
 
 
+def read_train_users(folder: str | os.PathLike) -> pa.Table:
+    """`train_sequences.parquet` as one row per user with training samples: `user_id`, `items` (the training prefix)
+    and `start` (first target position), in user order: the per-user rows of prefix-tree packing.
+
+    A file written before `start` was a column gets it from `stats.json`'s `max_train_samples_per_user` (the rule
+    that wrote `train.parquet`); without that field it cannot be known, and the error says to re-run the data stage.
+    """
+    path = data_file(folder, DATA_FILES["train_sequences"])
+    table = pq.read_table(path)
+    if "start" not in table.column_names:
+        max_samples = load_stats(folder).get("max_train_samples_per_user")
+        if max_samples is None:
+            raise ValueError(
+                f"{path} has no `start` column and `stats.json` no `max_train_samples_per_user`, so the first training "
+                f"target of each user is unknown; re-run `python recipes/prepare_data.py --output_dir {folder}`."
+            )
+        lengths = pc.list_value_length(table.column("items")).to_pylist()
+        starts = [first_train_target(n, int(max_samples)) for n in lengths]
+        table = table.append_column("start", pa.array(starts, pa.int64()))
+    table = table.select(TRAIN_SEQUENCE_SCHEMA.names).cast(TRAIN_SEQUENCE_SCHEMA)
+    has_samples = pc.less(table.column("start"), pc.list_value_length(table.column("items")))
+    return table.filter(has_samples)
+
+
 def load_item_counts(folder: str | os.PathLike, num_items: int | None = None) -> np.ndarray:
     """Training-set interaction count per item from `items.parquet`, `[num_items + 1]` with row 0 = 0.
 
@@ -187,8 +227,10 @@ __all__ = [
     "ITEM_SCHEMA",
     "SAMPLE_SCHEMA",
     "SPLITS",
+    "TRAIN_SEQUENCE_SCHEMA",
     "Splits",
     "data_file",
+    "first_train_target",
     "item_counts",
     "leave_one_out",
     "load_item_counts",
@@ -197,5 +239,6 @@ __all__ = [
     "load_train_sequences",
     "positive_int",
     "read_sequence_file",
+    "read_train_users",
     "sequences_fingerprint",
 ]

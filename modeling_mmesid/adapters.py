@@ -58,13 +58,31 @@ def load_adapter_base(
     if tables.num_items != config.num_items:
         raise ValueError(f"Dataset repo {dataset_repo_id!r} has {tables.num_items} items, but the model in "
                          f"{model_repo_id!r} was trained on {config.num_items}.")
-    extra = {k: getattr(config, k) for k in ("sid_projection", "sid_init", "fusion", "fusion_temperature",
-                                             "fusion_hidden_size", "fusion_bottleneck_size")}
-    return MMESIDForSequentialRecommendation.from_backbone(
+    saved = mmesid_fields(config.to_dict())
+    derived = {"text_config", "num_items", "modality_dims", "codebook_dim", *processor.config_kwargs()}
+    model = MMESIDForSequentialRecommendation.from_backbone(
         base_model_id, processor, tables.embeddings, tables.sids,
         tables.codebooks if config.sid_init == "codebook" else None, item_counts=tables.item_counts,
-        backbone_kwargs={"cache_dir": cache_dir, **backbone_kwargs}, codebook_seed=seed, **extra,
+        backbone_kwargs={"cache_dir": cache_dir, **backbone_kwargs}, codebook_seed=seed,
+        **{k: v for k, v in saved.items() if k not in derived},
     )
+    rebuilt = mmesid_fields(model.config.to_dict())
+    differ = sorted(k for k in saved if k != "text_config" and rebuilt.get(k) != saved[k])
+    if differ:
+        raise ValueError(
+            f"The model rebuilt from the base model, the processor and the dataset repo {dataset_repo_id!r} differs "
+            f"from the config of {model_repo_id!r} in {differ} (saved {[saved[k] for k in differ]}, rebuilt "
+            f"{[rebuilt.get(k) for k in differ]}); the adapter belongs to other item tables or another processor."
+        )
+    return model
+
+
+def mmesid_fields(config_dict: dict) -> dict:
+    """The fields `MMESIDConfig` itself declares (not `PreTrainedConfig`'s) of a `config.to_dict()`: what a rebuilt
+    model must share with the saved one. Read from the class, so a new field is never left out of the round trip."""
+    from .configuration_mmesid import MMESIDConfig
+
+    return {k: v for k, v in config_dict.items() if k in MMESIDConfig.__annotations__}
 
 
 def load_adapter_model(
@@ -91,4 +109,4 @@ def load_adapter_model(
     return PeftModel.from_pretrained(base, os.path.join(folder, ADAPTER_SUBFOLDER))
 
 
-__all__ = ["ADAPTER_SUBFOLDER", "load_adapter_base", "load_adapter_model"]
+__all__ = ["ADAPTER_SUBFOLDER", "load_adapter_base", "load_adapter_model", "mmesid_fields"]

@@ -10,13 +10,22 @@ from typing import Literal
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
-from transformers.utils import auto_docstring
+from transformers.utils import auto_docstring, logging
 
 
 KNOWN_MODALITIES = ("collaborative", "image", "text")
 
-DEFAULT_SYSTEM_PROMPT = "You are a helpful AI assistant for recommendations"
-DEFAULT_INSTRUCTION = "Given the user's purchase history, predict next possible item to be purchased. "
+# Prompt fields that configs saved before the prompt moved to the processor carry (`processor_config.json` holds them
+# too, and the processor is their only reader); `__post_init__` drops them with a warning.
+MOVED_TO_PROCESSOR = ("system_prompt", "instruction")
+
+logger = logging.get_logger(__name__)
+
+
+def sid_token_id(sid_token_offset, num_levels: int, codebook_size: int, modality, level, code):
+    """Token id of SID token `<sid_{modalities[modality]}_{level}_{code}>` (all 0-based): the one formula of the SID
+    token layout, contiguous and ordered by modality, level, code. Works on ints and on broadcasting tensors."""
+    return sid_token_offset + (modality * num_levels + level) * codebook_size + code
 
 
 @auto_docstring(
@@ -92,10 +101,6 @@ class MMESIDConfig(PreTrainedConfig):
         code: `id = sid_token_offset + (m * num_levels + l) * codebook_size + c`.
     pad_item_id (`int`, *optional*, defaults to 0):
         Padding item; never a placeholder input nor a target, and its logit is `-inf`.
-    system_prompt (`str`, *optional*, defaults to `"You are a helpful AI assistant for recommendations"`):
-        System message of the prompt (official README template).
-    instruction (`str`, *optional*, defaults to `"Given the user's purchase history, predict next possible item to be purchased. "`):
-        User message before the item tokens (official README template; note the trailing space).
     head (`str`, *optional*, defaults to `"ranking"`):
         Which head trains and predicts. `"ranking"`: the paper's full softmax over the catalog (paper Eq. 8).
         `"generative"`: generative retrieval over semantic IDs: the target item's ID tokens are the response after
@@ -148,14 +153,19 @@ class MMESIDConfig(PreTrainedConfig):
     item_token_id: int | None = None
     sid_token_offset: int | None = None
     pad_item_id: int = 0
-    system_prompt: str = DEFAULT_SYSTEM_PROMPT
-    instruction: str = DEFAULT_INSTRUCTION
     tie_word_embeddings: bool = False
     head: Literal["ranking", "generative", "both"] = "ranking"
     generative_loss_weight: float = 1.0
     generative_id: Literal["collaborative", "combined"] = "collaborative"
 
     def __post_init__(self, **kwargs):
+        moved = {name: kwargs.pop(name) for name in MOVED_TO_PROCESSOR if name in kwargs}
+        if moved:
+            logger.warning_once(
+                f"`MMESIDConfig` no longer holds the prompt; ignoring {sorted(moved)} (a config saved by an older "
+                "mmesid). The prompt is the processor's (`MMESIDProcessor(system_prompt=..., instruction=...)`, saved "
+                "in `processor_config.json`), which the same folder holds."
+            )
         if self.modalities is None:
             self.modalities = list(KNOWN_MODALITIES)
         if self.modality_dims is None:
@@ -261,4 +271,4 @@ class MMESIDConfig(PreTrainedConfig):
                 )
 
 
-__all__ = ["MMESIDConfig"]
+__all__ = ["MMESIDConfig", "sid_token_id"]

@@ -30,8 +30,9 @@ import pyarrow.parquet as pq
 from mmesid_artifacts.data_files import (
     ITEM_SCHEMA,
     SAMPLE_SCHEMA,
-    item_counts,
+    TRAIN_SEQUENCE_SCHEMA,
     leave_one_out,
+    read_train_users,
     sequences_fingerprint,
 )
 from mmesid_artifacts.data_files import data_file as _data_file
@@ -208,7 +209,7 @@ def write_dataset(
     """Write the splits, item table and `stats.json` to `out_dir` (atomically, file by file); return the stats."""
     out = Path(out_dir)
     splits = leave_one_out(sequences, max_train_samples_per_user)
-    counts = item_counts((prefix for _, prefix in splits.train_sequences), splits.num_items)
+    counts = splits.train_item_counts()
     items = items or {}
     ids = list(range(1, splits.num_items + 1))
     rec = [items.get(i, ItemRecord()) for i in ids]
@@ -247,9 +248,11 @@ def write_dataset(
         out / DATA_FILES["train_sequences"],
         pa.table(
             {
-                "user_id": pa.array([u for u, _ in splits.train_sequences], pa.int64()),
-                "items": pa.array([p for _, p in splits.train_sequences], pa.list_(pa.int64())),
-            }
+                "user_id": pa.array([u for u, _, _ in splits.train_sequences], pa.int64()),
+                "items": pa.array([p for _, p, _ in splits.train_sequences], pa.list_(pa.int64())),
+                "start": pa.array([t for _, _, t in splits.train_sequences], pa.int64()),
+            },
+            schema=TRAIN_SEQUENCE_SCHEMA,
         ),
     )
     atomic_write_parquet(out / DATA_FILES["items"], item_table)
@@ -267,6 +270,15 @@ def load_splits(folder: str | os.PathLike):
 
     files = {split: str(_data_file(folder, split_file(folder, split).name)) for split in SPLITS}
     return load_dataset("parquet", data_files=files)
+
+
+def load_train_users(folder: str | os.PathLike):
+    """One training row per user, `user_id, items, start` (`mmesid_artifacts.read_train_users` of
+    `train_sequences.parquet`), as a `datasets.Dataset`: the rows prefix-tree packing trains on
+    (`MMESIDPackedCollator`), read as written instead of regrouped from `train.parquet`."""
+    from datasets import Dataset
+
+    return Dataset(read_train_users(folder))
 
 
 # ----------------------------------------------------------------------------------------------------------------

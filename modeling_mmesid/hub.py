@@ -572,7 +572,7 @@ def build_dataset_folder(
     for name, what, config_name in (
         (DATA_FILES["items"], "item table: `item_id`, `title`, `brand`, `categories`, `image`, `train_count`",
          "items"),
-        (DATA_FILES["train_sequences"], "each user's training prefix `items[:-2]`", "train_sequences"),
+        (DATA_FILES["train_sequences"], "each user's training prefix `items[:-2]` and `start`, its first training target", "train_sequences"),
     ):
         if (run.data / name).is_file():
             _copy(run.data / name, out / name)

@@ -35,7 +35,7 @@ from transformers.processing_utils import Unpack
 from transformers.utils import ModelOutput, TransformersKwargs, auto_docstring, logging, torch_compilable_check
 from transformers.utils.generic import can_return_tuple
 
-from .configuration_mmesid import MMESIDConfig
+from .configuration_mmesid import MMESIDConfig, sid_token_id
 
 
 logger = logging.get_logger(__name__)
@@ -427,7 +427,7 @@ class MMESIDModel(MMESIDPreTrainedModel):
         m = torch.arange(len(config.modalities), device=device).view(-1, 1)
         level = torch.arange(config.num_levels, device=device).view(1, -1)
         offset = torch.full((), config.sid_token_offset, dtype=torch.long, device=device)
-        return offset + (m * config.num_levels + level) * config.codebook_size + self.sids[item_ids]
+        return sid_token_id(offset, config.num_levels, config.codebook_size, m, level, self.sids[item_ids])
 
     def get_item_features(self, item_ids: torch.LongTensor) -> torch.Tensor:
         r"""
@@ -765,7 +765,7 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
             rows = codebook.reshape(block, -1).float()
             if projection is not None:
                 rows = rows @ projection
-            start = config.sid_token_offset + index * block
+            start = sid_token_id(config.sid_token_offset, config.num_levels, config.codebook_size, index, 0, 0)
             weight[start : start + block] = rows.to(weight.device, weight.dtype)
 
     @torch.no_grad()
@@ -915,13 +915,14 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
         """Token id of code 0 at each position of the generated ID, `(generative_id_length,)`: position
         `j * num_levels + l` uses `<sid_{generative_modalities[j]}_{l}_*>`, the suffix `<sid_{generative_modalities[0]}_0_*>`."""
         config = self.config
-        blocks = [
-            (config.modalities.index(m) * config.num_levels + level)
+        ids = [
+            sid_token_id(config.sid_token_offset, config.num_levels, config.codebook_size, config.modalities.index(m),
+                         level, 0)
             for m in config.generative_modalities
             for level in range(config.num_levels)
         ]
-        blocks.append(blocks[0])
-        return config.sid_token_offset + torch.tensor(blocks, dtype=torch.long) * config.codebook_size
+        ids.append(ids[0])
+        return torch.tensor(ids, dtype=torch.long)
 
     def generative_token_ids(self, item_ids: torch.LongTensor) -> torch.LongTensor:
         """Token ids of the generated IDs of `item_ids`: shape `(*item_ids.shape, generative_id_length)`."""
@@ -1396,14 +1397,11 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
         trie, codes = self._generative_index()
         offsets = self.generative_position_token_ids()
         device = self.get_input_embeddings().weight.device
-        pad_id = processor.tokenizer.pad_token_id
-        if pad_id is None:
-            pad_id = processor.tokenizer.eos_token_id if processor.tokenizer.eos_token_id is not None else 0
         num_beams = max(k, 2)  # `generate` runs greedy search for one beam (no beam scores)
         generation_config = GenerationConfig(
             num_beams=num_beams, num_return_sequences=k, do_sample=False, max_new_tokens=config.generative_id_length,
             min_new_tokens=config.generative_id_length, length_penalty=0.0, early_stopping=False,
-            pad_token_id=pad_id, eos_token_id=None, bos_token_id=None, return_dict_in_generate=True,
+            pad_token_id=processor.pad_token_id, eos_token_id=None, bos_token_id=None, return_dict_in_generate=True,
             output_scores=True,
         )
         prompt_ids = torch.tensor([processor.shared_prompt_ids()], dtype=torch.long, device=device)

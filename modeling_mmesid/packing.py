@@ -112,7 +112,8 @@ def tree_attention_mask(parents: Sequence[int], size: int | None = None) -> torc
 
 class MMESIDPackedCollator:
     r"""
-    Rows `{items, start}` (one per user, from [`group_samples_by_user`]) -> one prefix-tree packed row per user.
+    Rows `{items, start}` (one per user: `data.load_train_users`, which reads them from `train_sequences.parquet`, or
+    [`group_samples_by_user`] of a per-sample split) -> one prefix-tree packed row per user.
 
     Returns `input_ids` `(batch, max_nodes)`, a boolean `attention_mask` `(batch, 1, max_nodes, max_nodes)`,
     `position_ids`, `item_ids`, `readout_positions` `(num_samples, 2)`, `labels` `(num_samples,)` and, with
@@ -149,10 +150,7 @@ class MMESIDPackedCollator:
         num_shared = len(self.shared_prompt_ids)
         trees = [pack_user(self.processor, list(r["items"]), int(r["start"]), num_shared) for r in rows]
         width = max(len(t.input_ids) for t in trees)
-        pad_id = self.processor.tokenizer.pad_token_id
-        if pad_id is None:
-            pad_id = self.processor.tokenizer.eos_token_id if self.processor.tokenizer.eos_token_id is not None else 0
-        input_ids = torch.full((len(trees), width), pad_id, dtype=torch.long)
+        input_ids = torch.full((len(trees), width), self.processor.pad_token_id, dtype=torch.long)
         position_ids = torch.zeros(len(trees), width, dtype=torch.long)
         attention_mask = torch.zeros(len(trees), 1, width, width, dtype=torch.bool)
         readouts, labels, item_ids = [], [], []
@@ -222,6 +220,14 @@ def group_samples_by_user(split):
     return Dataset.from_dict(out)
 
 
+def num_samples(split) -> int:
+    """Training samples of `split`: one per row, or `len(items) - start` per row of per-user rows (`items`, `start`:
+    `data.load_train_users`, [`group_samples_by_user`])."""
+    if "items" not in split.column_names:
+        return split.num_rows
+    return sum(len(items) - int(start) for items, start in zip(split["items"], split["start"]))
+
+
 def count_tokens(processor, users: Sequence[tuple[Sequence[int], int]]) -> dict[str, int]:
     r"""
     Tokens processed per epoch, counted exactly from the processor's renderings, for `users` given as
@@ -256,6 +262,7 @@ __all__ = [
     "PackedUser",
     "count_tokens",
     "group_samples_by_user",
+    "num_samples",
     "pack_user",
     "tree_attention_mask",
     "user_samples",

@@ -13,10 +13,13 @@ from transformers import AddedToken
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
-from .configuration_mmesid import DEFAULT_INSTRUCTION, DEFAULT_SYSTEM_PROMPT, KNOWN_MODALITIES
+from .configuration_mmesid import KNOWN_MODALITIES, sid_token_id
 
 
 DEFAULT_MODALITIES = KNOWN_MODALITIES  # the paper's order: collaborative, image, text
+# The prompt of the official README (docs/METHOD.md, "Prompt"); only the processor reads it.
+DEFAULT_SYSTEM_PROMPT = "You are a helpful AI assistant for recommendations"
+DEFAULT_INSTRUCTION = "Given the user's purchase history, predict next possible item to be purchased. "
 
 
 def sid_token(modality: str, level: int, code: int) -> str:
@@ -134,7 +137,16 @@ class MMESIDProcessor(ProcessorMixin):
         """Token ids of semantic IDs: `sids` of shape `(..., num_modalities, num_levels)` -> same shape."""
         m = torch.arange(len(self.modalities), device=sids.device).view(-1, 1)
         l = torch.arange(self.num_levels, device=sids.device).view(1, -1)  # noqa: E741
-        return self.sid_token_offset + (m * self.num_levels + l) * self.codebook_size + sids
+        return sid_token_id(self.sid_token_offset, self.num_levels, self.codebook_size, m, l, sids)
+
+    @property
+    def pad_token_id(self) -> int:
+        """The id that pads prompts and packed rows (never attended to): the text tokenizer's pad token, else its
+        end-of-sequence token (many chat backbones have no pad token), else 0."""
+        for token_id in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id):
+            if token_id is not None:
+                return token_id
+        return 0
 
     def config_kwargs(self) -> dict:
         """The `MMESIDConfig` fields this processor determines."""
@@ -144,8 +156,6 @@ class MMESIDProcessor(ProcessorMixin):
             "codebook_size": self.codebook_size,
             "item_token_id": self.item_token_id,
             "sid_token_offset": self.sid_token_offset,
-            "system_prompt": self.system_prompt,
-            "instruction": self.instruction,
         }
 
     # ------------------------------------------------------------------ prompts
@@ -274,9 +284,7 @@ class MMESIDProcessor(ProcessorMixin):
             num_shared = len(self.shared_prompt_ids())
             prompts = [p[num_shared:] for p in prompts]
             seq_len -= num_shared
-        pad_id = self.tokenizer.pad_token_id
-        if pad_id is None:
-            pad_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
+        pad_id = self.pad_token_id
         input_ids = [[pad_id] * (seq_len - len(p)) + p for p in prompts]
         attention_mask = [[0] * (seq_len - len(p)) + [1] * len(p) for p in prompts]
         item_ids = [item for h in histories for item in h]

@@ -244,8 +244,9 @@ def check_generative_packing(config) -> None:
 class MMESIDTrainer(SFTTrainer):
     """`SFTTrainer` whose loss and evaluation go through the MME-SID forward (see the module docstring).
 
-    With `args.prefix_packing`, the (per-sample) training split is grouped per user and batches are prefix-tree packed
-    (`MMESIDPackedCollator`); evaluation batches stay per sample. Pass the trainer's arguments by keyword.
+    With `args.prefix_packing`, batches are prefix-tree packed (`MMESIDPackedCollator`) from one row per user: pass
+    `data.load_train_users(folder)` (read as written), or a per-sample split, which is grouped per user here
+    (`group_samples_by_user`); evaluation batches stay per sample. Pass the trainer's arguments by keyword.
 
     `teacher` (keyword, needed when `args.distill_weight > 0`): a scorer `(histories, lengths) -> scores`
     `(batch, num_items + 1)` (docs/CONTRACTS.md, "Evaluation"), e.g. `tokenization.sasrec.sasrec_scorer(model)`.

@@ -36,7 +36,7 @@ from trl import TrlParser
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mmesid_artifacts import atomic_write_json, item_counts, leave_one_out, load_item_counts, load_stats  # noqa: E402
+from mmesid_artifacts import MODALITIES, atomic_write_json, leave_one_out, load_item_counts, load_stats  # noqa: E402
 from mmesid_artifacts.recipe_args import document  # noqa: E402
 from modeling_mmesid import MMESIDForSequentialRecommendation, MMESIDProcessor, data, evaluation  # noqa: E402
 from modeling_mmesid.packing import MMESIDPackedCollator, count_tokens, group_samples_by_user  # noqa: E402
@@ -87,7 +87,7 @@ def _synthetic_split(seed: int, num_users: int = 120, num_items: int = 400):
     train = {"user_id": [u for u, _, _ in splits.train], "history": [h for _, h, _ in splits.train],
              "target": [t for _, _, t in splits.train]}
     test = {"history": [h for _, h, _ in splits.test], "target": [t for _, _, t in splits.test]}
-    counts = torch.as_tensor(item_counts((prefix for _, prefix in splits.train_sequences), num_items))
+    counts = torch.as_tensor(splits.train_item_counts())
     return train, test, num_items, counts
 
 
@@ -105,7 +105,7 @@ def build(args: BenchmarkArguments, device: torch.device):
         counts = torch.as_tensor(load_item_counts(args.data_dir))
         gguf = Path(resolve_model_path(args.gguf))
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        modalities, dims = ["collaborative", "image", "text"], {"collaborative": 64, "image": 1280, "text": 1280}
+        modalities, dims = list(MODALITIES), {"collaborative": 64, "image": 1280, "text": 1280}
         num_levels, codebook_size = 4, 256
         if args.backbone == "gguf":
             backbone, backbone_kwargs = str(gguf.parent), {"gguf_file": gguf.name, "dtype": torch.float32}
@@ -121,7 +121,7 @@ def build(args: BenchmarkArguments, device: torch.device):
     else:
         train, test, num_items, counts = _synthetic_split(args.seed)
         tokenizer = AutoTokenizer.from_pretrained(REPO / "tests" / "fixtures" / "tiny-llama3-tokenizer")
-        modalities, dims = ["collaborative", "image", "text"], {"collaborative": 16, "image": 48, "text": 48}
+        modalities, dims = list(MODALITIES), {"collaborative": 16, "image": 48, "text": 48}
         num_levels, codebook_size = 2, 16
         backbone = LlamaConfig(
             vocab_size=len(tokenizer) + 1 + len(modalities) * num_levels * codebook_size, hidden_size=64,

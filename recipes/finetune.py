@@ -32,6 +32,7 @@ from trl import ModelConfig, TrlParser, get_quantization_config
 from mmesid_artifacts import Run, load_item_tables, load_stats
 from mmesid_artifacts.recipe_args import document, library_default
 from modeling_mmesid import MMESIDConfig, MMESIDForSequentialRecommendation, MMESIDProcessor, data, evaluation
+from modeling_mmesid.packing import num_samples
 from modeling_mmesid.trainer import (
     MMESIDCollator,
     MMESIDTrainer,
@@ -108,13 +109,15 @@ def backbone_dtype_kwargs(model_args: ModelConfig, training_args: MMESIDTraining
 
 def build_trainer(script_args: ScriptArguments, training_args: MMESIDTrainingConfig, model_args: ModelConfig):
     """The model, processor and `MMESIDTrainer` of a run, untrained. Returns `(trainer, splits, stats)` with the
-    (possibly subsampled) `train`/`validation`/`test` splits. Also used by `recipes/learning_curve.py`."""
+    (possibly subsampled) `train`/`validation`/`test` splits; with `--prefix_packing` `train` is one row per user. Also used by `recipes/learning_curve.py`."""
     set_seed(training_args.seed)  # before the model is built: new rows and item-side modules are randomly initialized
     run = Run(script_args.run_dir)
     stats = load_stats(run.data)
     splits = data.load_splits(run.data)
+    # packed training reads one row per user as written (`train_sequences.parquet`); the same users are sampled
+    train = data.load_train_users(run.data) if training_args.prefix_packing else splits["train"]
     # subsets (CPU budgets) are seeded user samples, drawn independently per split and said in the output
-    train = _users_subset(splits["train"], script_args.max_train_users, training_args.seed)
+    train = _users_subset(train, script_args.max_train_users, training_args.seed)
     validation = _users_subset(splits["validation"], script_args.max_eval_users, training_args.seed + 1)
     test = _users_subset(splits["test"], script_args.max_test_users, training_args.seed + 2)
 
@@ -153,9 +156,10 @@ def main(script_args: ScriptArguments, training_args: MMESIDTrainingConfig, mode
     trainer, splits, stats = build_trainer(script_args, training_args, model_args)
     train, validation, test = splits["train"], splits["validation"], splits["test"]
     processor = trainer.processing_class
+    num_train = num_samples(train)
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     trainer.accelerator.print(
-        f"users {stats['num_users']:,} · items {stats['num_items']:,} · training samples {train.num_rows:,}"
+        f"users {stats['num_users']:,} · items {stats['num_items']:,} · training samples {num_train:,}"
         f"{f' ({script_args.max_train_users:,} sampled users)' if script_args.max_train_users else ''} · "
         f"validation users {validation.num_rows:,} · trainable parameters {trainable:,}"
     )
@@ -166,7 +170,7 @@ def main(script_args: ScriptArguments, training_args: MMESIDTrainingConfig, mode
     if script_args.max_test_users is not None and test.num_rows < stats["num_test"]:
         protocol += f" (sampled with seed {training_args.seed + 2} from {stats['num_test']:,})"
     if script_args.max_train_users is not None:
-        protocol += f"; trained on {script_args.max_train_users:,} sampled users' samples ({train.num_rows:,})"
+        protocol += f"; trained on {script_args.max_train_users:,} sampled users' samples ({num_train:,})"
     trainer.accelerator.print(evaluation.format_table(results, protocol=protocol))
 
     out = Path(training_args.output_dir)
@@ -184,7 +188,7 @@ def main(script_args: ScriptArguments, training_args: MMESIDTrainingConfig, mode
                 time.time() - start,
                 {"script": vars(script_args), "training": training_args.to_dict(), "model": vars(model_args)},
             ),
-            train_info={"trainable_parameters": trainable, "train_samples": train.num_rows,
+            train_info={"trainable_parameters": trainable, "train_samples": num_train,
                         "best_checkpoint": trainer.state.best_model_checkpoint,
                         "best_metric": trainer.state.best_metric, "log_history": trainer.state.log_history},
         )

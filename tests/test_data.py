@@ -32,6 +32,7 @@ def test_leave_one_out_by_hand(tiny_sequences_file, tmp_path):
         (4, [], 1), (4, [1], 2), (4, [1, 2], 3), (4, [1, 2, 3], 4), (4, [1, 2, 3, 4], 5),
     ]
     assert art.load_train_sequences(out) == [[1, 2, 3], [2], [4, 1], [1, 2, 3, 4, 5]]
+    assert art.read_train_users(out).to_pydict()["start"] == [0, 0, 0, 0]  # every position is a target here
     assert art.load_item_counts(out).tolist() == [0, 3, 3, 2, 2, 1, 0]  # training prefixes only: 6 never trained
     assert stats["num_users"] == 4 and stats["num_items"] == 6 and stats["num_interactions"] == 17
     assert stats["num_train_samples"] == 11 and stats["num_short_users"] == 1
@@ -206,3 +207,23 @@ def test_download_prepare_and_checksums(amazon_mirror, tmp_path):
     assert not (tmp_path / "cache" / "reviews_Beauty_5.json.gz").exists()
     assert not list((tmp_path / "cache").glob("*.tmp"))
     np.testing.assert_array_equal(art.load_item_counts(tmp_path / "out")[1:].sum(), stats["num_interactions"] - 16)
+
+
+def test_train_users_start_and_older_files(tiny_sequences_file, tmp_path):
+    import pyarrow.parquet as pq
+
+    data.write_dataset(tmp_path, art.read_sequence_file(tiny_sequences_file), max_train_samples_per_user=2)
+    path = tmp_path / "train_sequences.parquet"
+    assert pq.read_schema(path).names == ["user_id", "items", "start"]
+    users = art.read_train_users(tmp_path).to_pydict()
+    assert users == {"user_id": [1, 2, 3, 4], "items": [[1, 2, 3], [2], [4, 1], [1, 2, 3, 4, 5]], "start": [1, 0, 0, 3]}
+    train = _rows(art.load_split_table(tmp_path, "train"))
+    assert sum(len(i) - s for i, s in zip(users["items"], users["start"])) == len(train)
+    # a file written before `start`: derived from stats.json's `max_train_samples_per_user`, the same rule
+    pq.write_table(pq.read_table(path).drop(["start"]), path)
+    assert art.read_train_users(tmp_path).to_pydict() == users
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    del stats["max_train_samples_per_user"]
+    (tmp_path / "stats.json").write_text(json.dumps(stats))
+    with pytest.raises(ValueError, match=r"no `start` column.*re-run `python recipes/prepare_data.py"):
+        art.read_train_users(tmp_path)

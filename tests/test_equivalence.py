@@ -173,6 +173,32 @@ def test_group_samples_by_user_and_count_tokens():
         group_samples_by_user(bad)
 
 
+def test_packed_rows_read_from_train_sequences_equal_the_regrouped_split(tmp_path):
+    """`train_sequences.parquet` carries each user's `start`: the per-user rows read from it equal those regrouped
+    from `train.parquet` exactly (users of 1..12 items, at most 4 samples each), and so do the packed loss."""
+    from modeling_mmesid import data
+
+    sequences = {9: [3], 2: [4, 9], 14: [1, 2, 3], 5: [8, 30, 11, 2, 6, 14, 1, 9, 4, 4, 7, 2], 7: [5, 6, 7, 8],
+                 30: [12, 13, 14, 15, 16, 17]}
+    data.write_dataset(tmp_path, sequences, max_train_samples_per_user=4)
+    direct = data.load_train_users(tmp_path)
+    regrouped = group_samples_by_user(data.load_splits(tmp_path)["train"])
+    assert direct.column_names == regrouped.column_names == ["user_id", "items", "start"]
+    assert direct.to_dict() == regrouped.to_dict()
+    assert [len(i) - s for i, s in zip(direct["items"], direct["start"])] == [1, 2, 1, 4, 2, 4]  # 5 capped at 4
+
+    model, processor = build_model("sdpa")
+    collator = MMESIDPackedCollator(processor)
+    batches = [collator(list(rows)) for rows in (direct, regrouped)]
+    assert batches[0].keys() == batches[1].keys()
+    assert all(torch.equal(batches[0][k], batches[1][k]) for k in batches[0])
+    with torch.no_grad():
+        losses = [model(**batch).loss for batch in batches]
+        per_sample = model(**per_sample_inputs(processor, list(zip(direct["items"], direct["start"])))).loss
+    assert torch.equal(losses[0], losses[1])
+    torch.testing.assert_close(losses[0], per_sample, rtol=1e-5, atol=1e-5)
+
+
 def test_packed_collator_routes_per_sample_rows():
     _, processor = build_model()
     collator = MMESIDPackedCollator(processor)

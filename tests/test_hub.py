@@ -344,3 +344,50 @@ def test_adapter_through_peft_and_rqvae_by_repo_id_offline(published):
     assert out["top"] == published["top"].tolist() == out["top_helper"]
     torch.testing.assert_close(torch.tensor(out["scores"]), published["scores"][:, 1:], atol=1e-5, rtol=1e-5)
     assert out["rqvae"] == [2, 8, ["collaborative", "text"]]
+
+
+def test_adapter_base_keeps_every_config_field(tiny_run, tmp_path):
+    """Every `MMESIDConfig` field set away from its default survives save -> `load_adapter_base` (by repo id, offline):
+    the adapter path copies the saved config through `to_dict()`, so a new field cannot be forgotten."""
+    from transformers import AutoTokenizer
+
+    from mmesid_artifacts import Run, load_item_tables
+    from modeling_mmesid import MMESIDConfig, MMESIDForSequentialRecommendation, MMESIDProcessor
+    from modeling_mmesid.adapters import ADAPTER_SUBFOLDER, load_adapter_base, mmesid_fields
+    from modeling_mmesid.hub_cache import place_in_hub_cache
+
+    run = Run(tiny_run)
+    tables = load_item_tables(run, ["collaborative", "text"])
+    processor = MMESIDProcessor(AutoTokenizer.from_pretrained(tiny_run / "backbone"), **tables.processor_kwargs())
+    trained = {"sid_projection": "none", "sid_init": "random", "fusion": "equal", "fusion_temperature": 0.5,
+               "fusion_hidden_size": 16, "fusion_bottleneck_size": 4, "fusion_gate_init": "torch",
+               "item_head_init": "zero", "head": "both", "generative_loss_weight": 0.5, "generative_id": "combined"}
+    derived = {"text_config", "num_items", "modalities", "modality_dims", "num_levels", "codebook_size",
+               "codebook_dim", "item_token_id", "sid_token_offset"}  # from the backbone, processor and tables
+    fixed = {"pad_item_id": "must be 0", "tie_word_embeddings": "MME-SID has no LM head to tie"}
+    assert set(trained) | derived | set(fixed) == set(MMESIDConfig.__annotations__), "a new field: add it here"
+    assert all(MMESIDConfig.__dataclass_fields__[k].default != v for k, v in trained.items())
+
+    model = MMESIDForSequentialRecommendation.from_backbone(
+        str(tiny_run / "backbone"), processor, tables.embeddings, tables.sids, None, item_counts=tables.item_counts,
+        **trained)
+    model_dir, data_dir, cache = tmp_path / "model", tmp_path / "dataset", tmp_path / "hub"
+    model.config.save_pretrained(model_dir)
+    processor.save_pretrained(model_dir)
+    (model_dir / ADAPTER_SUBFOLDER).mkdir()
+    (model_dir / ADAPTER_SUBFOLDER / "adapter_config.json").write_text(
+        json.dumps({"base_model_name_or_path": str(tiny_run / "backbone")}))
+    (model_dir / "training_config.json").write_text(json.dumps({"finetune_config": {"seed": 3}}))
+    shutil.copytree(run.embeddings, data_dir / "embeddings")
+    shutil.copytree(run.sids, data_dir / "sids")
+    for name in ("items.parquet", "stats.json"):
+        shutil.copy(run.data / name, data_dir / name)
+    place_in_hub_cache(model_dir, MODEL_ID, "model", cache)
+    place_in_hub_cache(data_dir, DATASET_ID, "dataset", cache, prepare_datasets_cache=False)
+
+    base = load_adapter_base(MODEL_ID, DATASET_ID, cache_dir=cache)
+    saved = mmesid_fields(MMESIDConfig.from_pretrained(model_dir).to_dict())
+    rebuilt = mmesid_fields(base.config.to_dict())
+    saved.pop("text_config"), rebuilt.pop("text_config")
+    assert rebuilt == saved
+    assert {k: rebuilt[k] for k in trained} == trained

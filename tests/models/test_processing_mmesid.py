@@ -8,6 +8,7 @@ import torch
 from transformers import AutoProcessor
 
 from modeling_mmesid import MMESIDProcessor, sid_token
+from modeling_mmesid.configuration_mmesid import sid_token_id
 
 
 # The prompt of docs/METHOD.md (official README template) for a history of two items.
@@ -46,6 +47,8 @@ def test_sid_token_scheme(processor):
             for code in range(CODEBOOK_SIZE):
                 expected = processor.sid_token_offset + (m * NUM_LEVELS + level) * CODEBOOK_SIZE + code
                 assert tokenizer.convert_tokens_to_ids(sid_token(modality, level, code)) == expected
+                # the one formula the processor and the model use
+                assert sid_token_id(processor.sid_token_offset, NUM_LEVELS, CODEBOOK_SIZE, m, level, code) == expected
     sids = torch.tensor([[[1, 2], [3, 4]]])
     ids = processor.sid_token_ids(sids)
     assert tokenizer.convert_ids_to_tokens(ids.flatten().tolist()) == [
@@ -144,3 +147,64 @@ def test_custom_backbone_template(tiny_tokenizer):
     text = processor.render_prompt(1)
     assert text.endswith("<item><|im_end|>\n<|im_start|>assistant")
     assert text.startswith("<|im_start|>system\nYou are a helpful AI assistant for recommendations<|im_end|>")
+
+
+def test_pad_token_id_fallback(tiny_tokenizer):
+    # One rule pads prompts, packed rows and `generate`: the pad token, else end-of-sequence, else 0.
+    processor = MMESIDProcessor(tiny_tokenizer, modalities=["text"], num_levels=1, codebook_size=2)
+    tokenizer = processor.tokenizer
+    assert tokenizer.pad_token_id is None and processor.pad_token_id == tokenizer.eos_token_id
+    ids, mask = (processor([[1, 2], []])[k] for k in ("input_ids", "attention_mask"))
+    assert (ids[mask == 0] == tokenizer.eos_token_id).all() and (mask == 0).any()
+    tokenizer.pad_token = "<unused_0>"
+    assert processor.pad_token_id == tokenizer.convert_tokens_to_ids("<unused_0>") != tokenizer.eos_token_id
+    tokenizer.pad_token = None
+    tokenizer.eos_token = None
+    assert processor.pad_token_id == 0
+
+
+def test_packed_rows_pad_with_the_processor_pad_id(processor):
+    from modeling_mmesid.packing import MMESIDPackedCollator
+
+    processor.tokenizer.pad_token = "<unused_0>"
+    batch = MMESIDPackedCollator(processor)([{"items": [1, 2, 3], "start": 0}, {"items": [4, 5], "start": 1}])
+    short = batch["input_ids"][1]
+    num_nodes = int((batch["position_ids"][1] > 0).sum())
+    assert (short[num_nodes:] == processor.pad_token_id).all() and num_nodes < short.numel()
+
+
+def test_prompt_token_ids_are_the_paper_prompt(processor):
+    # The prompt's ids are those of the paper's text (the fixed expectation), whatever holds the prompt fields.
+    expected = processor.tokenizer(PAPER_PROMPT_TWO_ITEMS, add_special_tokens=False)["input_ids"]
+    assert processor.prompt_token_ids(2) == expected
+    assert processor([[7, 3]])["input_ids"][0].tolist() == expected
+
+
+def test_prompt_lives_in_the_processor_only(processor, tmp_path):
+    from transformers import LlamaConfig
+    from transformers.testing_utils import CaptureLogger
+    from transformers.utils import logging
+
+    from modeling_mmesid import MMESIDConfig
+
+    assert "system_prompt" not in processor.config_kwargs() and "instruction" not in processor.config_kwargs()
+    custom = MMESIDProcessor(processor.tokenizer, modalities=MODALITIES, num_levels=NUM_LEVELS,
+                             codebook_size=CODEBOOK_SIZE, system_prompt="Recommend.", instruction="History: ")
+    custom.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "processor_config.json").read_text())
+    assert (saved["system_prompt"], saved["instruction"]) == ("Recommend.", "History: ")
+    assert MMESIDProcessor.from_pretrained(tmp_path).render_prompt(1) == custom.render_prompt(1)
+    assert "Recommend." in custom.render_prompt(1) and "History: <item>" in custom.render_prompt(1)
+
+    # A config saved before the move (prompt fields in config.json) still loads; the fields are dropped, said once.
+    text_config = LlamaConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, vocab_size=len(custom.tokenizer))
+    MMESIDConfig(text_config=text_config, num_items=3, **custom.config_kwargs()).save_pretrained(tmp_path)
+    old = json.loads((tmp_path / "config.json").read_text())
+    assert "system_prompt" not in old
+    old.update(system_prompt="Recommend.", instruction="History: ")
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    with CaptureLogger(logging.get_logger("modeling_mmesid.configuration_mmesid")) as captured:
+        loaded = MMESIDConfig.from_pretrained(tmp_path)
+    assert "no longer holds the prompt" in captured.out and "processor_config.json" in captured.out
+    assert not hasattr(loaded, "system_prompt") and "instruction" not in loaded.to_dict()
+    assert loaded.num_items == 3 and loaded.item_token_id == custom.item_token_id

@@ -184,3 +184,28 @@ def test_bf16_run_trains_float32_parameters_and_saves_a_loadable_model(tiny_run,
     assert model.item_head.weight.dtype == torch.float32
     scores = model.score_histories([[1, 2, 3], [4]], processor)
     assert scores.dtype == torch.float32 and torch.isfinite(scores[:, 1:]).all()
+
+
+def test_packed_recipe_trains_on_the_users_as_written(tiny_run, tmp_path):
+    """`--prefix_packing`: the recipe trains on `train_sequences.parquet`'s per-user rows, equal to the per-sample
+    split regrouped, for the same sampled users; the sample count it reports is the per-sample one."""
+    from trl import ModelConfig, TrlParser
+
+    from modeling_mmesid import data
+    from modeling_mmesid.packing import group_samples_by_user, num_samples
+
+    recipe = _load_recipe()
+    built = {}
+    for packing in (True, False):
+        cfg = finetune_config(tiny_run, tmp_path / f"out-{packing}", max_steps=1, eval_strategy="no",
+                              save_strategy="no", prefix_packing=packing, max_train_users=7)
+        args = TrlParser((recipe.ScriptArguments, recipe.MMESIDTrainingConfig, ModelConfig)).parse_args_and_config(
+            ["--config", str(cfg)])
+        built[packing] = recipe.build_trainer(*args)
+    packed_trainer, packed_splits, _ = built[True]
+    per_sample_train = built[False][1]["train"]
+    assert packed_trainer.train_dataset.column_names == ["user_id", "items", "start"]
+    assert packed_trainer.train_dataset.to_dict() == group_samples_by_user(per_sample_train).to_dict()
+    assert num_samples(packed_splits["train"]) == per_sample_train.num_rows
+    everyone = data.load_train_users(tiny_run / "data")
+    assert everyone.to_dict() == group_samples_by_user(data.load_splits(tiny_run / "data")["train"]).to_dict()
