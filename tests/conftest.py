@@ -21,6 +21,19 @@ from mmesid_testing import build_tiny_run  # noqa: E402
 
 
 @pytest.fixture
+def one_thread():
+    """Torch on one thread for the test, restored after: tiny tensors run fastest so, and far faster than on 2 threads
+    of a busy 2-core machine (10x for MM-RQ-VAE). Modules opt in with
+    `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def tiny_sequences_file(tmp_path):
     path = tmp_path / "seq.txt"
     path.write_text("1 1 2 3 4 5\n2 2 3 6\n3 4 1\n4 1 2 3 4 5 6 2\n")

@@ -1,5 +1,6 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
-"""Shared test helpers: repository paths, skip markers, and a complete tiny run folder (data, embeddings, semantic
+"""Shared test helpers: repository paths, skip markers, the one builder of tiny random MME-SID models and backbones
+(`tiny_text_config`, `tiny_item_tables`, `tiny_mmesid`), and a complete tiny run folder (data, embeddings, semantic
 IDs, a random Llama backbone) for the recipe and Hub tests. Imported as `mmesid_testing` (tests/ is on sys.path)."""
 
 import os
@@ -22,10 +23,100 @@ requires_shared_data = pytest.mark.skipif(
 )
 slow = pytest.mark.skipif(os.environ.get("RUN_SLOW") != "1", reason="slow test: set RUN_SLOW=1 to run it")
 NUM_ITEMS = 40
+# raw embedding size per modality of the tiny models (`tiny_item_tables`)
+TINY_MODALITY_DIMS = {"collaborative": 16, "text": 24, "image": 12}
+
+
+def tiny_text_config(vocab_size: int = 99, **overrides):
+    """The tiny random Llama backbone of every model test (P16): 2 layers, hidden 32, 4 heads, intermediate 37, 512
+    positions; `vocab_size` 99 is the tiny tokenizer's (`TINY_TOKENIZER_DIR`). Keyword overrides set any other
+    `LlamaConfig` field (`num_hidden_layers=1`, `num_key_value_heads=2`, ...)."""
+    from transformers import LlamaConfig
+
+    kwargs = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 37,
+              "max_position_embeddings": 512}
+    return LlamaConfig(vocab_size=vocab_size, **{**kwargs, **overrides})
+
+
+def tiny_item_tables(
+    num_items: int = 50,
+    modalities=("collaborative", "text"),
+    seed: int = 0,
+    num_levels: int = 2,
+    codebook_size: int = 8,
+    codebook_dim: int = 20,
+    sids: torch.Tensor | None = None,
+) -> dict:
+    """Random item tables of a tiny MME-SID, drawn from one generator seeded with `seed`, in this order: raw
+    embeddings per modality (`TINY_MODALITY_DIMS`), semantic IDs `(num_items + 1, modalities, levels)` (skipped when
+    `sids` is given), codebooks `(levels, codes, codebook_dim)` per modality, training counts in [0, 40). Row 0 (the
+    padding item) is zero in the embeddings, the drawn IDs and the counts. Returns a dict with keys `embeddings`,
+    `sids`, `codebooks` and `item_counts`."""
+    modalities = list(modalities)
+    g = torch.Generator().manual_seed(seed)
+    rows = num_items + 1
+    embeddings = {m: torch.randn(rows, TINY_MODALITY_DIMS[m], generator=g) for m in modalities}
+    for table in embeddings.values():
+        table[0] = 0
+    if sids is None:
+        sids = torch.randint(0, codebook_size, (rows, len(modalities), num_levels), generator=g)
+        sids[0] = 0
+    codebooks = {m: torch.randn(num_levels, codebook_size, codebook_dim, generator=g) for m in modalities}
+    item_counts = torch.randint(0, 40, (rows,), generator=g)
+    item_counts[0] = 0
+    return {"embeddings": embeddings, "sids": sids, "codebooks": codebooks, "item_counts": item_counts}
+
+
+def tiny_mmesid(
+    tokenizer=None,
+    *,
+    processor=None,
+    num_items: int = 50,
+    modalities=("collaborative", "text"),
+    seed: int = 0,
+    num_levels: int = 2,
+    codebook_size: int = 8,
+    codebook_dim: int = 20,
+    sids: torch.Tensor | None = None,
+    text_config=None,
+    text_config_kwargs: dict | None = None,
+    **config_kwargs,
+):
+    """The tiny random MME-SID of the model tests: a random `tiny_text_config` backbone around `tiny_item_tables`,
+    weights seeded with `torch.manual_seed(seed)`, built by `MMESIDForSequentialRecommendation.from_backbone`.
+
+    `tokenizer` defaults to the tiny Llama-3 tokenizer; `processor` (built on it) replaces the processor built here.
+    The backbone is `tiny_text_config(len(processor.tokenizer), **text_config_kwargs)` (its vocabulary already holds
+    the added tokens, so nothing is resized), or `text_config` when given. The codebooks initialize the SID rows
+    unless `sid_init="random"`. Other keywords are `MMESIDConfig` fields (`head`, `fusion`, `fusion_temperature`, ...).
+    Returns `(model in eval mode, processor, tables)`."""
+    from transformers import AutoTokenizer
+
+    from modeling_mmesid import MMESIDForSequentialRecommendation, MMESIDProcessor
+
+    modalities = list(modalities)
+    if processor is None:
+        tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(TINY_TOKENIZER_DIR)
+        processor = MMESIDProcessor(tokenizer, modalities=modalities, num_levels=num_levels,
+                                    codebook_size=codebook_size, num_items=num_items)
+    if text_config is None:
+        text_config = tiny_text_config(len(processor.tokenizer), **(text_config_kwargs or {}))
+    tables = tiny_item_tables(num_items, modalities, seed, num_levels, codebook_size, codebook_dim, sids)
+    torch.manual_seed(seed)
+    model = MMESIDForSequentialRecommendation.from_backbone(
+        text_config,
+        processor,
+        tables["embeddings"],
+        tables["sids"],
+        codebooks=tables["codebooks"] if config_kwargs.get("sid_init", "codebook") == "codebook" else None,
+        item_counts=tables["item_counts"],
+        **config_kwargs,
+    )
+    return model.eval(), processor, tables
 
 
 def build_tiny_run(root: Path) -> Path:
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer, LlamaForCausalLM
 
     from modeling_mmesid import data
     from tokenization.encoders import save_embeddings
@@ -47,8 +138,7 @@ def build_tiny_run(root: Path) -> Path:
     save_semantic_ids(run / "sids", sids, codebooks, ["collaborative", "text"], stats["fingerprint"])
 
     tokenizer = AutoTokenizer.from_pretrained(TINY_TOKENIZER_DIR)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, intermediate_size=37, max_position_embeddings=256)
+    config = tiny_text_config(len(tokenizer), num_key_value_heads=2, max_position_embeddings=256)
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(run / "backbone")
     tokenizer.save_pretrained(run / "backbone")

@@ -9,13 +9,11 @@
 Speed is measured in `recipes/benchmark.py`, never here.
 """
 
-from pathlib import Path
-
 import pytest
 import torch
-from transformers import AutoTokenizer, LlamaConfig
+from mmesid_testing import tiny_mmesid
 
-from modeling_mmesid import MMESIDForSequentialRecommendation, MMESIDProcessor, evaluation
+from modeling_mmesid import evaluation
 from modeling_mmesid.packing import (
     MMESIDPackedCollator,
     count_tokens,
@@ -26,38 +24,20 @@ from modeling_mmesid.packing import (
 )
 
 
-TINY_TOKENIZER_DIR = Path(__file__).resolve().parent / "fixtures" / "tiny-llama3-tokenizer"
 NUM_ITEMS = 30
 # (items, start): start 0 includes the empty-history sample, which the Llama-3 template renders differently
 USERS = [([3, 7, 7, 1, 12, 5], 0), ([4, 9, 2], 1), ([8, 30, 11, 2, 6, 14, 1, 9], 2), ([5, 6], 0)]
 
 
 def build_model(attn_implementation="eager", seed=0, tie_fusion=False):
-    tokenizer = AutoTokenizer.from_pretrained(TINY_TOKENIZER_DIR)
-    modalities = ["collaborative", "text"]
-    processor = MMESIDProcessor(tokenizer, modalities=modalities, num_levels=2, codebook_size=8, num_items=NUM_ITEMS)
-    g = torch.Generator().manual_seed(seed)
-    embeddings = {"collaborative": torch.randn(NUM_ITEMS + 1, 16, generator=g), "text": torch.randn(NUM_ITEMS + 1, 24, generator=g)}
-    for table in embeddings.values():
-        table[0] = 0
-    sids = torch.randint(0, 8, (NUM_ITEMS + 1, 2, 2), generator=g)
-    sids[0] = 0
-    codebooks = {m: torch.randn(2, 8, 20, generator=g) for m in modalities}
-    counts = torch.randint(0, 40, (NUM_ITEMS + 1,), generator=g)
-    counts[0] = 0
-    text_config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        intermediate_size=37, max_position_embeddings=512,
-    )
-    text_config._attn_implementation = attn_implementation
-    torch.manual_seed(seed)
-    model = MMESIDForSequentialRecommendation.from_backbone(
-        text_config, processor, embeddings, sids, codebooks=codebooks, item_counts=counts,
-        fusion_temperature=1.0 if tie_fusion else 1e-3,
-    )
+    """Tiny MME-SID (`mmesid_testing.tiny_mmesid`, 30 items) with the given attention implementation; `tie_fusion`
+    makes the fusion weights smooth (temperature 1) instead of the paper's near one-hot 1e-3."""
+    text_config_kwargs = {"num_key_value_heads": 2, "attn_implementation": attn_implementation}
+    model, processor, _ = tiny_mmesid(num_items=NUM_ITEMS, seed=seed, text_config_kwargs=text_config_kwargs,
+                                      fusion_temperature=1.0 if tie_fusion else 1e-3)
     model.config._attn_implementation = attn_implementation
     model.model.language_model.config._attn_implementation = attn_implementation
-    return model.eval(), processor
+    return model, processor
 
 
 def per_sample_inputs(processor, users=USERS):

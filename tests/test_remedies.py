@@ -6,35 +6,18 @@ import math
 
 import pytest
 import torch
+from mmesid_testing import tiny_mmesid, tiny_text_config
 from test_equivalence import NUM_ITEMS, USERS, build_model, sample_rows
-from transformers import AutoTokenizer, LlamaConfig
 
-from modeling_mmesid import MMESIDForSequentialRecommendation, MMESIDProcessor
 from modeling_mmesid.packing import MMESIDPackedCollator, user_samples
 
 
 def _build(**config_kwargs):
-    from test_equivalence import TINY_TOKENIZER_DIR
-
-    tokenizer = AutoTokenizer.from_pretrained(TINY_TOKENIZER_DIR)
-    modalities = ["collaborative", "text"]
-    processor = MMESIDProcessor(tokenizer, modalities=modalities, num_levels=2, codebook_size=8, num_items=NUM_ITEMS)
-    g = torch.Generator().manual_seed(0)
-    embeddings = {"collaborative": torch.randn(NUM_ITEMS + 1, 16, generator=g), "text": torch.randn(NUM_ITEMS + 1, 24, generator=g)}
-    for table in embeddings.values():
-        table[0] = 0
-    sids = torch.randint(0, 8, (NUM_ITEMS + 1, 2, 2), generator=g)
-    counts = torch.randint(0, 40, (NUM_ITEMS + 1,), generator=g)
-    text_config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
-        intermediate_size=37,
+    """Tiny MME-SID (`mmesid_testing.tiny_mmesid`, 30 items) on a one-layer backbone."""
+    model, processor, tables = tiny_mmesid(
+        num_items=NUM_ITEMS, text_config_kwargs={"num_hidden_layers": 1, "num_key_value_heads": 2}, **config_kwargs
     )
-    torch.manual_seed(0)
-    model = MMESIDForSequentialRecommendation.from_backbone(
-        text_config, processor, embeddings, sids, codebooks={m: torch.randn(2, 8, 20, generator=g) for m in modalities},
-        item_counts=counts, **config_kwargs,
-    )
-    return model.eval(), processor, embeddings
+    return model, processor, tables["embeddings"]
 
 
 # ------------------------------------------------------------------------------------------ initialization
@@ -66,7 +49,7 @@ def test_item_head_init_collaborative_needs_the_modality():
 
     with pytest.raises(ValueError, match="item_head_init='collaborative'"):
         MMESIDConfig(
-            text_config=LlamaConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, vocab_size=100),
+            text_config=tiny_text_config(vocab_size=100, num_hidden_layers=1),
             num_items=5, modalities=["text"], modality_dims=[8], item_head_init="collaborative",
         )
 

@@ -4,9 +4,7 @@
 from pathlib import Path
 
 import pytest
-
-
-TINY_TOKENIZER_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "tiny-llama3-tokenizer"
+from mmesid_testing import TINY_TOKENIZER_DIR
 
 
 @pytest.fixture(scope="session")

@@ -4,9 +4,10 @@ beam search through `model.generate`, the joint loss, training, and the trainer'
 
 import pytest
 import torch
-from transformers import AutoTokenizer, LlamaConfig, LogitsProcessor
+from mmesid_testing import tiny_mmesid, tiny_text_config
+from transformers import AutoTokenizer, LogitsProcessor
 
-from modeling_mmesid import MMESIDConfig, MMESIDForSequentialRecommendation, MMESIDProcessor
+from modeling_mmesid import MMESIDConfig, MMESIDForSequentialRecommendation
 from modeling_mmesid.modeling_mmesid import SIDTrie, SIDTrieLogitsProcessor
 
 
@@ -16,28 +17,11 @@ HISTORIES = [[1, 2, 3], [4], [], [50, 7, 7, 9, 11]]
 
 
 def build(tokenizer_dir, seed=0, sids=None, **config_kwargs):
-    """Tiny MME-SID: 2-layer random Llama, 50 items, 2 modalities, 2 levels x 8 codes (64 collaborative code pairs
-    for 50 items: collisions, so the suffix matters)."""
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    processor = MMESIDProcessor(tokenizer, modalities=MODALITIES, num_levels=2, codebook_size=8, num_items=NUM_ITEMS)
-    g = torch.Generator().manual_seed(seed)
-    embeddings = {"collaborative": torch.randn(NUM_ITEMS + 1, 16, generator=g),
-                  "text": torch.randn(NUM_ITEMS + 1, 24, generator=g)}
-    for table in embeddings.values():
-        table[0] = 0
-    if sids is None:
-        sids = torch.randint(0, 8, (NUM_ITEMS + 1, 2, 2), generator=g)
-        sids[0] = 0
-    codebooks = {m: torch.randn(2, 8, 20, generator=g) for m in MODALITIES}
-    counts = torch.randint(0, 40, (NUM_ITEMS + 1,), generator=g)
-    counts[0] = 0
-    text_config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                              intermediate_size=37, max_position_embeddings=512)
-    torch.manual_seed(seed)
-    model = MMESIDForSequentialRecommendation.from_backbone(
-        text_config, processor, embeddings, sids, codebooks=codebooks, item_counts=counts, **config_kwargs
-    )
-    return model.eval(), processor
+    """Tiny MME-SID (`mmesid_testing.tiny_mmesid`): 2-layer random Llama, 50 items, 2 modalities, 2 levels x 8 codes
+    (64 collaborative code pairs for 50 items: collisions, so the suffix matters)."""
+    model, processor, _ = tiny_mmesid(AutoTokenizer.from_pretrained(tokenizer_dir), num_items=NUM_ITEMS,
+                                      modalities=MODALITIES, seed=seed, sids=sids, **config_kwargs)
+    return model, processor
 
 
 def random_histories(n, seed=1):
@@ -89,7 +73,7 @@ def test_default_head_is_ranking_and_generative_fields_round_trip(tokenizer_dir,
     ],
 )
 def test_generative_config_refusals(kwargs, match):
-    base = {"text_config": LlamaConfig(vocab_size=200, hidden_size=32, num_attention_heads=4), "num_items": 50,
+    base = {"text_config": tiny_text_config(vocab_size=200), "num_items": 50,
             "modalities": MODALITIES, "modality_dims": [16, 24], "num_levels": 2, "codebook_size": 8}
     with pytest.raises(ValueError, match=match):
         MMESIDConfig(**{**base, **kwargs})

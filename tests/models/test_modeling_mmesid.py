@@ -3,6 +3,7 @@
 installed with transformers)."""
 
 import importlib.util
+import math
 import os
 import shutil
 import subprocess
@@ -11,10 +12,12 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from mmesid_testing import TINY_MODALITY_DIMS, tiny_item_tables, tiny_mmesid, tiny_text_config
 from safetensors.torch import load_file, save_file
-from transformers import AutoConfig, AutoModel, AutoProcessor, AutoTokenizer, LlamaConfig
+from transformers import AutoConfig, AutoModel, AutoProcessor, AutoTokenizer
 
 from modeling_mmesid import (
     MMESIDConfig,
@@ -30,12 +33,13 @@ HISTORIES = [[1, 2, 3], [4], [], [50, 7, 7, 9, 11]]
 
 
 class MMESIDModelTester:
-    """Tiny MME-SID: 2-layer random Llama (vocab 99 + added tokens), 50 items, 2 modalities, 2 levels x 8 codes."""
+    """Tiny MME-SID: 2-layer random Llama (vocab 99 + added tokens), 50 items, 2 modalities, 2 levels x 8 codes
+    (`mmesid_testing.tiny_mmesid`)."""
 
     def __init__(self, tokenizer, modalities=("collaborative", "text"), seed=0, codebook_dim=20, **config_kwargs):
         self.num_items = 50
         self.modalities = list(modalities)
-        self.modality_dims = {"collaborative": 16, "text": 24, "image": 12}
+        self.modality_dims = TINY_MODALITY_DIMS
         self.num_levels = 2
         self.codebook_size = 8
         self.codebook_dim = codebook_dim
@@ -48,31 +52,12 @@ class MMESIDModelTester:
             codebook_size=self.codebook_size,
             num_items=self.num_items,
         )
-        generator = torch.Generator().manual_seed(seed)
-        rows = self.num_items + 1
-        self.embeddings = {m: torch.randn(rows, self.modality_dims[m], generator=generator) for m in self.modalities}
-        for table in self.embeddings.values():
-            table[0] = 0
-        self.sids = torch.randint(
-            0, self.codebook_size, (rows, len(self.modalities), self.num_levels), generator=generator
-        )
-        self.sids[0] = 0
-        self.codebooks = {
-            m: torch.randn(self.num_levels, self.codebook_size, codebook_dim, generator=generator)
-            for m in self.modalities
-        }
-        self.item_counts = torch.randint(0, 40, (rows,), generator=generator)
-        self.item_counts[0] = 0
+        tables = tiny_item_tables(self.num_items, self.modalities, seed, codebook_dim=codebook_dim)
+        self.embeddings, self.sids = tables["embeddings"], tables["sids"]
+        self.codebooks, self.item_counts = tables["codebooks"], tables["item_counts"]
 
     def get_text_config(self, vocab_size=99):
-        return LlamaConfig(
-            vocab_size=vocab_size,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=37,
-            max_position_embeddings=512,
-        )
+        return tiny_text_config(vocab_size)
 
     def get_config(self):
         return MMESIDConfig(
@@ -85,18 +70,16 @@ class MMESIDModelTester:
         )
 
     def create_model(self):
-        torch.manual_seed(self.seed)
-        sid_init = self.config_kwargs.get("sid_init", "codebook")
-        model = MMESIDForSequentialRecommendation.from_backbone(
-            self.get_text_config(),
-            self.processor,
-            self.embeddings,
-            self.sids,
-            codebooks=self.codebooks if sid_init == "codebook" else None,
-            item_counts=self.item_counts,
+        model, _, _ = tiny_mmesid(
+            processor=self.processor,
+            num_items=self.num_items,
+            modalities=self.modalities,
+            seed=self.seed,
+            codebook_dim=self.codebook_dim,
+            text_config=self.get_text_config(),  # vocab 99: `from_backbone` resizes it for the added tokens
             **self.config_kwargs,
         )
-        return model.eval()
+        return model
 
     def prepare_config_and_inputs_for_common(self, histories=HISTORIES):
         inputs = dict(self.processor(histories))
@@ -190,6 +173,77 @@ def test_fused_logits_follow_the_formula(tester, model):
     torch.testing.assert_close(out.modality_logits, manual)
     fused = (manual * out.fusion_weights).sum(-1)
     torch.testing.assert_close(out.item_logits[:, 1:], fused[:, 1:])
+
+
+# Eq. 9 by hand, in float64 numpy from the training counts and the gate's parameters (no call to the model's helper)
+FUSION_ITEMS = [1, 7, 23, 50]
+
+
+def _gelu(x):
+    """`nn.GELU()` (exact): x * Phi(x)."""
+    return 0.5 * x * (1 + np.vectorize(math.erf)(x / math.sqrt(2)))
+
+
+def _hand_fusion_weights(counts, gate, temperature, items):
+    """`w(j) = softmax(g(f_j) / tau)`, `f_j = (log(1 + n_j) - min) / (max - min)` over every row's count (paper Eq. 9,
+    docs/METHOD.md), `g` = Linear(1,64) -> GELU -> Linear(64,10) -> Linear(10,64, no bias) -> GELU -> Linear(64, M+1)."""
+    w = {name: p.detach().double().numpy() for name, p in gate.named_parameters()}
+    log_counts = np.log(1.0 + counts.numpy().astype(np.float64))
+    f = (log_counts[items] - log_counts.min()) / (log_counts.max() - log_counts.min())  # (items,)
+    x = _gelu(f[:, None] @ w["linear_1.weight"].T + w["linear_1.bias"])  # (items, 64)
+    x = x @ w["linear_2.weight"].T + w["linear_2.bias"]  # (items, 10)
+    x = _gelu(x @ w["linear_3.weight"].T)  # (items, 64)
+    logits = (x @ w["linear_4.weight"].T + w["linear_4.bias"]) / temperature  # (items, M + 1)
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def _hand_scores(model, tester, user_embeddings, items):
+    """The M + 1 scores of Eq. 8 in float64: `<h, e_j>` and `<h, W_m x_j>` per modality. `(batch, items, M + 1)`."""
+    h = user_embeddings.detach().double().numpy()
+    scores = [h @ model.item_head.weight.detach().double().numpy()[items].T]
+    for modality in tester.modalities:
+        w_m = model.model.modality_projections[modality].weight.detach().double().numpy()  # (H, dim)
+        scores.append(h @ (tester.embeddings[modality].double().numpy()[items] @ w_m.T).T)
+    return np.stack(scores, -1)
+
+
+FUSION_CASES = [
+    # PyTorch's gate init (the official code's) at tau 0.1: the weights visibly follow the count
+    ("torch-gate", {"fusion_gate_init": "torch", "fusion_temperature": 0.1}),
+    ("paper-default", {}),  # normal init, tau 1e-3: near uniform at the start of training
+]
+
+
+@pytest.mark.parametrize("name, kwargs", FUSION_CASES, ids=[c[0] for c in FUSION_CASES])
+def test_fusion_weights_by_hand_from_counts(tiny_tokenizer, name, kwargs):
+    tester = MMESIDModelTester(tiny_tokenizer, **kwargs)
+    model = tester.create_model()
+    _, inputs = tester.prepare_config_and_inputs_for_common()
+    with torch.no_grad():
+        out = model(**inputs)
+    counts = tester.item_counts  # what the model was built with (training counts)
+    items = FUSION_ITEMS + [int(counts[1:].argmin()) + 1, int(counts.argmax())]  # + the rarest and the most frequent
+    temperature = kwargs.get("fusion_temperature", 1e-3)
+    expected = _hand_fusion_weights(counts, model.fusion_gate, temperature, items)  # (items, M + 1)
+    np.testing.assert_allclose(out.fusion_weights[items].double().numpy(), expected, rtol=0, atol=1e-6)
+    fused = (_hand_scores(model, tester, out.user_embeddings, items) * expected).sum(-1)  # (batch, items)
+    np.testing.assert_allclose(out.item_logits[:, items].double().numpy(), fused, rtol=0, atol=1e-6)
+    if name == "torch-gate":
+        assert np.ptp(expected, axis=0).max() > 0.05  # the weights do depend on the item's count
+
+
+def test_equal_fusion_by_hand(tiny_tokenizer):
+    tester = MMESIDModelTester(tiny_tokenizer, fusion="equal")
+    model = tester.create_model()
+    _, inputs = tester.prepare_config_and_inputs_for_common()
+    with torch.no_grad():
+        out = model(**inputs)
+    items = FUSION_ITEMS
+    m = len(tester.modalities)
+    np.testing.assert_allclose(out.fusion_weights[items].double().numpy(), np.full((len(items), m + 1), 1 / (m + 1)), atol=1e-7)
+    fused = _hand_scores(model, tester, out.user_embeddings, items).mean(-1)  # (batch, items): weights 1 / (M + 1)
+    np.testing.assert_allclose(out.item_logits[:, items].double().numpy(), fused, rtol=0, atol=1e-6)
 
 
 def test_save_and_load_gives_equal_logits(tester, model, tmp_path):

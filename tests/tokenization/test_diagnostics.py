@@ -16,6 +16,9 @@ from tokenization.diagnostics import (
 )
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 def test_collision_rate_hand_table():
     ids = torch.tensor([[1, 2], [1, 2], [3, 4], [1, 3], [3, 4], [0, 0]])
     # items 0,1 share (1,2); items 2,4 share (3,4) → 4 of 6 collide

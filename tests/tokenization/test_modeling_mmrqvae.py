@@ -16,27 +16,19 @@ from tokenization.semantic_ids import compute_semantic_ids, load_semantic_ids, s
 from tokenization.train_rqvae import MMRQVAETrainingArguments, train_mmrqvae
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 NUM_ITEMS = 64
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    # Tiny tensors: one thread avoids oversubscription on shared 2-core CI machines (10x faster here).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_config(**kwargs) -> MMRQVAEConfig:
-    defaults = dict(
-        modalities=["collaborative", "text"],
-        input_dims=[8, 12],
-        hidden_dims=[16],
-        e_dim=6,
-        num_levels=2,
-        codebook_size=8,
-    )
+    defaults = {
+        "modalities": ["collaborative", "text"],
+        "input_dims": [8, 12],
+        "hidden_dims": [16],
+        "e_dim": 6,
+        "num_levels": 2,
+        "codebook_size": 8,
+    }
     defaults.update(kwargs)
     return MMRQVAEConfig(**defaults)
 

@@ -22,6 +22,8 @@ from tokenization.sasrec import (
 )
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 NUM_ITEMS = 20
 
