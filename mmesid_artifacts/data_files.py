@@ -144,7 +144,9 @@ def item_counts(sequences: Iterable[Sequence[int]], num_items: int) -> np.ndarra
 
 def data_file(folder: str | os.PathLike, name: str) -> Path:
     return require_file(
-        Path(folder) / name, "Data file", f"run `python recipes/prepare_data.py --run_dir {Run.of_stage(folder).root}` first"
+        Path(folder) / name,
+        "Data file",
+        f"run `python recipes/prepare_data.py --run_dir {Run.of_stage(folder).root}` first",
     )
 
 

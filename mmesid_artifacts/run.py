@@ -15,7 +15,7 @@ from pathlib import Path
 MODALITIES = ("collaborative", "image", "text")
 
 OUTPUTS = Path("outputs")
-# The run every recipe reads and writes when `--run_dir` is not given: the CPU default (recipes/configs/beauty-smollm2-135m)
+# The run folder of every recipe whose `--run_dir` is not given: the CPU run (recipes/configs/beauty-smollm2-135m/)
 DEFAULT_RUN_DIR = OUTPUTS / "beauty-smollm2-135m"
 # stage name -> folder name under the run folder, in pipeline order
 STAGES = {
@@ -52,7 +52,7 @@ class Run:
 
     @classmethod
     def named(cls, name: str, outputs: str | os.PathLike = OUTPUTS) -> "Run":
-        """`outputs/<name>` (relative to the working directory, as the recipes' `--run` flag means it)."""
+        """`outputs/<name>`, relative to the working directory (the recipes take the folder itself, `--run_dir`)."""
         return cls(Path(outputs) / name)
 
     @classmethod

@@ -88,7 +88,8 @@ def time_ours(args: BenchmarkArguments, num_items: int) -> dict:
     torch.manual_seed(args.seed)
     model = SASRecModel(SASRecConfig(num_items=num_items)).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    batches = build_training_batches(art.load_train_sequences(art.Run(args.run_dir).data), 50, 256, random.Random(args.seed))
+    sequences = art.load_train_sequences(art.Run(args.run_dir).data)
+    batches = build_training_batches(sequences, 50, 256, random.Random(args.seed))
     timed = batches[: args.max_steps] if args.max_steps else batches
     start = time.perf_counter()
     for input_ids, labels in timed:

@@ -103,7 +103,8 @@ def main(args: EncodeItemsArguments):
     stats = load_stats(run.data)
     num_items, fingerprint = stats["num_items"], stats["fingerprint"]
     items = pq.read_table(run.items_file).sort_by("item_id").to_pylist()
-    print(f"users {stats['num_users']:,} · items {num_items:,} · fingerprint {fingerprint[:12]} · → {run.embeddings}")
+    print(f"users {stats['num_users']:,} · items {num_items:,} · fingerprint {fingerprint[:12]} · "
+          f"→ {run.embeddings}")
     common = {"dataset_fingerprint": fingerprint, "created_by": "recipes/encode_items.py"}
 
     if "collaborative" in args.modalities:

@@ -42,7 +42,7 @@ from modeling_mmesid import baselines, evaluation
 @dataclass
 class EvaluateArguments:
     run_dir: str = run_dir_field("reads data/; writes eval/ unless --output_dir names another")
-    output_dir: str | None = field(default=None, metadata={"help": "Where results.json goes (default: <run_dir>/eval)."})
+    output_dir: str | None = field(default=None, metadata={"help": "Where results.json goes; default <run_dir>/eval."})
     split: str = field(default="test", metadata={"help": "test or validation."})
     model: str | None = field(default=None, metadata={"help": "Fine-tuned MME-SID folder or Hub repo id."})
     sasrec: str | None = field(default=None, metadata={"help": "SASRec folder (encode_items.py writes embeddings/sasrec)."})

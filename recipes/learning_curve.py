@@ -11,7 +11,8 @@ variant in `results.json` is skipped).
 Commands:
     # the CPU curve of docs/LEARNING.md (2 cores: about 15 minutes per variant)
     python recipes/learning_curve.py --config recipes/configs/beauty-smollm2-135m/finetune.yaml \
-        --run_dir outputs/beauty-smollm2-135m --budgets 1000 2500 5000 --eval_users 2000 --variants paper distill zero_head
+        --run_dir outputs/beauty-smollm2-135m --budgets 1000 2500 5000 --eval_users 2000 \
+        --variants paper distill zero_head
     # redraw the table and the plot from results.json
     python recipes/learning_curve.py --run_dir outputs/beauty-smollm2-135m --report_only
 

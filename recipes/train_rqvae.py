@@ -1,5 +1,6 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
-r"""Stage 1b: train MM-RQ-VAE on the item embeddings → `<run_dir>/rqvae/{config.json, model.safetensors, results.json}`.
+r"""Stage 1b: train MM-RQ-VAE on the item embeddings → `<run_dir>/rqvae/{config.json, model.safetensors,
+results.json}`.
 
 Commands:
     # CPU default (SmolLM2-135M-sized codes, a few minutes on 2 cores)
