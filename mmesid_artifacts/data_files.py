@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .io import read_json, require_file
-from .run import DATA_FILES, SPLITS, split_file
+from .run import DATA_FILES, SPLITS, Run, split_file
 
 
 SAMPLE_SCHEMA = pa.schema([("user_id", pa.int64()), ("history", pa.list_(pa.int64())), ("target", pa.int64())])
@@ -160,7 +160,9 @@ def item_counts(sequences: Iterable[Sequence[int]], num_items: int) -> np.ndarra
 
 def data_file(folder: str | os.PathLike, name: str) -> Path:
     return require_file(
-        Path(folder) / name, "Data file", f"run `python recipes/prepare_data.py --output_dir {folder}` first"
+        Path(folder) / name,
+        "Data file",
+        f"run `python recipes/prepare_data.py --run_dir {Run.of_stage(folder).root}` first",
     )
 
 

@@ -4,7 +4,8 @@
 A recipe's argument dataclass holds no domain default of its own: `library_default(MMRQVAEConfig(), "e_dim", ...)`
 makes a field whose default is the library's, so one default lives in one place and the YAML under
 `recipes/configs/` sets the values a run uses. `document(parser, __doc__)` makes `--help` print the recipe's
-docstring (its real command lines) above the arguments, with each default, and lists `--config`.
+docstring (its real command lines) above the arguments, with each default, and lists `--config`. Every recipe that
+reads or writes a run folder names it with `run_dir_field` (`--run_dir`), one flag with one default.
 """
 
 import argparse
@@ -14,6 +15,8 @@ import re
 import textwrap
 from pathlib import Path
 from typing import Any
+
+from .run import DEFAULT_RUN_DIR
 
 
 CONFIG_HELP = (
@@ -33,6 +36,13 @@ def library_default(source: Any, name: str, help: str, **metadata) -> dataclasse
     if isinstance(value, (list, dict, set)):
         return dataclasses.field(default_factory=lambda: copy.deepcopy(value), metadata={"help": help, **metadata})
     return dataclasses.field(default=value, metadata={"help": help, **metadata})
+
+
+def run_dir_field(stages: str) -> dataclasses.Field:
+    """The `--run_dir` of every recipe: the run folder `outputs/<run>/`, defaulting to `DEFAULT_RUN_DIR`. The recipe
+    asks `mmesid_artifacts.Run(run_dir)` for every stage folder and file in it; `stages` says which it reads and
+    writes (`"reads data/; writes embeddings/"`) for `--help`."""
+    return dataclasses.field(default=str(DEFAULT_RUN_DIR), metadata={"help": f"Run folder outputs/<run>/: {stages}."})
 
 
 class RecipeHelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -96,4 +106,4 @@ def yaml_overrides(parser: argparse.ArgumentParser, doc: str, root: Path) -> str
     return "What the YAMLs of the commands above set where it differs from the defaults shown:\n" + "\n".join(blocks)
 
 
-__all__ = ["CONFIG_HELP", "RecipeHelpFormatter", "document", "library_default", "yaml_overrides"]
+__all__ = ["CONFIG_HELP", "RecipeHelpFormatter", "document", "library_default", "run_dir_field", "yaml_overrides"]

@@ -15,6 +15,8 @@ from pathlib import Path
 MODALITIES = ("collaborative", "image", "text")
 
 OUTPUTS = Path("outputs")
+# The run folder of every recipe whose `--run_dir` is not given: the CPU run (recipes/configs/beauty-smollm2-135m/)
+DEFAULT_RUN_DIR = OUTPUTS / "beauty-smollm2-135m"
 # stage name -> folder name under the run folder, in pipeline order
 STAGES = {
     "data": "data",  # recipes/prepare_data.py
@@ -25,6 +27,7 @@ STAGES = {
     "eval": "eval",  # recipes/evaluate.py
     "forgetting": "forgetting",  # recipes/forgetting.py
     "hub": "hub",  # recipes/publish.py (hub/{model,dataset,rqvae})
+    "curve": "curve",  # recipes/learning_curve.py (docs/LEARNING.md)
 }
 EMBEDDINGS_SUFFIX = ".safetensors"
 SASREC_SUBFOLDER = "sasrec"  # embeddings/sasrec/: the trained SASRec (save_pretrained) and its results.json
@@ -49,7 +52,7 @@ class Run:
 
     @classmethod
     def named(cls, name: str, outputs: str | os.PathLike = OUTPUTS) -> "Run":
-        """`outputs/<name>` (relative to the working directory, as the recipes' `--run` flag means it)."""
+        """`outputs/<name>`, relative to the working directory (the recipes take the folder itself, `--run_dir`)."""
         return cls(Path(outputs) / name)
 
     @classmethod
@@ -80,6 +83,7 @@ class Run:
     eval = property(lambda self: self.stage("eval"))
     forgetting = property(lambda self: self.stage("forgetting"))
     hub = property(lambda self: self.stage("hub"))
+    curve = property(lambda self: self.stage("curve"))
 
     # --- files -----------------------------------------------------------------------------------------------------
     stats_file = property(lambda self: self.data / DATA_FILES["stats"])
@@ -113,5 +117,5 @@ def embedding_file(embeddings_dir: str | os.PathLike, modality: str) -> Path:
     return Path(embeddings_dir) / f"{modality}{EMBEDDINGS_SUFFIX}"
 
 
-__all__ = ["DATA_FILES", "FULL_MODEL_SUBFOLDER", "MODALITIES", "OUTPUTS", "SASREC_SUBFOLDER", "SIDS_FILES", "SPLITS",
-           "STAGES", "Run", "embedding_file", "split_file"]
+__all__ = ["DATA_FILES", "DEFAULT_RUN_DIR", "FULL_MODEL_SUBFOLDER", "MODALITIES", "OUTPUTS", "SASREC_SUBFOLDER",
+           "SIDS_FILES", "SPLITS", "STAGES", "Run", "embedding_file", "split_file"]

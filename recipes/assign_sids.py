@@ -1,11 +1,12 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
-r"""Stage 1c: trained MM-RQ-VAE + item embeddings → `outputs/<run>/sids/{sids,codebooks}.safetensors, sids.json,
+r"""Stage 1c: trained MM-RQ-VAE + item embeddings → `<run_dir>/sids/{sids,codebooks}.safetensors, sids.json,
 diagnostics.json` (docs/CONTRACTS.md).
 
 Commands:
-    python recipes/assign_sids.py --run beauty-smollm2-135m
-    python recipes/assign_sids.py --run beauty-smollm2-135m --rqvae_dir outputs/beauty-smollm2-135m/rqvae-mse \
-        --output_dir outputs/beauty-smollm2-135m/sids-mse
+    python recipes/assign_sids.py --run_dir outputs/beauty-smollm2-135m
+    # the MSE ablation's MM-RQ-VAE (recipes/train_rqvae.py --output_dir ...) into its own folder
+    python recipes/assign_sids.py --run_dir outputs/beauty-smollm2-135m \
+        --rqvae_dir outputs/beauty-smollm2-135m/rqvae-mse --output_dir outputs/beauty-smollm2-135m/sids-mse
     # validation pairs from the raw file instead of data/validation.parquet
     python recipes/assign_sids.py --validation ../shared/data/Beauty/mmesid/Beauty_new.txt
 
@@ -24,7 +25,7 @@ from pathlib import Path
 from trl import TrlParser
 
 from mmesid_artifacts import Run, atomic_write_json, load_modality_tables, run_info
-from mmesid_artifacts.recipe_args import document
+from mmesid_artifacts.recipe_args import document, run_dir_field
 from tokenization.diagnostics import (
     embedding_collapse_tables,
     format_diagnostics,
@@ -39,13 +40,13 @@ from tokenization.semantic_ids import compute_semantic_ids, save_semantic_ids
 
 @dataclass
 class ScriptArguments:
-    run: str = field(default="beauty-smollm2-135m", metadata={"help": "Run name: stages live in outputs/<run>/."})
-    rqvae_dir: str | None = field(default=None, metadata={"help": "Defaults to outputs/<run>/rqvae."})
-    embeddings_dir: str | None = field(default=None, metadata={"help": "Defaults to outputs/<run>/embeddings."})
+    run_dir: str = run_dir_field("reads embeddings/, rqvae/, data/validation.parquet; writes sids/")
+    rqvae_dir: str | None = field(default=None, metadata={"help": "Defaults to <run_dir>/rqvae."})
+    embeddings_dir: str | None = field(default=None, metadata={"help": "Defaults to <run_dir>/embeddings."})
     validation: str | None = field(
-        default=None, metadata={"help": "validation.parquet or a raw `user item ...` file; default outputs/<run>/data."}
+        default=None, metadata={"help": "validation.parquet or a raw `user item ...` file; default <run_dir>/data."}
     )
-    output_dir: str | None = field(default=None, metadata={"help": "Defaults to outputs/<run>/sids."})
+    output_dir: str | None = field(default=None, metadata={"help": "Defaults to <run_dir>/sids."})
     batch_size: int = field(default=4096, metadata={"help": "Items per encoding batch."})
     max_validation_users: int | None = field(
         default=None, metadata={"help": "Kendall's tau on N validation users sampled with `seed` (says so)."}
@@ -55,7 +56,7 @@ class ScriptArguments:
 
 def main(args: ScriptArguments):
     start = time.perf_counter()
-    run = Run.named(args.run)
+    run = Run(args.run_dir)
     rqvae_dir = Path(args.rqvae_dir or run.rqvae)
     output_dir = Path(args.output_dir or run.sids)
     model = MMRQVAE.from_pretrained(rqvae_dir).eval()

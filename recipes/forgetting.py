@@ -14,9 +14,9 @@ Commands (the CPU budget of `recipes/run_pipeline.sh`; the two fine-tunings diff
         --codebook_model outputs/beauty-smollm2-135m/finetune-codebook/model \
         --random_model outputs/beauty-smollm2-135m/finetune-random/model --max_validation_users 2000
 
-Writes `<output_dir>/forgetting.json` (tau-a and concordant fraction per modality and init, with the tau-a of the
-codebook SID rows before fine-tuning) and `<output_dir>/spectra-<init>.png` (projected collaborative table, SID
-rows, fused item tokens). Paper (tau-a): trained-codebook init 0.4436 (MMD), random init 0.0550.
+Writes `<run_dir>/forgetting/forgetting.json` (tau-a and concordant fraction per modality and init, with the tau-a
+of the codebook SID rows before fine-tuning) and `spectra-<init>.png` (projected collaborative table, SID rows, fused
+item tokens) beside it, or into `--output_dir`. Paper (tau-a): trained-codebook init 0.4436 (MMD), random init 0.0550.
 """
 
 import random
@@ -28,7 +28,7 @@ import torch
 from trl import TrlParser
 
 from mmesid_artifacts import Run, atomic_write_json, run_info
-from mmesid_artifacts.recipe_args import document
+from mmesid_artifacts.recipe_args import document, run_dir_field
 from modeling_mmesid import MMESIDForSequentialRecommendation
 from tokenization.diagnostics import (
     kendall_tau_concordance,
@@ -40,9 +40,9 @@ from tokenization.diagnostics import (
 
 @dataclass
 class ScriptArguments:
-    run_dir: str = field(metadata={"help": "outputs/<run>: reads data/validation.parquet."})
     codebook_model: str = field(metadata={"help": "Fine-tuned with sid_init=codebook (finetune/model)."})
     random_model: str = field(metadata={"help": "Fine-tuned with sid_init=random, same data and budget."})
+    run_dir: str = run_dir_field("reads data/validation.parquet; writes forgetting/ (or --output_dir)")
     output_dir: str | None = field(default=None, metadata={"help": "Defaults to <run_dir>/forgetting."})
     max_validation_users: int | None = field(default=None, metadata={"help": "Sample N validation users (seed)."})
     seed: int = 0

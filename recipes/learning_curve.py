@@ -11,12 +11,13 @@ variant in `results.json` is skipped).
 Commands:
     # the CPU curve of docs/LEARNING.md (2 cores: about 15 minutes per variant)
     python recipes/learning_curve.py --config recipes/configs/beauty-smollm2-135m/finetune.yaml \
-        --run_dir outputs/beauty-smollm2-135m --curve_dir outputs/beauty-smollm2-135m/curve \
-        --budgets 1000 2500 5000 --eval_users 2000 --variants paper distill zero_head
+        --run_dir outputs/beauty-smollm2-135m --budgets 1000 2500 5000 --eval_users 2000 \
+        --variants paper distill zero_head
     # redraw the table and the plot from results.json
-    python recipes/learning_curve.py --curve_dir outputs/beauty-smollm2-135m/curve --report_only
+    python recipes/learning_curve.py --run_dir outputs/beauty-smollm2-135m --report_only
 
-Writes `<curve_dir>/results.json` (every point with its protocol), `<curve_dir>/curve.md` and `<curve_dir>/curve.png`.
+Reads the run's `data/`, `embeddings/` and `sids/` (as recipes/finetune.py does) and writes `<run_dir>/curve/` (or
+`--curve_dir`): `results.json` (every point with its protocol), `curve.md` and `curve.png`.
 """
 
 import argparse
@@ -35,8 +36,9 @@ from trl import ModelConfig, TrlParser
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from finetune import ScriptArguments, build_trainer
 
-from mmesid_artifacts import atomic_write_json, atomic_write_text
+from mmesid_artifacts import Run, atomic_write_json, atomic_write_text
 from mmesid_artifacts.recipe_args import document
+from mmesid_artifacts.run import DEFAULT_RUN_DIR
 from modeling_mmesid import evaluation
 from modeling_mmesid.trainer import MMESIDTrainingConfig
 from tokenization.diagnostics import SPECTRUM_COLOURS, _png_bytes
@@ -116,7 +118,7 @@ def run_variant(name, base_args, budgets, eval_users, seed, on_point):
 
 def training_args_for(args, config_path):
     parser = TrlParser((ScriptArguments, MMESIDTrainingConfig, ModelConfig))
-    argv = ["--config", config_path, "--run_dir", args.run_dir, "--output_dir", str(Path(args.curve_dir) / "tmp"),
+    argv = ["--config", config_path, "--run_dir", args.run_dir, "--output_dir", str(args.curve_dir / "tmp"),
             "--eval_strategy", "steps", "--eval_steps", str(10**9), "--save_strategy", "no",
             "--load_best_model_at_end", "false", "--train_sampling_strategy", "sequential", "--num_train_epochs", "1",
             "--logging_steps", "10", "--seed", str(args.seed), "--save_full_model", "false"]
@@ -193,8 +195,9 @@ def main():
         "--config", default="recipes/configs/beauty-smollm2-135m/finetune.yaml",
         help="The finetune YAML every variant starts from (recipes/finetune.py --help lists its arguments).",
     )
-    parser.add_argument("--run_dir", default="outputs/beauty-smollm2-135m", help="The run whose stages are read.")
-    parser.add_argument("--curve_dir", default="outputs/beauty-smollm2-135m/curve", help="Where the curve goes.")
+    parser.add_argument("--run_dir", default=str(DEFAULT_RUN_DIR),
+                        help="Run folder outputs/<run>/: reads data/, embeddings/, sids/; writes curve/.")
+    parser.add_argument("--curve_dir", default=None, help="Where the curve goes (default: <run_dir>/curve).")
     parser.add_argument("--budgets", type=int, nargs="+", default=[1000, 2500, 5000], help="Training samples.")
     parser.add_argument("--eval_users", type=int, default=2000, help="Fixed validation sample (seed + 1).")
     parser.add_argument("--variants", nargs="+", default=["paper", "distill", "zero_head"], choices=sorted(VARIANTS))
@@ -205,7 +208,7 @@ def main():
                              "`<!-- curve:end -->` (e.g. docs/LEARNING.md), so documented figures come from results.json.")
     args, extra = parser.parse_known_args()
     args.extra = extra  # further finetune arguments, e.g. --per_device_train_batch_size 2
-    curve_dir = Path(args.curve_dir)
+    curve_dir = args.curve_dir = Path(args.curve_dir or Run(args.run_dir).curve)
     if args.report_only:
         print(report(curve_dir, args.doc))
         return

@@ -1,19 +1,20 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
-r"""Prepare leave-one-out splits, the item table and `stats.json`.
+r"""Prepare leave-one-out splits, the item table and `stats.json` → `<run_dir>/data/`.
 
 Commands:
     # MME-SID's own Beauty_new (the paper's data), with titles/brands/categories from the joined item table
     python recipes/prepare_data.py --config recipes/configs/beauty-smollm2-135m/data.yaml
     # the same, spelled out
     python recipes/prepare_data.py --sequences ../shared/data/Beauty/mmesid/Beauty_new.txt \
-        --items ../shared/data/Beauty/derived/beauty_items.jsonl --item_id_field mme_id --output_dir outputs/beauty/data
+        --items ../shared/data/Beauty/derived/beauty_items.jsonl --item_id_field mme_id \
+        --run_dir outputs/beauty-smollm2-135m
     # classic S3-Rec Beauty.txt
     python recipes/prepare_data.py --sequences ../shared/data/Beauty/s3rec/Beauty.txt \
-        --items ../shared/data/Beauty/derived/beauty_items.jsonl --item_id_field s3_id --output_dir outputs/s3rec/data
+        --items ../shared/data/Beauty/derived/beauty_items.jsonl --item_id_field s3_id --run_dir outputs/s3rec
     # your own catalog: CSV/Parquet of user,item,timestamp (+ JSONL item table keyed by your raw item ids)
-    python recipes/prepare_data.py --interactions my.csv --items my_items.jsonl --k_core 5 --output_dir outputs/mine/data
+    python recipes/prepare_data.py --interactions my.csv --items my_items.jsonl --k_core 5 --run_dir outputs/mine
     # online: download the public Amazon 2014 5-core files (beauty, toys, sports), checksummed
-    python recipes/prepare_data.py --download beauty --output_dir outputs/amazon-beauty/data
+    python recipes/prepare_data.py --download beauty --run_dir outputs/amazon-beauty
 """
 
 import time
@@ -22,14 +23,14 @@ from pathlib import Path
 
 from trl import TrlParser
 
-from mmesid_artifacts import read_sequence_file
-from mmesid_artifacts.recipe_args import document
+from mmesid_artifacts import Run, read_sequence_file
+from mmesid_artifacts.recipe_args import document, run_dir_field
 from modeling_mmesid import data
 
 
 @dataclass
 class PrepareArguments:
-    output_dir: str = field(metadata={"help": "Folder for the splits, item table and stats.json."})
+    run_dir: str = run_dir_field("writes data/ (the splits, the item table, stats.json)")
     sequences: str | None = field(default=None, metadata={"help": "`user item item ...` file (1-based)."})
     interactions: str | None = field(default=None, metadata={"help": "CSV/Parquet with user, item, timestamp."})
     download: str | None = field(default=None, metadata={"help": "Amazon 2014 dataset to download: beauty|toys|sports."})
@@ -74,14 +75,15 @@ def main(args: PrepareArguments) -> dict:
     if items_path:
         items = data.read_item_table(items_path, num_items, args.item_id_field, item_index)
         source["items"] = Path(items_path).name
-    stats = data.write_dataset(args.output_dir, sequences, items, source, args.max_train_samples_per_user)
+    out = Run(args.run_dir).data
+    stats = data.write_dataset(out, sequences, items, source, args.max_train_samples_per_user)
     print(
         f"users {stats['num_users']:,} · items {stats['num_items']:,} · interactions {stats['num_interactions']:,} · "
         f"training samples {stats['num_train_samples']:,} ({stats['num_empty_history_samples']:,} with an empty "
         f"history) · validation {stats['num_validation']:,} · test {stats['num_test']:,} · short users "
         f"{stats['num_short_users']:,} · items with a title {stats['num_items_with_title']:,}"
     )
-    print(f"wrote {args.output_dir} in {time.time() - start:.1f}s")
+    print(f"wrote {out} in {time.time() - start:.1f}s")
     return stats
 
 

@@ -1,7 +1,7 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
 r"""Publish a run to the Hugging Face Hub: the model (full weights + LoRA adapter), the dataset, the MM-RQ-VAE.
 
-Builds `outputs/<run>/hub/{model,dataset,rqvae}` (the exact repo folders, cards rendered from `hub_cards/`), checks
+Builds `<run_dir>/hub/{model,dataset,rqvae}` (the exact repo folders, cards rendered from `hub_cards/`), checks
 them (card metadata, no local path/token/pickle) and, without `--dry-run`, creates the repos and uploads the folders.
 The token comes from `HF_TOKEN` or `hf auth login`, never from an argument. See `modeling_mmesid/hub.py`.
 
@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 
 from trl import TrlParser
 
-from mmesid_artifacts.recipe_args import document
+from mmesid_artifacts.recipe_args import document, run_dir_field
 from modeling_mmesid import hub
 
 
 @dataclass
 class ScriptArguments:
-    run_dir: str = field(metadata={"help": "outputs/<run>: reads data/, embeddings/, sids/, rqvae/, finetune/."})
+    run_dir: str = run_dir_field("reads data/, embeddings/, sids/, rqvae/, finetune/; writes hub/")
     model_repo_id: str = field(default="org/mmesid-beauty", metadata={"help": "Model repo `namespace/name`."})
     dataset_repo_id: str = field(default="org/mmesid-beauty-data", metadata={"help": "Dataset repo id."})
     rqvae_repo_id: str = field(default="org/mmesid-beauty-rqvae", metadata={"help": "MM-RQ-VAE repo id."})
@@ -35,7 +35,7 @@ class ScriptArguments:
         metadata={"help": "Hub id of the backbone (the adapter's `base_model_name_or_path`); never a local path."},
     )
     components: list[str] = field(default_factory=lambda: list(hub.COMPONENTS), metadata={"help": "Repos to build."})
-    output_dir: str | None = field(default=None, metadata={"help": "Defaults to outputs/<run>/hub."})
+    output_dir: str | None = field(default=None, metadata={"help": "Defaults to <run_dir>/hub."})
     training_config: str | None = field(
         default=None, metadata={"help": "Fine-tuning YAML; defaults to the `--config` recorded in results.json."}
     )

@@ -33,17 +33,18 @@ fi
 start=$(date +%s)
 stage() { echo; echo "== $1 ($(( $(date +%s) - start ))s) =="; }
 stage "1/6 data"
-$PY recipes/prepare_data.py --config "$CONFIGS/data.yaml" --output_dir "$OUT/data"
+# Every stage gets the run folder; it asks `mmesid_artifacts.Run` for its stage folders (docs/RUN_FOLDER.md)
+$PY recipes/prepare_data.py --config "$CONFIGS/data.yaml" --run_dir "$OUT"
 stage "2/6 item encoders"
-$PY recipes/encode_items.py --config "$CONFIGS/encoders.yaml" --data "$OUT/data" --output_dir "$OUT/embeddings" "${ENC_ARGS[@]}"
+$PY recipes/encode_items.py --config "$CONFIGS/encoders.yaml" --run_dir "$OUT" "${ENC_ARGS[@]}"
 stage "3/6 MM-RQ-VAE"
-"${LAUNCH[@]}" recipes/train_rqvae.py --config "$CONFIGS/rqvae.yaml" --run "$RUN" "${RQ_ARGS[@]}"
+"${LAUNCH[@]}" recipes/train_rqvae.py --config "$CONFIGS/rqvae.yaml" --run_dir "$OUT" "${RQ_ARGS[@]}"
 stage "4/6 semantic IDs"
-$PY recipes/assign_sids.py --run "$RUN" "${SID_ARGS[@]}"
+$PY recipes/assign_sids.py --run_dir "$OUT" "${SID_ARGS[@]}"
 stage "5/6 fine-tuning"
-"${LAUNCH[@]}" recipes/finetune.py --config "$CONFIGS/finetune.yaml" --run_dir "$OUT" \
-  --output_dir "$OUT/finetune" "${FT_ARGS[@]}"
+"${LAUNCH[@]}" recipes/finetune.py --config "$CONFIGS/finetune.yaml" --run_dir "$OUT" "${FT_ARGS[@]}"
 stage "6/6 evaluation"
-$PY recipes/evaluate.py --data_dir "$OUT/data" --model "$OUT/finetune/model" --sasrec "$OUT/embeddings/sasrec" \
-  --output_dir "$OUT/eval" "${EVAL_ARGS[@]}"
+# --model and --sasrec also take a Hub repo id or another folder, so they name the stage's artifact in full
+$PY recipes/evaluate.py --run_dir "$OUT" --model "$OUT/finetune/model" --sasrec "$OUT/embeddings/sasrec" \
+  "${EVAL_ARGS[@]}"
 echo "pipeline finished in $(( $(date +%s) - start ))s; results in $OUT/eval/results.json"

@@ -1,5 +1,6 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
-r"""Stage 1b: train MM-RQ-VAE on the item embeddings → `outputs/<run>/rqvae/{config.json, model.safetensors, results.json}`.
+r"""Stage 1b: train MM-RQ-VAE on the item embeddings → `<run_dir>/rqvae/{config.json, model.safetensors,
+results.json}`.
 
 Commands:
     # CPU default (SmolLM2-135M-sized codes, a few minutes on 2 cores)
@@ -13,7 +14,7 @@ Commands:
     accelerate launch --config_file recipes/accelerate_configs/single_gpu.yaml recipes/train_rqvae.py \
         --config recipes/configs/beauty-llama3-8b/rqvae.yaml
 
-Reads `outputs/<run>/embeddings/<modality>.safetensors` (row 0 = padding, excluded from training). Then run
+Reads `<run_dir>/embeddings/<modality>.safetensors` (row 0 = padding, excluded from training). Then run
 `recipes/assign_sids.py` for the semantic IDs, codebooks and diagnostics.
 """
 
@@ -25,7 +26,7 @@ from accelerate import Accelerator
 from trl import TrlParser
 
 from mmesid_artifacts import Run, atomic_write_json, load_modality_tables, run_info
-from mmesid_artifacts.recipe_args import document, library_default
+from mmesid_artifacts.recipe_args import document, library_default, run_dir_field
 from tokenization.configuration_mmrqvae import MMRQVAEConfig
 from tokenization.diagnostics import codebook_usage, collision_rate
 from tokenization.train_rqvae import MMRQVAETrainingArguments, train_mmrqvae
@@ -37,10 +38,10 @@ _LIBRARY = MMRQVAEConfig()
 
 @dataclass
 class ScriptArguments:
-    run: str = field(default="beauty-smollm2-135m", metadata={"help": "Run name: stages live in outputs/<run>/."})
+    run_dir: str = run_dir_field("reads embeddings/; writes rqvae/")
     modalities: list[str] = library_default(_LIBRARY, "modalities", "Branches (paper: all three; CPU YAML: no image).")
-    embeddings_dir: str | None = field(default=None, metadata={"help": "Defaults to outputs/<run>/embeddings."})
-    output_dir: str | None = field(default=None, metadata={"help": "Defaults to outputs/<run>/rqvae."})
+    embeddings_dir: str | None = field(default=None, metadata={"help": "Defaults to <run_dir>/embeddings."})
+    output_dir: str | None = field(default=None, metadata={"help": "Defaults to <run_dir>/rqvae."})
 
 
 @dataclass
@@ -73,7 +74,7 @@ class ModelArguments:
 def main(script_args: ScriptArguments, training_args: MMRQVAETrainingArguments, model_args: ModelArguments):
     start = time.perf_counter()
     accelerator = Accelerator()
-    run = Run.named(script_args.run)
+    run = Run(script_args.run_dir)
     embeddings_dir = Path(script_args.embeddings_dir or run.embeddings)
     output_dir = Path(script_args.output_dir or run.rqvae)
 

@@ -190,11 +190,12 @@ def test_download_prepare_and_checksums(amazon_mirror, tmp_path):
     spec = importlib.util.spec_from_file_location("prepare_data", Path(data.__file__).parents[1] / "recipes" / "prepare_data.py")
     recipe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(recipe)
-    args = recipe.PrepareArguments(output_dir=str(tmp_path / "out"), download="beauty", base_url=url,
+    args = recipe.PrepareArguments(run_dir=str(tmp_path / "run"), download="beauty", base_url=url,
                                    cache_dir=str(tmp_path / "cache"), k_core=2)
     stats = recipe.main(args)
+    out = art.Run(tmp_path / "run").data
     assert stats["num_users"] == 8 and stats["source"]["dataset"] == "amazon-2014-beauty"
-    titles = pq.read_table(tmp_path / "out" / "items.parquet").column("title").to_pylist()
+    titles = pq.read_table(out / "items.parquet").column("title").to_pylist()
     assert all(t and t.startswith("Item ") for t in titles)
     ledger = json.loads((tmp_path / "cache" / "checksums.json").read_text())
     assert set(ledger) == {"reviews_Beauty_5.json.gz", "meta_Beauty.json.gz"}
@@ -206,7 +207,7 @@ def test_download_prepare_and_checksums(amazon_mirror, tmp_path):
         data.download(f"{url}/reviews_Beauty_5.json.gz", tmp_path / "cache")
     assert not (tmp_path / "cache" / "reviews_Beauty_5.json.gz").exists()
     assert not list((tmp_path / "cache").glob("*.tmp"))
-    np.testing.assert_array_equal(art.load_item_counts(tmp_path / "out")[1:].sum(), stats["num_interactions"] - 16)
+    np.testing.assert_array_equal(art.load_item_counts(out)[1:].sum(), stats["num_interactions"] - 16)
 
 
 def test_train_users_start_and_older_files(tiny_sequences_file, tmp_path):

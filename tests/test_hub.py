@@ -68,6 +68,8 @@ def published(tmp_path_factory):
     finetune = _load("mmesid_finetune_recipe", REPO / "recipes" / "finetune.py")
     cfg = recipes_conftest.finetune_config(run, run / "finetune", max_steps=2, eval_strategy="no",
                                            save_strategy="no", logging_steps=1)
+    # no `output_dir`: finetune.py writes <run_dir>/finetune (the run folder's), which publish.py reads
+    cfg.write_text("".join(line for line in cfg.read_text().splitlines(True) if not line.startswith("output_dir:")))
     in_memory = {}
 
     class KeepScores(finetune.MMESIDTrainer):

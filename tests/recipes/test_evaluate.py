@@ -18,7 +18,7 @@ def _recipe(name):
 
 def test_evaluate_baselines_on_sampled_users(tiny_run, tmp_path, capsys):
     recipe = _recipe("evaluate")
-    args = recipe.EvaluateArguments(data_dir=str(tiny_run / "data"), output_dir=str(tmp_path), max_users=10)
+    args = recipe.EvaluateArguments(run_dir=str(tiny_run), output_dir=str(tmp_path), max_users=10)
     results = recipe.main(args)
     assert set(results) == {"popularity", "transition"}
     assert all(r["num_users"] == 10 for r in results.values())
@@ -34,13 +34,13 @@ def test_evaluate_no_mask_history_is_recbole_protocol(tiny_run, tmp_path, capsys
 
     recipe = _recipe("evaluate")
     (args,) = TrlParser((recipe.EvaluateArguments,)).parse_args_and_config(
-        ["--data_dir", str(tiny_run / "data"), "--output_dir", str(tmp_path), "--no_mask_history"]
+        ["--run_dir", str(tiny_run), "--output_dir", str(tmp_path), "--no_mask_history"]
     )
     assert args.no_mask_history
     unmasked = recipe.main(args)
     assert "history items kept (RecBole)" in json.loads((tmp_path / "results.json").read_text())["protocol"]
     assert "history items kept (RecBole)" in capsys.readouterr().out
-    masked = recipe.main(recipe.EvaluateArguments(data_dir=str(tiny_run / "data"), output_dir=str(tmp_path)))
+    masked = recipe.main(recipe.EvaluateArguments(run_dir=str(tiny_run), output_dir=str(tmp_path)))
     # the transition scorer's best guesses are often history items (i -> i + 1 -> ...): the protocols differ
     assert any(unmasked[n]["ndcg@10"] != masked[n]["ndcg@10"] for n in masked)
 
@@ -133,7 +133,7 @@ def test_evaluate_reports_the_generative_head_beside_the_ranking_head(tiny_run, 
     model.save_pretrained(tmp_path / "model")
     processor.save_pretrained(tmp_path / "model")
     recipe = _recipe("evaluate")
-    args = recipe.EvaluateArguments(data_dir=str(tiny_run / "data"), output_dir=str(tmp_path / "eval"),
+    args = recipe.EvaluateArguments(run_dir=str(tiny_run), output_dir=str(tmp_path / "eval"),
                                     model=str(tmp_path / "model"), methods=["rank", "generate", "rerank"], max_users=12)
     results = recipe.main(args)
     assert {"mmesid", "mmesid-generate", "mmesid-rerank"} <= set(results)
@@ -149,5 +149,5 @@ def test_evaluate_reports_the_generative_head_beside_the_ranking_head(tiny_run, 
     for history, row in zip(histories, items.tolist()):
         assert len(set(row)) == 20 and all(1 <= i <= 40 for i in row) and not set(row) & set(history)
     with pytest.raises(ValueError, match=r"`--methods` must be a non-empty subset of rank, generate"):
-        recipe.main(recipe.EvaluateArguments(data_dir=str(tiny_run / "data"), output_dir=str(tmp_path / "e2"),
+        recipe.main(recipe.EvaluateArguments(run_dir=str(tiny_run), output_dir=str(tmp_path / "e2"),
                                              model=str(tmp_path / "model"), methods=["beam"]))

@@ -76,3 +76,39 @@ def test_help_says_what_the_run_yaml_sets(helps):
     assert "recipes/configs/beauty-smollm2-135m/finetune.yaml sets:" in text
     assert "lora_r 8 (default 16)" in text and "use_peft True (default False)" in text
     assert "e_dim 576 (default 4096)" in helps["train_rqvae.py"]
+
+
+# The recipes that read or write no run folder (synthetic benchmarks, the dependency check).
+RUN_FOLDER_FREE = {"benchmark_generative.py", "benchmark_mmd.py", "requirements.py"}
+
+
+@pytest.mark.parametrize("recipe", [r for r in RECIPES if r.name not in RUN_FOLDER_FREE], ids=lambda p: p.name)
+def test_every_recipe_takes_run_dir_with_one_default(helps, recipe):
+    """One flag names the run folder in every recipe, with one default (`mmesid_artifacts.run.DEFAULT_RUN_DIR`)."""
+    from mmesid_artifacts.run import DEFAULT_RUN_DIR
+
+    text = helps[recipe.name]
+    assert "\n  --run_dir" in text, f"{recipe.name} takes no --run_dir"
+    entry = "".join(text.split("\n  --run_dir", 1)[1].split("\n  -", 1)[0].split())  # argparse wraps at "-"
+    assert f"(default:{DEFAULT_RUN_DIR.as_posix()})" in entry, f"{recipe.name} --run_dir: {entry}"
+
+
+STAGE_NAMES = {"data", "embeddings", "rqvae", "sids", "finetune", "eval", "forgetting", "hub", "curve", "model",
+               "sasrec"}
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+def test_no_recipe_joins_stage_paths(recipe):
+    """Stage folders come from `mmesid_artifacts.Run` (docs/RUN_FOLDER.md): no `path / "data"` and no string naming a
+    run's stage folder (`"outputs/<run>/data"`) outside the docstrings, whose command lines are examples."""
+    tree = ast.parse(recipe.read_text())
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef)) and ast.get_docstring(node)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div) and isinstance(node.right, ast.Constant):
+            assert node.right.value not in STAGE_NAMES, f"{recipe.name}:{node.lineno} joins / {node.right.value!r}"
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            parts = node.value.split("/")
+            assert not (parts[0] == "outputs" and len(parts) > 2 and parts[2] in STAGE_NAMES), (
+                f"{recipe.name}:{node.lineno} names a stage folder: {node.value!r}"
+            )

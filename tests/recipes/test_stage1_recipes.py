@@ -24,11 +24,11 @@ def _load(name):
 def run(tmp_path, monkeypatch):
     from modeling_mmesid.data import write_dataset
 
-    monkeypatch.chdir(tmp_path)  # `--run NAME` means outputs/NAME in the working directory
+    monkeypatch.chdir(tmp_path)  # nothing a recipe writes can land in the checkout
     rng = random.Random(0)
     sequences = {u: [rng.randint(1, 30) for _ in range(rng.randint(4, 8))] for u in range(1, 41)}
     sequences[1][-1] = 30  # the largest id occurs
-    run = Run.named("tiny")
+    run = Run(tmp_path / "tiny")
     write_dataset(run.data, sequences)
     return run
 
@@ -36,7 +36,7 @@ def run(tmp_path, monkeypatch):
 def test_encode_train_assign_then_load(run):
     encode = _load("encode_items")
     encode.main(encode.EncodeItemsArguments(
-        data=str(run.data), output_dir=str(run.embeddings), modalities=["collaborative"], sasrec_hidden_size=8,
+        run_dir=str(run.root), modalities=["collaborative"], sasrec_hidden_size=8,
         sasrec_num_layers=1, sasrec_num_heads=1, sasrec_epochs=1, sasrec_batch_size=64, sasrec_max_length=8))
     stats = art.load_stats(run.data)
     assert (run.sasrec / "config.json").is_file() and run.results_file("sasrec").is_file()
@@ -50,13 +50,13 @@ def test_encode_train_assign_then_load(run):
     from tokenization.train_rqvae import MMRQVAETrainingArguments
 
     # Stage 1 in text-first order: the loader must still give the model its own order
-    train.main(train.ScriptArguments(run="tiny", modalities=["text", "collaborative"]),
+    train.main(train.ScriptArguments(run_dir=str(run.root), modalities=["text", "collaborative"]),
                MMRQVAETrainingArguments(num_epochs=2, batch_size=16),
                train.ModelArguments(hidden_dims=[16], e_dim=8, num_levels=2, codebook_size=4, kmeans_iters=2))
     assert (run.rqvae / "model.safetensors").is_file() and run.results_file("rqvae").is_file()
 
     assign = _load("assign_sids")
-    assign.main(assign.ScriptArguments(run="tiny"))
+    assign.main(assign.ScriptArguments(run_dir=str(run.root)))
     assert run.diagnostics_file.is_file() and (run.sids / "spectra.png").is_file()
     sids, _, meta = art.load_semantic_ids(run.sids, stats["num_items"], stats["fingerprint"])
     assert meta["modalities"] == ["text", "collaborative"] and meta["dataset_fingerprint"] == stats["fingerprint"]
@@ -66,6 +66,6 @@ def test_encode_train_assign_then_load(run):
     assert tables.item_counts.sum() == sum(len(s) for s in art.load_train_sequences(run.data))
 
     evaluate = _load("evaluate")
-    evaluate.main(evaluate.EvaluateArguments(data_dir=str(run.data), sasrec=str(run.sasrec)))
+    evaluate.main(evaluate.EvaluateArguments(run_dir=str(run.root), sasrec=str(run.sasrec)))
     results = art.read_results(run.results_file("eval"))  # default output: <run>/eval
     assert set(results["results"]) == {"popularity", "transition", "sasrec"}
