@@ -463,23 +463,26 @@ class MMESIDTrainer(SFTTrainer):
 def lora_config_for(model, model_args, training_args):
     """LoRA per docs/METHOD.md (r=8, alpha=16, dropout 0.05 on gate/up/down projections) plus what MME-SID trains.
 
-    `modules_to_save` keeps the item-side modules (modality projections, item-token MLP, item table, fusion gate)
-    trainable and saves them in the adapter; `trainable_token_indices` makes the SID rows of the input embeddings
-    trainable without training the whole vocabulary.
+    TRL's `get_peft_config(model_args)` reads the LoRA flags (`lora_r`, `lora_alpha`, `lora_dropout`, `use_rslora`,
+    `use_dora`, `lora_target_parameters`, `lora_modules_to_save`); on top of it, `target_modules` defaults to the
+    paper's gate/up/down projections, `modules_to_save` adds the item-side modules (modality projections, item-token
+    MLP, item table, fusion gate) so they train and are saved in the adapter, `trainable_token_indices` makes the SID
+    rows of the input embeddings trainable without training the whole vocabulary, and there is no `task_type` (MME-SID
+    is not a causal LM head: PEFT wraps it as a plain `PeftModel`).
     """
-    from peft import LoraConfig
+    import dataclasses
+
+    from trl import get_peft_config
 
     config = model.config
-    modules = model.non_backbone_module_names()
+    base = get_peft_config(dataclasses.replace(model_args, use_peft=True))
     sid_ids = list(range(config.sid_token_offset, config.sid_token_offset + config.num_sid_tokens))
-    return LoraConfig(
-        r=model_args.lora_r,
-        lora_alpha=model_args.lora_alpha,
-        lora_dropout=model_args.lora_dropout,
+    return dataclasses.replace(
+        base,
+        task_type=None,
         target_modules=model_args.lora_target_modules or ["gate_proj", "up_proj", "down_proj"],
-        modules_to_save=modules,
+        modules_to_save=model.non_backbone_module_names() + list(model_args.lora_modules_to_save or []),
         trainable_token_indices={"embed_tokens": sid_ids} if training_args.sid_trainable else None,
-        bias="none",
     )
 
 
