@@ -191,7 +191,7 @@ def read_train_users(folder: str | os.PathLike) -> pa.Table:
         if max_samples is None:
             raise ValueError(
                 f"{path} has no `start` column and `stats.json` no `max_train_samples_per_user`, so the first training "
-                f"target of each user is unknown; re-run `python recipes/prepare_data.py --output_dir {folder}`."
+                f"target of each user is unknown; re-run `python recipes/prepare_data.py --run_dir {Run.of_stage(folder).root}`."
             )
         lengths = pc.list_value_length(table.column("items")).to_pylist()
         starts = [first_train_target(n, int(max_samples)) for n in lengths]

@@ -116,11 +116,12 @@ def main(args: EvaluateArguments) -> dict:
     protocol = evaluation.protocol_line(num_items, split.num_rows, args.split, mask_history=not args.no_mask_history)
     if split.num_rows < total:
         protocol += f" (sampled with seed {args.seed} from {total:,})"
-    if "mmesid-generate" in results or "mmesid-rerank" in results:
-        protocol += (f"; mmesid-generate: constrained beam search, {k} beams per user, "
+    generated = [name for name in ("mmesid-generate", "mmesid-rerank") if name in results]
+    if generated:
+        protocol += (f"; {' and '.join(generated)}: constrained beam search, {k} beams per user, "
                      "items not generated count as misses")
     if "mmesid-rerank" in results:
-        protocol += f"; mmesid-rerank: {args.rerank_candidates or k} beams ordered by the ranking head"
+        protocol += f" (mmesid-rerank: {args.rerank_candidates or k} beams, ordered by the ranking head)"
     print(evaluation.format_table(results, protocol=protocol))
     path = Path(args.output_dir) / "results.json" if args.output_dir else run.results_file("eval")
     write_results(path, results, protocol, run_info=run_info(time.time() - start, vars(args)))
