@@ -570,6 +570,9 @@ class MMESIDModel(MMESIDPreTrainedModel):
         max_positions = getattr(self.config.text_config, "max_position_embeddings", None)
         past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
         total_length = past_length + num_shared + seq_len
+        if position_ids is not None and position_ids.numel():
+            # packed rows hold several prompts side by side: what must fit is the deepest position, not the row
+            total_length = int(position_ids.max()) + 1
         if max_positions is not None and total_length > max_positions:
             raise ValueError(
                 f"The prompt has {total_length} tokens, more than the backbone's context "
@@ -852,9 +855,10 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
             h = user_embeddings.to(self.item_head.weight.dtype)
             scores = [self.item_head(h).float()]
             for modality in self.config.modalities:
-                projection = self.model.modality_projections[modality]
-                items = projection(self.model.modality_embeddings(modality).to(projection.weight.dtype))
-                scores.append(h.float() @ items.float().T)
+                # <h, W_m x_j> = <h W_m, x_j>: project the user, not the catalog. The same scores (up to float
+                # rounding) for O(B d_m (H + N)) instead of O(N d_m H), forward and backward (docs/METHOD.md).
+                weight = self.model.modality_projections[modality].weight.float()  # (hidden, d_m)
+                scores.append((h.float() @ weight) @ self.model.modality_embeddings(modality).float().T)
             modality_logits = torch.stack(scores, dim=-1)
             fusion_weights = self.get_fusion_weights()
             item_logits = (modality_logits * fusion_weights.float()).sum(-1)

@@ -95,6 +95,21 @@ def pack_user(processor, items: Sequence[int], start: int, num_shared: int = 0) 
     return tree
 
 
+def concatenate_trees(trees: Sequence[PackedUser]) -> PackedUser:
+    """Several users' trees laid out one after the other as one tree with several roots: each node keeps exactly its
+    own ancestors (a user's roots have none), so the users of one row never see each other."""
+    merged = PackedUser([], [], [], [], [], [])
+    for tree in trees:
+        offset = len(merged.input_ids)
+        merged.input_ids.extend(tree.input_ids)
+        merged.parents.extend(p + offset if p >= 0 else -1 for p in tree.parents)
+        merged.depths.extend(tree.depths)
+        merged.item_ids.extend(tree.item_ids)
+        merged.readouts.extend(r + offset for r in tree.readouts)
+        merged.targets.extend(tree.targets)
+    return merged
+
+
 def tree_attention_mask(parents: Sequence[int], size: int | None = None) -> torch.Tensor:
     """Boolean `(size, size)` mask, True where query node `i` may attend to key node `j` (`j` is `i` or one of its
     ancestors). Nodes come after their parents. Rows past `len(parents)` (padding) attend only to themselves."""
@@ -113,9 +128,10 @@ def tree_attention_mask(parents: Sequence[int], size: int | None = None) -> torc
 class MMESIDPackedCollator:
     r"""
     Rows `{items, start}` (one per user: `data.load_train_users`, which reads them from `train_sequences.parquet`, or
-    [`group_samples_by_user`] of a per-sample split) -> one prefix-tree packed row per user.
+    [`group_samples_by_user`] of a per-sample split) -> the users' prefix trees in one packed row (`one_row`, the
+    default) or in one row per user.
 
-    Returns `input_ids` `(batch, max_nodes)`, a boolean `attention_mask` `(batch, 1, max_nodes, max_nodes)`,
+    Returns `input_ids` `(rows, nodes)`, a boolean `attention_mask` `(rows, 1, nodes, nodes)`,
     `position_ids`, `item_ids`, `readout_positions` `(num_samples, 2)`, `labels` `(num_samples,)` and, with
     `share_prompt=True`, `shared_prompt_ids` `(1, prompt_length)`. The loss is then the mean cross-entropy over every
     sample of the batch: the per-sample loss over the same samples.
@@ -130,11 +146,22 @@ class MMESIDPackedCollator:
         with_history (`bool`, *optional*, defaults to `False`): also return `history` `(num_samples, max_len)`, each
             sample's history right-padded with 0 (not a model input: [`MMESIDTrainer`] pops it, e.g. for the
             distillation teacher).
+        one_row (`bool`, *optional*, defaults to `True`): lay the batch's users out one after the other in a single
+            row ([`concatenate_trees`]; the mask keeps them apart) instead of one row per user padded to the longest:
+            no padding tokens, and the same outputs (tests/test_equivalence.py).
     """
 
-    def __init__(self, processor, share_prompt: bool = True, per_sample_collator=None, with_history: bool = False):
+    def __init__(
+        self,
+        processor,
+        share_prompt: bool = True,
+        per_sample_collator=None,
+        with_history: bool = False,
+        one_row: bool = True,
+    ):
         self.processor = processor
         self.share_prompt = share_prompt
+        self.one_row = one_row
         self.per_sample_collator = per_sample_collator
         self.with_history = with_history
         self.shared_prompt_ids = processor.shared_prompt_ids() if share_prompt else []
@@ -149,6 +176,8 @@ class MMESIDPackedCollator:
             return self.per_sample_collator(rows)
         num_shared = len(self.shared_prompt_ids)
         trees = [pack_user(self.processor, list(r["items"]), int(r["start"]), num_shared) for r in rows]
+        if self.one_row:
+            trees = [concatenate_trees(trees)]
         width = max(len(t.input_ids) for t in trees)
         input_ids = torch.full((len(trees), width), self.processor.pad_token_id, dtype=torch.long)
         position_ids = torch.zeros(len(trees), width, dtype=torch.long)
@@ -260,6 +289,7 @@ def count_tokens(processor, users: Sequence[tuple[Sequence[int], int]]) -> dict[
 __all__ = [
     "MMESIDPackedCollator",
     "PackedUser",
+    "concatenate_trees",
     "count_tokens",
     "group_samples_by_user",
     "num_samples",

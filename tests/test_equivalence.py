@@ -47,19 +47,22 @@ def per_sample_inputs(processor, users=USERS):
     return inputs
 
 
-def packed_inputs(processor, users=USERS, share_prompt=True):
+def packed_inputs(processor, users=USERS, share_prompt=True, one_row=True):
     rows = [{"items": items, "start": start} for items, start in users]
-    return MMESIDPackedCollator(processor, share_prompt=share_prompt)(rows)
+    return MMESIDPackedCollator(processor, share_prompt=share_prompt, one_row=one_row)(rows)
 
 
 # ----------------------------------------------------------------------------------------------- packing
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
 @pytest.mark.parametrize("share_prompt", [True, False])
-def test_packed_logits_equal_per_sample(attn, share_prompt):
+@pytest.mark.parametrize("one_row", [True, False])
+def test_packed_logits_equal_per_sample(attn, share_prompt, one_row):
     model, processor = build_model(attn)
     with torch.no_grad():
         expected = model(**per_sample_inputs(processor))
-        packed = model(**packed_inputs(processor, share_prompt=share_prompt))
+        inputs = packed_inputs(processor, share_prompt=share_prompt, one_row=one_row)
+        assert inputs["input_ids"].shape[0] == (1 if one_row else len(USERS))
+        packed = model(**inputs)
     assert packed.item_logits.shape == expected.item_logits.shape == (16, NUM_ITEMS + 1)
     finite = torch.isfinite(expected.item_logits)
     diff = (packed.item_logits[finite] - expected.item_logits[finite]).abs().max()
@@ -68,11 +71,12 @@ def test_packed_logits_equal_per_sample(attn, share_prompt):
     torch.testing.assert_close(packed.loss, expected.loss, rtol=0, atol=1e-5)
 
 
-def test_packed_loss_and_gradients_equal_per_sample():
+@pytest.mark.parametrize("one_row", [True, False])
+def test_packed_loss_and_gradients_equal_per_sample(one_row):
     model, processor = build_model("sdpa", tie_fusion=True)
     model.train()  # no dropout in the tiny backbone: same function, gradients on
     grads = []
-    for inputs in (per_sample_inputs(processor), packed_inputs(processor)):
+    for inputs in (per_sample_inputs(processor), packed_inputs(processor, one_row=one_row)):
         model.zero_grad()
         loss = model(**inputs).loss
         loss.backward()
@@ -125,6 +129,34 @@ def test_prefix_tree_layout():
     mask = tree_attention_mask(tree.parents)
     for readout, t in zip(tree.readouts, range(4)):  # each copy sees exactly its own prompt
         assert int(mask[readout].sum()) == len(processor.prompt_token_ids(t)) - num_shared
+
+
+def test_one_row_keeps_the_users_apart():
+    _, processor = build_model()
+    one = packed_inputs(processor)
+    per_user = packed_inputs(processor, one_row=False)
+    sizes = [int((positions > 0).sum()) for positions in per_user["position_ids"]]  # padding sits at position 0
+    assert one["input_ids"].shape == (1, sum(sizes)) < per_user["input_ids"].shape  # no padding
+    mask, start = one["attention_mask"][0, 0], 0
+    for size in sizes:  # block diagonal: no token sees another user's tokens
+        block = slice(start, start + size)
+        assert not mask[block, :start].any() and not mask[block, start + size :].any()
+        start += size
+    assert one["labels"].tolist() == per_user["labels"].tolist()
+    assert one["item_ids"].tolist() == per_user["item_ids"].tolist()
+
+
+def test_one_row_context_check_counts_positions_not_the_row():
+    model, processor = build_model()
+    inputs = packed_inputs(processor)
+    deepest = int(inputs["position_ids"].max()) + 1
+    assert inputs["input_ids"].shape[1] > deepest  # several users side by side
+    model.config.text_config.max_position_embeddings = deepest
+    with torch.no_grad():
+        model(**inputs)  # every prompt fits
+    model.config.text_config.max_position_embeddings = deepest - 1
+    with pytest.raises(ValueError, match=rf"The prompt has {deepest} tokens, more than the backbone's context"):
+        model(**inputs)
 
 
 def sample_rows() -> dict[str, list]:
@@ -230,6 +262,32 @@ def test_item_score_table_equals_score_heads():
         table = model.item_score_table()
         folded = h @ table.T
     torch.testing.assert_close(folded[:, 1:], expected[:, 1:], rtol=1e-5, atol=1e-5)
+
+
+def test_modality_scores_project_the_user_not_the_catalog():
+    """`score_items` computes <h W_m, x_j>; the plain Eq. 8 head projects every item, <h, W_m x_j>. Same logits and
+    the same gradients for the user states and the projections (what training back-propagates through)."""
+    model, _ = build_model(tie_fusion=True)
+    h = torch.randn(5, 32, requires_grad=True)
+    upstream = torch.randn(5, NUM_ITEMS + 1)
+    item_logits, modality_logits, weights = model.score_items(h)
+    fast = (item_logits[:, 1:] * upstream[:, 1:]).sum()
+    fast_grads = torch.autograd.grad(fast, [h, *model.model.modality_projections.parameters()])
+
+    plain_scores = [model.item_head(h)]
+    for modality in model.config.modalities:
+        items = model.model.modality_projections[modality](model.model.modality_embeddings(modality))
+        plain_scores.append(h @ items.T)
+    plain_logits = (torch.stack(plain_scores, dim=-1) * weights).sum(-1)
+    plain = (plain_logits[:, 1:] * upstream[:, 1:]).sum()
+    plain_grads = torch.autograd.grad(plain, [h, *model.model.modality_projections.parameters()])
+
+    torch.testing.assert_close(modality_logits[..., 1:], torch.stack(plain_scores[1:], -1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(item_logits[:, 1:], plain_logits[:, 1:], rtol=1e-5, atol=1e-5)
+    assert len(fast_grads) == 1 + len(model.config.modalities)
+    for got, expected in zip(fast_grads, plain_grads):
+        assert expected.abs().max() > 0
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------------------------- trainer

@@ -167,7 +167,8 @@ def test_packed_rows_pad_with_the_processor_pad_id(processor):
     from modeling_mmesid.packing import MMESIDPackedCollator
 
     processor.tokenizer.pad_token = "<unused_0>"
-    batch = MMESIDPackedCollator(processor)([{"items": [1, 2, 3], "start": 0}, {"items": [4, 5], "start": 1}])
+    rows = [{"items": [1, 2, 3], "start": 0}, {"items": [4, 5], "start": 1}]
+    batch = MMESIDPackedCollator(processor, one_row=False)(rows)
     short = batch["input_ids"][1]
     num_nodes = int((batch["position_ids"][1] > 0).sum())
     assert (short[num_nodes:] == processor.pad_token_id).all() and num_nodes < short.numel()
