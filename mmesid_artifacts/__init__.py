@@ -30,7 +30,7 @@ from .io import (
     read_json,
     require_file,
 )
-from .results import read_results, run_info, write_results
+from .results import read_results, run_info, write_between_markers, write_results
 from .run import MODALITIES, SPLITS, STAGES, Run
 from .tables import (
     ItemTables,
@@ -81,5 +81,6 @@ __all__ = [
     "save_semantic_ids",
     "sequences_fingerprint",
     "sidecar_path",
+    "write_between_markers",
     "write_results",
 ]

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from .io import atomic_write_json
+from .io import atomic_write_json, atomic_write_text
 
 
 def run_info(wall_time_s: float | None = None, config: dict | None = None) -> dict:
@@ -51,4 +51,17 @@ def read_results(path: str | Path) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-__all__ = ["read_results", "run_info", "write_results"]
+def write_between_markers(doc: str | Path, name: str, text: str) -> None:
+    """Replace what lies between `<!-- {name}:start -->` and `<!-- {name}:end -->` in `doc` with `text` (atomically),
+    so that a table in a README is written from a run's `results.json`, not by hand."""
+    doc = Path(doc)
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    content = doc.read_text()
+    if start not in content or end not in content:
+        raise ValueError(f"{doc}: no `{start}` ... `{end}` markers to write the table between.")
+    head, rest = content.split(start, 1)
+    _, tail = rest.split(end, 1)
+    atomic_write_text(doc, f"{head}{start}\n{text}\n{end}{tail}")
+
+
+__all__ = ["read_results", "run_info", "write_between_markers", "write_results"]

@@ -445,8 +445,13 @@ def build_model_folder(
     base_model_id: str = DEFAULT_BASE_MODEL_ID,
     training_config_path: str | os.PathLike | None = None,
     finetune_dir: str | os.PathLike | None = None,
+    evaluation_results: str | os.PathLike | None = None,
 ) -> Path:
-    """`<run>/finetune/` -> the model repo folder (full model at the root, adapter under `adapter/`, card)."""
+    """`<run>/finetune/` -> the model repo folder (full model at the root, adapter under `adapter/`, card).
+
+    `evaluation_results`: a `recipes/evaluate.py` `results.json` (MME-SID beside the baselines on the same users) whose
+    table, protocol and `mmesid` row the card shows instead of the fine-tuning run's own test figures; copied to
+    `eval_results.json`."""
     run = Run(run_dir)
     finetune_dir = Path(finetune_dir) if finetune_dir else run.finetune
     full = finetune_dir / FULL_MODEL_SUBFOLDER
@@ -492,8 +497,14 @@ def build_model_folder(
     _write_json(out / "training_config.json", train_config)
     _write_json(out / "results.json", scrub_local_paths(results, replacements))
 
+    shown = results
+    if evaluation_results is not None:
+        shown = _read_json(Path(evaluation_results))
+        if "mmesid" not in shown.get("results", {}):
+            raise ValueError(f"{evaluation_results}: no `mmesid` row in `results`; pass an evaluate.py run with --model.")
+        _write_json(out / "eval_results.json", scrub_local_paths(shown, replacements))
     stats = _read_json(run.stats_file)
-    metrics = next(iter(results["results"].values()))
+    metrics = shown["results"]["mmesid"] if "mmesid" in shown["results"] else next(iter(shown["results"].values()))
     dataset_name = _dataset_name(stats, run.root.name)
     card_data = ModelCardData(
         model_name=model_repo_id.split("/")[-1],
@@ -516,8 +527,8 @@ def build_model_folder(
         base_model_id=base_model_id,
         **_repo_links(model_repo_id, dataset_repo_id, rqvae_repo_id),
         dataset_name=dataset_name,
-        protocol=results.get("protocol", ""),
-        metrics_table=metrics_table({k: v for k, v in results["results"].items()}),
+        protocol=shown.get("protocol", ""),
+        metrics_table=metrics_table({k: v for k, v in shown["results"].items()}),
         modalities=", ".join(config.get("modalities") or []),
         num_items=_fmt(config.get("num_items")),
         num_levels=config.get("num_levels"),
@@ -743,8 +754,11 @@ def build_repo_folders(
     components: Sequence[str] = COMPONENTS,
     training_config_path: str | os.PathLike | None = None,
     dataset_license: str | None = None,
+    finetune_dir: str | os.PathLike | None = None,
+    evaluation_results: str | os.PathLike | None = None,
 ) -> dict[str, Path]:
-    """Build, card and check the repo folders of a run under `output_dir` (default `<run>/hub/`)."""
+    """Build, card and check the repo folders of a run under `output_dir` (default `<run>/hub/`); `finetune_dir` and
+    `evaluation_results` as in [`build_model_folder`]."""
     unknown = sorted(set(components) - set(COMPONENTS))
     if unknown:
         raise ValueError(f"`components` must be among {list(COMPONENTS)}, got {unknown}.")
@@ -763,7 +777,7 @@ def build_repo_folders(
     if "model" in components:
         folders["model"] = build_model_folder(
             run_dir, output_dir / "model", **links, base_model_id=base_model_id,
-            training_config_path=training_config_path,
+            training_config_path=training_config_path, finetune_dir=finetune_dir, evaluation_results=evaluation_results,
         )
     for kind, folder in folders.items():
         check_card(folder / "README.md", "dataset" if kind == "dataset" else "model")

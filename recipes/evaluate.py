@@ -14,6 +14,10 @@ Commands:
     python recipes/evaluate.py --run_dir outputs/beauty-smollm2-135m \
         --model outputs/beauty-smollm2-135m/finetune-both/model --methods rank generate rerank --max_users 2000 \
         --output_dir outputs/beauty-smollm2-135m/eval-both
+    # the full-data run on the whole test split, its table also written into README.md (`full-run` markers)
+    python recipes/evaluate.py --run_dir outputs/beauty-smollm2-135m \
+        --model outputs/beauty-smollm2-135m/finetune-full/model --sasrec outputs/beauty-smollm2-135m/embeddings/sasrec \
+        --output_dir outputs/beauty-smollm2-135m/eval-full --doc README.md --doc_block full-run
     # RecBole's protocol (history items stay candidates), to print beside RecBole's numbers
     python recipes/evaluate.py --run_dir outputs/beauty-smollm2-135m --no_mask_history \
         --output_dir outputs/beauty-smollm2-135m/eval-unmasked
@@ -32,11 +36,13 @@ from mmesid_artifacts import (
     load_split_table,
     load_stats,
     load_train_sequences,
+    read_results,
     run_info,
+    write_between_markers,
     write_results,
 )
 from mmesid_artifacts.recipe_args import document, run_dir_field
-from modeling_mmesid import baselines, evaluation
+from modeling_mmesid import baselines, evaluation, hub
 
 
 @dataclass
@@ -62,6 +68,23 @@ class EvaluateArguments:
     seed: int = 0
     batch_size: int = 256
     model_batch_size: int = 32
+    doc: str | None = field(
+        default=None,
+        metadata={"help": "Also write the table (Markdown, from results.json) into this file between "
+                  "`<!-- <doc_block>:start -->` and `<!-- <doc_block>:end -->`, e.g. README.md."},
+    )
+    doc_block: str = field(default="results", metadata={"help": "Name of the --doc markers."})
+
+
+def markdown_block(saved: dict, source: str) -> str:
+    """The table of an evaluate.py `results.json` as Markdown, with its protocol, commit and wall time."""
+    info = saved.get("run_info", {})
+    lines = [hub.metrics_table(saved["results"]), "", f"Protocol: {saved['protocol']}."]
+    seconds = {name: row.get("seconds") for name, row in saved["results"].items() if row.get("seconds") is not None}
+    lines.append(f"Source: `{source}` (commit {(info.get('git_commit') or 'unknown')[:7]}, evaluation wall time "
+                 f"{info.get('wall_time_s', 0):,.0f} s; per model: "
+                 + ", ".join(f"{name} {value:,.0f} s" for name, value in seconds.items()) + ").")
+    return "\n".join(lines)
 
 
 def main(args: EvaluateArguments) -> dict:
@@ -124,8 +147,12 @@ def main(args: EvaluateArguments) -> dict:
         protocol += f" (mmesid-rerank: {args.rerank_candidates or k} beams, ordered by the ranking head)"
     print(evaluation.format_table(results, protocol=protocol))
     path = Path(args.output_dir) / "results.json" if args.output_dir else run.results_file("eval")
-    write_results(path, results, protocol, run_info=run_info(time.time() - start, vars(args)))
+    info = run_info(time.time() - start, vars(args))
+    write_results(path, results, protocol, run_info=info)
     print(f"wrote {path}")
+    if args.doc:
+        write_between_markers(args.doc, args.doc_block, markdown_block(read_results(path), str(path)))
+        print(f"wrote the table into {args.doc} (`{args.doc_block}` markers)")
     return results
 
 

@@ -36,7 +36,7 @@ from trl import ModelConfig, TrlParser
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from finetune import ScriptArguments, build_trainer
 
-from mmesid_artifacts import Run, atomic_write_json, atomic_write_text
+from mmesid_artifacts import Run, atomic_write_json, write_between_markers
 from mmesid_artifacts.recipe_args import document
 from mmesid_artifacts.run import DEFAULT_RUN_DIR
 from modeling_mmesid import evaluation
@@ -123,17 +123,6 @@ def training_args_for(args, config_path):
             "--load_best_model_at_end", "false", "--train_sampling_strategy", "sequential", "--num_train_epochs", "1",
             "--logging_steps", "10", "--seed", str(args.seed), "--save_full_model", "false"]
     return parser.parse_args_and_config(argv + args.extra)
-
-
-def write_between_markers(doc: Path, name: str, text: str) -> None:
-    """Replace what lies between `<!-- {name}:start -->` and `<!-- {name}:end -->` in `doc` with `text`."""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    content = doc.read_text()
-    if start not in content or end not in content:
-        raise ValueError(f"{doc}: no `{start}` ... `{end}` markers to write the table between.")
-    head, rest = content.split(start, 1)
-    _, tail = rest.split(end, 1)
-    atomic_write_text(doc, f"{head}{start}\n{text}\n{end}{tail}")
 
 
 def report(curve_dir: Path, doc: str | None = None) -> str:

@@ -12,6 +12,9 @@ Commands:
     HF_TOKEN=... python recipes/publish.py --run_dir outputs/beauty-smollm2-135m \
         --model_repo_id you/mmesid-beauty --dataset_repo_id you/mmesid-beauty-data \
         --rqvae_repo_id you/mmesid-beauty-rqvae
+    # the full-data run, its card showing evaluate.py's table (MME-SID beside the baselines, full test split)
+    python recipes/publish.py --run_dir outputs/beauty-smollm2-135m --finetune_dir outputs/beauty-smollm2-135m/finetune-full \
+        --eval_results outputs/beauty-smollm2-135m/eval-full/results.json --output_dir outputs/beauty-smollm2-135m/hub-full --dry_run
     # a run without an MM-RQ-VAE folder
     python recipes/publish.py --run_dir outputs/<run> --components model dataset --dry_run
 """
@@ -42,6 +45,13 @@ class ScriptArguments:
     dataset_license: str | None = field(
         default=None, metadata={"help": "Licence id of the dataset card; default `other` for Amazon data, else `unknown`."}
     )
+    finetune_dir: str | None = field(
+        default=None, metadata={"help": "Fine-tuning folder to publish; default <run_dir>/finetune."}
+    )
+    eval_results: str | None = field(
+        default=None,
+        metadata={"help": "An evaluate.py results.json whose table (MME-SID beside the baselines) the model card shows."},
+    )
     private: bool = field(default=False, metadata={"help": "Create private repos."})
     dry_run: bool = field(default=False, metadata={"help": "Build and check the folders; push nothing."})
 
@@ -51,6 +61,7 @@ def main(args: ScriptArguments) -> dict:
         args.run_dir, args.output_dir, model_repo_id=args.model_repo_id, dataset_repo_id=args.dataset_repo_id,
         rqvae_repo_id=args.rqvae_repo_id, base_model_id=args.base_model_id, components=args.components,
         training_config_path=args.training_config, dataset_license=args.dataset_license,
+        finetune_dir=args.finetune_dir, evaluation_results=args.eval_results,
     )
     repo_ids = {"model": args.model_repo_id, "dataset": args.dataset_repo_id, "rqvae": args.rqvae_repo_id}
     for kind, folder in folders.items():

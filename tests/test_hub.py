@@ -267,6 +267,31 @@ def test_refusals(published, tmp_path):
         publish.main(args)  # builds and checks, then refuses before any network call
 
 
+def test_card_shows_an_evaluate_table(published, tmp_path):
+    """`--eval_results`: the card's table, protocol and model-index come from an evaluate.py results.json (MME-SID
+    beside the baselines on the same users), copied beside the card; a file without an MME-SID row is refused."""
+    from modeling_mmesid.hub import build_model_folder
+
+    row = {"ndcg@5": 0.1234, "ndcg@10": 0.2345, "hr@10": 0.5}
+    evaluation_file = tmp_path / "eval" / "results.json"
+    evaluation_file.parent.mkdir()
+    evaluation_file.write_text(json.dumps({
+        "results": {"popularity": {"ndcg@5": 0.0011, "ndcg@10": 0.0022, "hr@10": 0.01}, "mmesid": row},
+        "protocol": "test: a protocol line of evaluate.py, 321 users"}))
+    out = build_model_folder(published["run"], tmp_path / "model", MODEL_ID, DATASET_ID, RQVAE_ID,
+                             base_model_id=BACKBONE_ID, evaluation_results=evaluation_file)
+    card = (out / "README.md").read_text()
+    assert "| popularity | 0.0011 | 0.0022 | 0.0100 |" in card and "| mmesid | 0.1234 | 0.2345 | 0.5000 |" in card
+    assert "test: a protocol line of evaluate.py, 321 users" in card
+    assert "value: 0.2345" in card  # model-index: the mmesid row
+    assert json.loads((out / "eval_results.json").read_text())["results"]["mmesid"] == row
+
+    evaluation_file.write_text(json.dumps({"results": {"popularity": row}, "protocol": "p"}))
+    with pytest.raises(ValueError, match="no `mmesid` row"):
+        build_model_folder(published["run"], tmp_path / "model2", MODEL_ID, DATASET_ID, RQVAE_ID,
+                           base_model_id=BACKBONE_ID, evaluation_results=evaluation_file)
+
+
 # --------------------------------------------------------------------------------------------------- loading by repo id
 
 

@@ -29,6 +29,22 @@ def test_evaluate_baselines_on_sampled_users(tiny_run, tmp_path, capsys):
     assert "protocol: test: leave-one-out, full ranking over 40 items, history items and padding masked" in out
 
 
+def test_evaluate_writes_its_table_into_a_doc(tiny_run, tmp_path):
+    recipe = _recipe("evaluate")
+    doc = tmp_path / "README.md"
+    doc.write_text("# title\n<!-- full-run:start -->\nold\n<!-- full-run:end -->\nafter\n")
+    args = recipe.EvaluateArguments(run_dir=str(tiny_run), output_dir=str(tmp_path / "eval"), max_users=10,
+                                    doc=str(doc), doc_block="full-run")
+    results = recipe.main(args)
+    text = doc.read_text()
+    assert text.startswith("# title\n<!-- full-run:start -->\n| model |") and text.endswith("<!-- full-run:end -->\nafter\n")
+    assert "old" not in text and "Protocol: test: leave-one-out" in text and "sampled with seed 0 from 24" in text
+    assert f"| transition | {results['transition']['ndcg@5']:.4f} | {results['transition']['ndcg@10']:.4f} |" in text
+    doc.write_text("no markers")
+    with pytest.raises(ValueError, match="no `<!-- full-run:start -->`"):
+        recipe.main(args)
+
+
 def test_evaluate_no_mask_history_is_recbole_protocol(tiny_run, tmp_path, capsys):
     from trl import TrlParser
 
@@ -58,7 +74,7 @@ def test_run_configs_parse():
     from trl import ModelConfig, TrlParser
 
     recipe = _recipe("finetune")
-    for path in sorted(Path(REPO / "recipes" / "configs").glob("*/finetune.yaml")):
+    for path in sorted(Path(REPO / "recipes" / "configs").glob("*/finetune*.yaml")):
         parser = TrlParser((recipe.ScriptArguments, recipe.MMESIDTrainingConfig, ModelConfig))
         _script_args, training_args, model_args = parser.parse_args_and_config(
             ["--config", str(path), "--use_cpu", "true", "--bf16", "false"]
