@@ -90,8 +90,9 @@ class MMESIDTrainingConfig(SFTConfig):
 
     prefix_packing (`bool`, *optional*, defaults to `False`):
         MME-SID prefix-tree packing (not TRL's text packing `packing`, which stays off): all training samples of a
-        user in one row, with a 4D attention mask so that each sample sees exactly its own history, and the shared prompt computed once per
-        batch (`modeling_mmesid/packing.py`). Same loss and gradients as per-sample training on the same samples
+        user in one prefix tree (the batch's trees side by side in one row, no padding), with a 4D attention mask so
+        that each sample sees exactly its own history, and the shared prompt computed once per batch
+        (`modeling_mmesid/packing.py`). Same loss and gradients as per-sample training on the same samples
         (tests/test_equivalence.py), ~6.6x fewer tokens per epoch on Beauty_new. The training split is grouped per
         user, so `per_device_train_batch_size` counts *users* (Beauty_new: 6.7 samples per user on average).
 
@@ -133,7 +134,7 @@ class MMESIDTrainingConfig(SFTConfig):
         metadata={"help": "Whether the SID token rows of the input embeddings train (`--no_sid_trainable`: frozen)."},
     )
     prefix_packing: bool = field(
-        default=False, metadata={"help": "MME-SID prefix-tree packing (one row per user); batch size counts users."}
+        default=False, metadata={"help": "MME-SID prefix-tree packing (a tree per user, the batch in one row); batch size counts users."}
     )
     eval_cached_ranking: bool = field(
         default=True,
