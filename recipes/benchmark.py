@@ -396,9 +396,11 @@ def time_factors(model, processor, train, args, device, tokens) -> dict:
     threads = torch.get_num_threads()
 
     def measure(precision="bf16", catalog_heads=False, one_row=True, users=args.batch_users, attn=attention,
-                num_threads=threads, lora_dropout=True):
+                num_threads=threads, lora_dropout=True, checkpointing=False):
         peft_model = wrapped[precision]
         inner = peft_model.get_base_model()
+        if checkpointing:  # what `Trainer` turns on with TRL's default `gradient_checkpointing=True`
+            inner.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         dropouts = {name: module for name, module in peft_model.named_modules() if name.endswith("lora_dropout")}
         if not lora_dropout:  # what PEFT builds for lora_dropout=0
             for module in dropouts.values():
@@ -432,6 +434,8 @@ def time_factors(model, processor, train, args, device, tokens) -> dict:
             for module in dropouts.values():
                 module["default"] = torch.nn.Dropout(p=0.05)
             inner.__dict__.pop("score_items", None)
+            if checkpointing:
+                inner.activation_checkpointing_disable()
             inner.config._attn_implementation = attention
             inner.model.language_model.config._attn_implementation = attention
             torch.set_num_threads(threads)
@@ -452,6 +456,7 @@ def time_factors(model, processor, train, args, device, tokens) -> dict:
     best = {"users": big, "lora_dropout": False}
     alternatives = [(f"attention {a}", {**best, "attn": a}) for a in ("eager", "sdpa") if a != attention]
     alternatives += [(f"{u} users per batch", {**best, "users": u}) for u in (4, 2 * big) if u not in (big, args.batch_users)]
+    alternatives.append(("gradient checkpointing on (TRL's SFTConfig default)", {**best, "checkpointing": True}))
     if threads > 1:
         alternatives.append(("1 thread", {**best, "num_threads": 1}))
     table = []
