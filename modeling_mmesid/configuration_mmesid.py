@@ -71,6 +71,10 @@ class MMESIDConfig(PreTrainedConfig):
     sid_init (`str`, *optional*, defaults to `"codebook"`):
         `"codebook"`: SID token embeddings are initialized from the trained MM-RQ-VAE codebooks (MME-SID).
         `"random"`: they keep the backbone's random init of new rows (TIGER-style ablation, paper Table 5).
+    item_token_sids (`bool`, *optional*, defaults to `True`):
+        Whether each history item's input token includes its SID code embeddings (paper Eq. 6: the MLP reads
+        `[W_m x_m(i), sid_m(i)]` per modality). `False` is the "without SIDs" ablation: the MLP reads the projected
+        raw embeddings `[W_m x_m(i)]` only (a generative head still generates the SID tokens).
     fusion (`str`, *optional*, defaults to `"frequency"`):
         `"frequency"`: frequency-aware fusion of the item-table score and the modality scores,
         `w(j) = softmax(g(f_j) / tau)` (paper Eq. 9). `"equal"`: every score gets weight `1 / (M + 1)` (ablation).
@@ -144,6 +148,7 @@ class MMESIDConfig(PreTrainedConfig):
     codebook_dim: int | None = None
     sid_projection: Literal["orthogonal", "none"] = "orthogonal"
     sid_init: Literal["codebook", "random"] = "codebook"
+    item_token_sids: bool = True
     fusion: Literal["frequency", "equal"] = "frequency"
     fusion_temperature: float = 1e-3
     fusion_hidden_size: int = 64

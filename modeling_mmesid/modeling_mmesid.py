@@ -355,7 +355,8 @@ class MMESIDItemFusion(nn.Module):
         super().__init__()
         hidden_size = config.text_config.hidden_size
         num_modalities = len(config.modalities)
-        self.linear_1 = nn.Linear(2 * num_modalities * hidden_size, num_modalities * hidden_size)
+        parts = 2 if config.item_token_sids else 1  # [W_m x_m, sid_m] per modality, or W_m x_m alone (ablation)
+        self.linear_1 = nn.Linear(parts * num_modalities * hidden_size, num_modalities * hidden_size)
         self.act_1 = nn.ReLU()
         self.linear_2 = nn.Linear(num_modalities * hidden_size, hidden_size)
         self.act_2 = nn.GELU()
@@ -433,7 +434,7 @@ class MMESIDModel(MMESIDPreTrainedModel):
         r"""
         One fused item token per item (paper Eq. 6):
         `GELU(MLP(concat over modalities [W_m x_m(i), sid_m(i)]))`, where `sid_m(i)` sums, over levels, the
-        backbone's input-embedding rows of item `i`'s SID tokens.
+        backbone's input-embedding rows of item `i`'s SID tokens (`config.item_token_sids=False`: `W_m x_m(i)` only).
 
         Args:
             item_ids (`torch.LongTensor` of any shape):
@@ -450,15 +451,17 @@ class MMESIDModel(MMESIDPreTrainedModel):
                 f"{item_ids.min().item()}..{item_ids.max().item()}."
             ),
         )
+        use_sids = self.config.item_token_sids
         # Through the embedding module, not `.weight`, so a PEFT wrapper of the embeddings (trainable tokens) applies.
-        sid_embeds = self.get_input_embeddings()(self.sid_token_ids(item_ids)).sum(dim=-2)
+        sid_embeds = self.get_input_embeddings()(self.sid_token_ids(item_ids)).sum(dim=-2) if use_sids else None
         dtype = self.item_fusion.linear_1.weight.dtype
         parts = []
         for index, modality in enumerate(self.config.modalities):
             projection = self.modality_projections[modality]
             raw = self.modality_embeddings(modality)[item_ids].to(projection.weight.dtype)
             parts.append(projection(raw).to(dtype))
-            parts.append(sid_embeds[..., index, :].to(dtype))
+            if use_sids:
+                parts.append(sid_embeds[..., index, :].to(dtype))
         return self.item_fusion(torch.cat(parts, dim=-1))
 
     def get_placeholder_mask(

@@ -59,6 +59,10 @@ class ScriptArguments:
     gguf_file: str | None = field(default=None, metadata={"help": "GGUF file inside model_name_or_path."})
     fusion: str = library_default(_LIBRARY, "fusion", "frequency (paper Eq. 9) | equal (ablation).")
     sid_init: str = library_default(_LIBRARY, "sid_init", "codebook (paper) | random (ablation).")
+    item_token_sids: bool = library_default(
+        _LIBRARY, "item_token_sids", "Whether item tokens read the SID code embeddings (`--no_item_token_sids`: the "
+        "without-SIDs ablation)."
+    )
     head: str = library_default(_LIBRARY, "head", "ranking (paper) | generative (SID beam search) | both.")
     generative_loss_weight: float = library_default(
         _LIBRARY, "generative_loss_weight", "Weight of the generative loss (head=both)."
@@ -139,6 +143,7 @@ def build_trainer(script_args: ScriptArguments, training_args: MMESIDTrainingCon
         model_path, processor, tables.embeddings, tables.sids, tables.codebooks if use_codebooks else None,
         item_counts=tables.item_counts, backbone_kwargs=backbone_kwargs,
         codebook_seed=training_args.seed, fusion=script_args.fusion, sid_init=script_args.sid_init,
+        item_token_sids=script_args.item_token_sids,
         head=script_args.head, generative_loss_weight=script_args.generative_loss_weight,
         generative_id=script_args.generative_id,
         item_head_init=script_args.item_head_init, fusion_gate_init=script_args.fusion_gate_init,

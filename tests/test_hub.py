@@ -388,7 +388,7 @@ def test_adapter_base_keeps_every_config_field(tiny_run, tmp_path):
     processor = MMESIDProcessor(AutoTokenizer.from_pretrained(tiny_run / "backbone"), **tables.processor_kwargs())
     trained = {"sid_projection": "none", "sid_init": "random", "fusion": "equal", "fusion_temperature": 0.5,
                "fusion_hidden_size": 16, "fusion_bottleneck_size": 4, "fusion_gate_init": "torch",
-               "item_head_init": "zero", "head": "both", "generative_loss_weight": 0.5, "generative_id": "combined"}
+               "item_head_init": "zero", "item_token_sids": False, "head": "both", "generative_loss_weight": 0.5, "generative_id": "combined"}
     derived = {"text_config", "num_items", "modalities", "modality_dims", "num_levels", "codebook_size",
                "codebook_dim", "item_token_id", "sid_token_offset"}  # from the backbone, processor and tables
     fixed = {"pad_item_id": "must be 0", "tie_word_embeddings": "MME-SID has no LM head to tie"}

@@ -453,6 +453,7 @@ TEST_CASES = [
     ("mme-sid", {}),
     ("random-sid-init", {"sid_init": "random"}),
     ("equal-fusion", {"fusion": "equal"}),
+    ("without-sids", {"item_token_sids": False}),
     ("collaborative-only", {"modalities": ["collaborative"]}),
     ("text-only", {"modalities": ["text"]}),
     ("three-modalities", {"modalities": ["collaborative", "image", "text"]}),
@@ -468,9 +469,19 @@ def test_ablation_switches(tiny_tokenizer, name, kwargs):
     model = tester.create_model()
     m = len(modalities)
     assert model.config.modalities == modalities
-    assert model.model.item_fusion.linear_1.in_features == 2 * m * 32
+    parts = 2 if model.config.item_token_sids else 1  # [W_m x_m, sid_m] per modality, or W_m x_m alone
+    assert model.model.item_fusion.linear_1.in_features == parts * m * 32
     _, inputs = tester.prepare_config_and_inputs_for_common()
     out = model(**inputs)
+    if not model.config.item_token_sids:  # the item tokens do not read the SID rows: changing one changes nothing
+        item = torch.tensor([7])
+        before = model.model.get_item_features(item)
+        row = model.model.sid_token_ids(item)[0, 0, 0]
+        with torch.no_grad():
+            model.get_input_embeddings().weight[row] += 1.0
+        assert torch.equal(model.model.get_item_features(item), before)
+        with torch.no_grad():
+            model.get_input_embeddings().weight[row] -= 1.0
     assert out.modality_logits.shape == (len(HISTORIES), 51, m + 1)
     out.loss.backward()
     rows = model.sid_embedding_rows().detach()
