@@ -147,8 +147,7 @@ def main(args: EvaluateArguments) -> dict:
         protocol += f" (mmesid-rerank: {args.rerank_candidates or k} beams, ordered by the ranking head)"
     print(evaluation.format_table(results, protocol=protocol))
     path = Path(args.output_dir) / "results.json" if args.output_dir else run.results_file("eval")
-    info = run_info(time.time() - start, vars(args))
-    write_results(path, results, protocol, run_info=info)
+    write_results(path, results, protocol, run_info=run_info(time.time() - start, vars(args)))
     print(f"wrote {path}")
     if args.doc:
         write_between_markers(args.doc, args.doc_block, markdown_block(read_results(path), str(path)))
