@@ -701,6 +701,10 @@ def build_rqvae_folder(
     if run.diagnostics_file.is_file():
         diagnostics = json.loads(run.diagnostics_file.read_text())
         diagnostics = scrub_local_paths({k: v for k, v in diagnostics.items() if k != "run_info"}, replacements)
+        if "collision_resolution" in diagnostics:  # the card's JSON keeps the count; the moves stay in the file
+            diagnostics["collision_resolution"] = {
+                k: v for k, v in diagnostics["collision_resolution"].items() if k != "changes"
+            }
     card_data = ModelCardData(
         model_name=rqvae_repo_id.split("/")[-1],
         datasets=[dataset_repo_id],
@@ -740,7 +744,12 @@ def _diagnostics_rows(diagnostics: dict) -> list[tuple[str, ...]]:
             f"{tau['concordant_fraction']:.4f}" if "concordant_fraction" in tau else "–",
         ))
     if rows and "combined" in diagnostics.get("collision_rate", {}):
-        rows.append(("combined ID", f"{diagnostics['collision_rate']['combined']:.4f}", "", "", "", "", ""))
+        rate = f"{diagnostics['collision_rate']['combined']:.4f}"
+        resolution = diagnostics.get("collision_resolution") or {}
+        if resolution.get("enabled"):
+            before = resolution["collision_rate_before"]["combined"]
+            rate += f" ({before:.4f} before resolution; {resolution['moved_items']} items moved)"
+        rows.append(("combined ID", rate, "", "", "", "", ""))
     return rows
 
 

@@ -61,6 +61,12 @@ class ModelArguments:
         _LIBRARY, "dead_code_restart",
         "Whether unused codes are re-seeded after each epoch (docs/SID_QUALITY.md); `--no_dead_code_restart` = official.",
     )
+    restart_min_usage: int = library_default(
+        _LIBRARY, "restart_min_usage", "Re-seed codes picked by fewer items than this (1 = unused codes only)."
+    )
+    normalize_latents: bool = library_default(
+        _LIBRARY, "normalize_latents", "L2-normalize encoder outputs (× sqrt(e_dim)) before quantization."
+    )
     recon_loss: str = library_default(_LIBRARY, "recon_loss", "mmd (paper) or mse (ablation).")
     mmd_bandwidth_multipliers: list[float] = library_default(_LIBRARY, "mmd_bandwidth_multipliers", "Kernel α.")
     beta: float = library_default(_LIBRARY, "beta", "Commitment weight (official accidental 0.01).")

@@ -41,7 +41,7 @@ from .modeling_mmrqvae import (
     straight_through,
 )
 from .sasrec import SASRecConfig, SASRecModel, SASRecTrainingArguments, sasrec_scorer, train_sasrec
-from .semantic_ids import compute_semantic_ids, load_semantic_ids, save_semantic_ids
+from .semantic_ids import compute_semantic_ids, load_semantic_ids, resolve_collisions, save_semantic_ids
 from .train_rqvae import MMRQVAETrainingArguments, load_modality_tables, train_mmrqvae
 
 
@@ -78,6 +78,7 @@ __all__ = [
     "load_semantic_ids",
     "read_validation_pairs",
     "reconstruction_error",
+    "resolve_collisions",
     "sasrec_scorer",
     "save_embeddings",
     "save_semantic_ids",

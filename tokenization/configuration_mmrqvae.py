@@ -60,6 +60,14 @@ class MMRQVAEConfig(PreTrainedConfig):
             current residuals of random items, and reset its optimizer state. Without it the first level collapses
             onto a few codes as the encoder's latents drift (docs/SID_QUALITY.md, "Dead-code restart"). Not in the
             official code: `False` reproduces it.
+        restart_min_usage (`int`, *optional*, defaults to 1):
+            With `dead_code_restart`, the codes picked by fewer than this many items are re-seeded: 1 re-seeds only
+            unused codes; larger values also re-seed rarely used codes, which moves them into crowded regions
+            (their random items come mostly from large clusters) and raises the level's perplexity.
+        normalize_latents (`bool`, *optional*, defaults to `False`):
+            L2-normalize the encoder outputs (scaled by `sqrt(e_dim)`, so a latent keeps the norm of a unit-variance
+            vector) before quantization, which stops the latents' norm drift that strands codes
+            (docs/SID_QUALITY.md). Not in the official code.
         recon_loss (`Literal["mmd", "mse"]`, *optional*, defaults to `"mmd"`):
             Reconstruction loss: Gaussian-kernel MMD between reconstructions and inputs (paper Eq. 4) or the
             MSE of the paper's ablation (paper Table 5).
@@ -108,6 +116,8 @@ class MMRQVAEConfig(PreTrainedConfig):
     sinkhorn_epsilon: float = 0.003
     sinkhorn_iters: int = 50
     dead_code_restart: bool = True
+    restart_min_usage: int = 1
+    normalize_latents: bool = False
     recon_loss: Literal["mmd", "mse"] = "mmd"
     mmd_bandwidth_multipliers: list[float] | None = None
     beta: float = 0.25
@@ -177,6 +187,8 @@ class MMRQVAEConfig(PreTrainedConfig):
                 f"`sinkhorn_epsilon` must be >= 0 and `sinkhorn_iters` >= 1, got {self.sinkhorn_epsilon} and "
                 f"{self.sinkhorn_iters}."
             )
+        if self.restart_min_usage < 1:
+            raise ValueError(f"`restart_min_usage` must be at least 1, got {self.restart_min_usage}.")
         if self.kmeans_iters < 1:
             raise ValueError(f"`kmeans_iters` must be at least 1, got {self.kmeans_iters}.")
         if not self.mmd_bandwidth_multipliers or any(a <= 0 for a in self.mmd_bandwidth_multipliers):

@@ -209,6 +209,13 @@ class MMRQVAEMLP(nn.Sequential):
         super().__init__(*layers)
 
 
+class MMRQVAELatentNorm(nn.Module):
+    """`sqrt(dim) · x / ‖x‖` on the last axis (`MMRQVAEConfig.normalize_latents`); no parameters."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x, dim=-1) * math.sqrt(x.shape[-1])
+
+
 class MMRQVAEResidualQuantizer(nn.Module):
     """Residual quantizer of one modality (paper §3.2, Eq. 2): `num_levels` codebooks of `codebook_size` vectors.
 
@@ -241,13 +248,14 @@ class MMRQVAEResidualQuantizer(nn.Module):
 
     @torch.no_grad()
     def restart_dead_codes(self, latents: torch.Tensor, generator: torch.Generator | None = None) -> list[torch.Tensor]:
-        """Re-seed every code that no vector of `latents` `(n, e_dim)` picks (nearest code), level by level.
+        """Re-seed every code that fewer than `config.restart_min_usage` vectors of `latents` `(n, e_dim)` pick
+        (nearest code; 1 = unused codes only), level by level.
 
-        At each level, the residuals of all `n` vectors are assigned to their nearest code; each code with no vector
-        is moved onto the residual of a distinct vector drawn at random (`generator`), then the residuals are
-        recomputed with the updated codebook before the next level. Codes nobody picks get no gradient from the
-        codebook loss and never move again; without this, the first level collapses onto a few codes as the
-        encoder's latents drift (docs/SID_QUALITY.md, "Dead-code restart"). Not in the official code.
+        At each level, the residuals of all `n` vectors are assigned to their nearest code; each such code is moved
+        onto the residual of a distinct vector drawn at random (`generator`), then the residuals are recomputed
+        with the updated codebook before the next level. Codes nobody picks get no gradient from the codebook loss
+        and never move again; without this, the first level collapses onto a few codes as the encoder's latents
+        drift (docs/SID_QUALITY.md, "Dead-code restart"). Not in the official code.
 
         Returns:
             `list[torch.BoolTensor]`, one `(codebook_size,)` mask per level: the codes that were re-seeded (the
@@ -259,7 +267,7 @@ class MMRQVAEResidualQuantizer(nn.Module):
         for level in range(self.config.num_levels):
             codebook = self.codebooks[level]  # (codes, e_dim), updated in place
             idx = squared_distances(residual, codebook).argmin(dim=1)
-            dead = torch.bincount(idx, minlength=self.config.codebook_size) == 0
+            dead = torch.bincount(idx, minlength=self.config.codebook_size) < self.config.restart_min_usage
             num_dead = int(dead.sum())
             if num_dead:
                 if n >= num_dead:
@@ -372,6 +380,9 @@ class MMRQVAE(MMRQVAEPreTrainedModel):
         self.encoders = nn.ModuleDict(
             {m: MMRQVAEMLP([dims[m], *config.hidden_dims, config.e_dim]) for m in config.modalities}
         )
+        if config.normalize_latents:  # a parameter-free last module: the Linear layers keep their state-dict keys
+            for encoder in self.encoders.values():
+                encoder.append(MMRQVAELatentNorm())
         self.decoders = nn.ModuleDict(
             {m: MMRQVAEMLP([config.e_dim, *config.hidden_dims[::-1], dims[m]]) for m in config.modalities}
         )

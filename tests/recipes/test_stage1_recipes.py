@@ -59,6 +59,18 @@ def test_encode_train_assign_then_load(run):
     assign.main(assign.ScriptArguments(run_dir=str(run.root)))
     assert run.diagnostics_file.is_file() and (run.sids / "spectra.png").is_file()
     sids, _, meta = art.load_semantic_ids(run.sids, stats["num_items"], stats["fingerprint"])
+    report = art.read_json(run.diagnostics_file)
+    resolution = report["collision_resolution"]
+    assert report["collision_rate"]["combined"] == 0 and resolution["enabled"]
+    assert resolution["moved_items"] == len(resolution["changes"])
+    # --no_resolve_collisions: the official IDs, whose rates are the "before" of the resolved run
+    assign.main(assign.ScriptArguments(run_dir=str(run.root), output_dir=str(run.root / "sids-kept"),
+                                       resolve_collisions=False))
+    kept = art.read_json(run.root / "sids-kept" / run.diagnostics_file.name)
+    assert kept["collision_rate"] == resolution["collision_rate_before"]
+    kept_sids, _, _ = art.load_semantic_ids(run.root / "sids-kept")
+    changed = (kept_sids != sids).flatten(1).any(1).nonzero().squeeze(1).tolist()
+    assert changed == sorted(c["item"] for c in resolution["changes"])
     assert meta["modalities"] == ["text", "collaborative"] and meta["dataset_fingerprint"] == stats["fingerprint"]
 
     tables = art.load_item_tables(run, ["collaborative", "text"])

@@ -10,9 +10,10 @@ from tokenization.modeling_mmrqvae import (
     info_nce,
     kmeans_init,
     sinkhorn_assign,
+    squared_distances,
     straight_through,
 )
-from tokenization.semantic_ids import compute_semantic_ids, load_semantic_ids, save_semantic_ids
+from tokenization.semantic_ids import compute_semantic_ids, load_semantic_ids, resolve_collisions, save_semantic_ids
 from tokenization.train_rqvae import MMRQVAETrainingArguments, train_mmrqvae
 
 
@@ -267,6 +268,72 @@ def test_semantic_ids_files(tmp_path):
     }
 
 
+def _padded_with_duplicates(copies: dict[int, int]) -> dict[str, torch.Tensor]:
+    """Tiny tables with row 0 = padding, where item `dst` is an exact copy of item `src` in every modality."""
+    tables = {m: torch.cat([torch.zeros(1, t.shape[1]), t]) for m, t in tiny_embeddings().items()}
+    for dst, src in copies.items():
+        for t in tables.values():
+            t[dst] = t[src]
+    return tables
+
+
+def test_resolve_collisions_moves_later_items_to_the_nearest_free_last_code():
+    from tokenization.diagnostics import collision_rate
+
+    model, _ = train_mmrqvae(tiny_config(), tiny_embeddings(), MMRQVAETrainingArguments(num_epochs=1, batch_size=32))
+    tables = _padded_with_duplicates({5: 2, 9: 2, 30: 11})
+    sids = compute_semantic_ids(model, tables)
+    assert collision_rate(sids[1:]) > 0
+    resolved, changes = resolve_collisions(model, tables, sids)
+    assert collision_rate(resolved[1:]) == 0
+    moved = sorted(c["item"] for c in changes)
+    assert 2 not in moved and 11 not in moved  # the first item of a group keeps its ID
+    assert {5, 9, 30} <= set(moved)
+    unchanged = [i for i in range(sids.shape[0]) if i not in moved]
+    assert torch.equal(resolved[unchanged], sids[unchanged])
+    assert torch.equal(resolved[moved, :, :-1], sids[moved, :, :-1])  # only the last level moves
+
+    # Oracle: each moved item (in id order) takes the free (modality, code) with the least total squared error
+    # ‖z_m − Σ_levels e‖² over modalities, against the IDs held before it.
+    books = model.codebooks
+    held = {tuple(r) for r in sids[1:].reshape(sids.shape[0] - 1, -1).tolist()}
+    for item in moved:
+        with torch.no_grad():
+            latents = {m: model.encoders[m](tables[m][item : item + 1])[0] for m in model.config.modalities}
+
+        def error(ids):
+            return sum(
+                float((latents[m] - sum(books[m][l, ids[i, l]] for l in range(ids.shape[1]))).pow(2).sum())
+                for i, m in enumerate(model.config.modalities)
+            )
+
+        best = None
+        for i in range(sids.shape[1]):
+            for code in range(books["text"].shape[1]):
+                trial = sids[item].clone()
+                trial[i, -1] = code
+                key = tuple(trial.reshape(-1).tolist())
+                if key in held:
+                    continue
+                if best is None or error(trial) < best[0] - 1e-6:
+                    best = (error(trial), trial)
+        assert torch.equal(resolved[item], best[1]), item
+        held.add(tuple(resolved[item].reshape(-1).tolist()))
+
+
+def test_resolve_collisions_leaves_unique_ids_alone():
+    model, _ = train_mmrqvae(tiny_config(), tiny_embeddings(), MMRQVAETrainingArguments(num_epochs=1, batch_size=32))
+    tables = _padded_with_duplicates({})
+    items = compute_semantic_ids(model, tables)[1:].reshape(NUM_ITEMS, -1)
+    _, inverse, counts = torch.unique(items, dim=0, return_inverse=True, return_counts=True)
+    keep = torch.cat([torch.zeros(1, dtype=torch.long), (counts[inverse] == 1).nonzero().squeeze(1) + 1])
+    assert keep.numel() > NUM_ITEMS // 2
+    subset = {m: t[keep] for m, t in tables.items()}  # only items whose ID no other item shares
+    sids = compute_semantic_ids(model, subset)
+    resolved, changes = resolve_collisions(model, subset, sids)
+    assert changes == [] and torch.equal(resolved, sids)
+
+
 # ---------------------------------------------------------------------------------------------- refusals (P7)
 
 
@@ -281,6 +348,7 @@ def test_semantic_ids_files(tmp_path):
         ({"alignment_anchor": "image"}, "`alignment_anchor` 'image' is not one of"),
         ({"mmd_bandwidth_multipliers": [0.5, -1.0]}, "`mmd_bandwidth_multipliers` must be"),
         ({"modalities": []}, "at least one modality"),
+        ({"restart_min_usage": 0}, "`restart_min_usage` must be at least 1"),
     ],
 )
 def test_bad_config_raises(kwargs, match):
@@ -405,6 +473,36 @@ def test_restart_reseeds_every_dead_code_and_resets_its_optimizer_state():
     assert (state["exp_avg_sq"][0, 3:] != 0).any()
     codes = model.get_codes(emb)["text"]
     assert torch.bincount(codes[:, 0], minlength=8).min() > 0  # every level-1 code is picked again
+
+
+@pytest.mark.parametrize("min_usage", [1, 3, 6])
+def test_restart_reseeds_exactly_the_codes_below_min_usage(min_usage):
+    config = tiny_config(modalities=["text"], input_dims=[12], restart_min_usage=min_usage)
+    model = MMRQVAE(config)
+    emb = {"text": tiny_embeddings()["text"]}
+    model.initialize_codebooks(emb)
+    with torch.no_grad():
+        model.quantizers["text"].codebooks[0, :2] = 1e3  # two codes nobody can pick
+        latents = model.encoders["text"](emb["text"])
+    counts = torch.bincount(squared_distances(latents, model.quantizers["text"].codebooks[0]).argmin(1), minlength=8)
+    masks = model.restart_dead_codes(emb, torch.Generator().manual_seed(0))["text"]
+    assert torch.equal(masks[0], counts < min_usage), (counts, masks[0])
+    assert int(masks[0].sum()) >= 2
+
+
+def test_normalized_latents_have_norm_sqrt_e_dim_and_round_trip(tmp_path):
+    config = tiny_config(normalize_latents=True)
+    model, _ = train_mmrqvae(config, tiny_embeddings(), MMRQVAETrainingArguments(num_epochs=2, batch_size=32))
+    with torch.no_grad():
+        latents = model.encoders["text"](tiny_embeddings()["text"])
+    torch.testing.assert_close(latents.norm(dim=-1), torch.full((NUM_ITEMS,), 6**0.5))
+    # Parameter-free: the same state-dict keys as the plain model, so a checkpoint names the same tensors.
+    assert set(model.state_dict()) == set(MMRQVAE(tiny_config()).state_dict())
+    model.save_pretrained(tmp_path)
+    loaded = MMRQVAE.from_pretrained(tmp_path)
+    assert loaded.config.normalize_latents
+    for m, codes in model.get_codes(tiny_embeddings()).items():
+        assert torch.equal(loaded.get_codes(tiny_embeddings())[m], codes)
 
 
 def test_low_perplexity_warns(caplog):
