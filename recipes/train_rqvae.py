@@ -61,8 +61,9 @@ class ModelArguments:
         _LIBRARY, "dead_code_restart",
         "Whether unused codes are re-seeded after each epoch (docs/SID_QUALITY.md); `--no_dead_code_restart` = official.",
     )
-    restart_min_usage: int = library_default(
-        _LIBRARY, "restart_min_usage", "Re-seed codes picked by fewer items than this (1 = unused codes only)."
+    restart_usage_fraction: float = library_default(
+        _LIBRARY, "restart_usage_fraction",
+        "Re-seed codes picked by fewer than this fraction of a balanced share of the items (0 = unused codes only).",
     )
     normalize_latents: bool = library_default(
         _LIBRARY, "normalize_latents", "L2-normalize encoder outputs (× sqrt(e_dim)) before quantization."

@@ -349,9 +349,49 @@ def format_diagnostics(report: dict) -> str:
     return "\n".join(lines)
 
 
+def comparison_table(runs: dict[str, tuple[dict, dict]]) -> str:
+    """A Markdown table comparing semantic-ID runs, one row per run and modality (docs/SID_QUALITY.md).
+
+    Args:
+        runs (`dict[str, tuple[dict, dict]]`): per run name, `(diagnostics, rqvae_results)`: the `diagnostics.json`
+            of `recipes/assign_sids.py` and the `results.json` of the MM-RQ-VAE it coded with.
+
+    Columns: the MM-RQ-VAE's reconstruction loss, restart setting and epochs (best / run, early stop or limit); per
+    modality level-1 utilization and perplexity, the lowest utilization of any level, the collision rate, Kendall
+    tau-a and the reconstruction cosine; the combined-ID collision rate after and before resolution.
+    """
+    lines = [
+        "| run | recon loss | restart (fraction) | epochs best / run | modality | L1 utilization | L1 perplexity "
+        "| min level utilization | collision | tau-a | recon cosine | combined collision (before resolution) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, (diag, rqvae) in runs.items():
+        config = (rqvae.get("run_info") or {}).get("config") or {}
+        train = rqvae.get("train_info") or {}
+        restart = "on" if config.get("dead_code_restart", True) else "off"
+        if restart == "on" and "restart_usage_fraction" in config:
+            restart += f" ({config['restart_usage_fraction']:g})"
+        stop = "early stop" if train.get("stopped_early") else "limit"
+        epochs = f"{train.get('best_epoch', -1) + 1} / {train.get('epochs_run', '?')} ({stop})"
+        resolution = diag.get("collision_resolution") or {}
+        before = resolution["collision_rate_before"]["combined"] if resolution.get("enabled") else None
+        combined = f"{diag['collision_rate']['combined']:.4f}" + (f" ({before:.4f})" if before is not None else "")
+        for m, usage in diag["codebook"].items():
+            tau = diag.get("kendall_tau", {}).get(m, {}).get("tau_a")
+            cosine = diag.get("reconstruction", {}).get(m, {}).get("cosine")
+            lines.append(
+                f"| {name} | {config.get('recon_loss', '?')} | {restart} | {epochs} | {m} "
+                f"| {usage['utilization'][0]:.1%} | {usage['perplexity'][0]:.1f} | {min(usage['utilization']):.1%} "
+                f"| {diag['collision_rate'][m]:.4f} | {'–' if tau is None else f'{tau:.4f}'} "
+                f"| {'–' if cosine is None else f'{cosine:.4f}'} | {combined} |"
+            )
+    return "\n".join(lines)
+
+
 __all__ = [
     "codebook_usage",
     "collision_rate",
+    "comparison_table",
     "embedding_collapse_tables",
     "format_diagnostics",
     "kendall_tau_concordance",

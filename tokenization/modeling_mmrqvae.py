@@ -248,8 +248,8 @@ class MMRQVAEResidualQuantizer(nn.Module):
 
     @torch.no_grad()
     def restart_dead_codes(self, latents: torch.Tensor, generator: torch.Generator | None = None) -> list[torch.Tensor]:
-        """Re-seed every code that fewer than `config.restart_min_usage` vectors of `latents` `(n, e_dim)` pick
-        (nearest code; 1 = unused codes only), level by level.
+        """Re-seed every code that fewer than `max(1, config.restart_usage_fraction × n / codebook_size)` vectors
+        of `latents` `(n, e_dim)` pick (nearest code; fraction 0 = unused codes only), level by level.
 
         At each level, the residuals of all `n` vectors are assigned to their nearest code; each such code is moved
         onto the residual of a distinct vector drawn at random (`generator`), then the residuals are recomputed
@@ -263,11 +263,12 @@ class MMRQVAEResidualQuantizer(nn.Module):
         """
         residual = latents.detach().float()
         n = residual.shape[0]
+        min_usage = max(1.0, self.config.restart_usage_fraction * n / self.config.codebook_size)
         restarted = []
         for level in range(self.config.num_levels):
             codebook = self.codebooks[level]  # (codes, e_dim), updated in place
             idx = squared_distances(residual, codebook).argmin(dim=1)
-            dead = torch.bincount(idx, minlength=self.config.codebook_size) < self.config.restart_min_usage
+            dead = torch.bincount(idx, minlength=self.config.codebook_size) < min_usage
             num_dead = int(dead.sum())
             if num_dead:
                 if n >= num_dead:

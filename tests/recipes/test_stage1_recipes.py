@@ -71,6 +71,25 @@ def test_encode_train_assign_then_load(run):
     kept_sids, _, _ = art.load_semantic_ids(run.root / "sids-kept")
     changed = (kept_sids != sids).flatten(1).any(1).nonzero().squeeze(1).tolist()
     assert changed == sorted(c["item"] for c in resolution["changes"])
+
+    compare = _load("compare_sids")
+    doc = run.root / "doc.md"
+    doc.write_text("before\n<!-- ids:start -->\nold\n<!-- ids:end -->\nafter\n")
+    table = compare.main(compare.CompareArguments(
+        run_dir=str(run.root), sids_dirs=["sids", str(run.root / "sids-kept")], names=["resolved", "kept"],
+        output=str(run.root / "cmp.json"), doc=str(doc), doc_block="ids"))
+    rows = [line.split(" | ") for line in table.splitlines()[2:]]
+    assert [(r[0].lstrip("| "), r[4]) for r in rows] == [
+        ("resolved", "text"), ("resolved", "collaborative"), ("kept", "text"), ("kept", "collaborative")]
+    before = resolution["collision_rate_before"]
+    assert rows[0][-1].rstrip(" |") == f"0.0000 ({before['combined']:.4f})"
+    assert rows[2][-1].rstrip(" |") == f"{before['combined']:.4f}"  # kept: no resolution, no "before"
+    assert rows[1][8] == f"{report['collision_rate']['collaborative']:.4f}"
+    assert rows[1][5] == f"{report['codebook']['collaborative']['utilization'][0]:.1%}"
+    assert doc.read_text() == f"before\n<!-- ids:start -->\n{table}\n<!-- ids:end -->\nafter\n"
+    assert art.read_json(run.root / "cmp.json")["runs"]["kept"]["sids_dir"].endswith("sids-kept")
+    with pytest.raises(ValueError, match="--rqvae_dirs has 1 entries but --sids_dirs has 2"):
+        compare.main(compare.CompareArguments(run_dir=str(run.root), sids_dirs=["sids", "sids-kept"], rqvae_dirs=["rqvae"]))
     assert meta["modalities"] == ["text", "collaborative"] and meta["dataset_fingerprint"] == stats["fingerprint"]
 
     tables = art.load_item_tables(run, ["collaborative", "text"])

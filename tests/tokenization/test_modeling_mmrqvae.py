@@ -348,7 +348,7 @@ def test_resolve_collisions_leaves_unique_ids_alone():
         ({"alignment_anchor": "image"}, "`alignment_anchor` 'image' is not one of"),
         ({"mmd_bandwidth_multipliers": [0.5, -1.0]}, "`mmd_bandwidth_multipliers` must be"),
         ({"modalities": []}, "at least one modality"),
-        ({"restart_min_usage": 0}, "`restart_min_usage` must be at least 1"),
+        ({"restart_usage_fraction": 1.0}, "`restart_usage_fraction` must be in \\[0, 1\\)"),
     ],
 )
 def test_bad_config_raises(kwargs, match):
@@ -475,9 +475,10 @@ def test_restart_reseeds_every_dead_code_and_resets_its_optimizer_state():
     assert torch.bincount(codes[:, 0], minlength=8).min() > 0  # every level-1 code is picked again
 
 
-@pytest.mark.parametrize("min_usage", [1, 3, 6])
-def test_restart_reseeds_exactly_the_codes_below_min_usage(min_usage):
-    config = tiny_config(modalities=["text"], input_dims=[12], restart_min_usage=min_usage)
+@pytest.mark.parametrize("fraction, min_usage", [(0.0, 1), (0.05, 1), (0.3, 2.4), (0.6, 4.8)])
+def test_restart_reseeds_exactly_the_codes_below_min_usage(fraction, min_usage):
+    # 64 items over 8 codes: a balanced code holds 8, so the bar is max(1, 8 * fraction)
+    config = tiny_config(modalities=["text"], input_dims=[12], restart_usage_fraction=fraction)
     model = MMRQVAE(config)
     emb = {"text": tiny_embeddings()["text"]}
     model.initialize_codebooks(emb)
