@@ -29,6 +29,8 @@ from torch import nn
 from transformers import EvalPrediction
 from trl import SFTConfig, SFTTrainer
 
+from mmesid_artifacts import atomic_write_text
+
 from .evaluation import DEFAULT_KS, metrics_from_ranks, pad_histories, ranks_from_recommendations, target_ranks
 from .modeling_mmesid import PACKED_MASK_ATTENTION
 from .packing import MMESIDPackedCollator, group_samples_by_user
@@ -242,6 +244,15 @@ def check_generative_packing(config) -> None:
         )
 
 
+def length_sorted(dataset):
+    """`dataset` with its rows in order of history length (shortest first), when it has a `history` column (the
+    evaluation splits); other datasets unchanged."""
+    if dataset is None or "history" not in getattr(dataset, "column_names", ()):
+        return dataset
+    lengths = [len(h) for h in dataset["history"]]
+    return dataset.select(sorted(range(len(lengths)), key=lengths.__getitem__))
+
+
 class MMESIDTrainer(SFTTrainer):
     """`SFTTrainer` whose loss and evaluation go through the MME-SID forward (see the module docstring).
 
@@ -280,6 +291,17 @@ class MMESIDTrainer(SFTTrainer):
         # `compute_loss` divides by `num_items_in_batch` itself: make `Trainer` count it and not divide the loss by
         # the accumulation steps (what it does for models whose forward takes `**kwargs`), whatever the model declares
         self.model_accepts_loss_kwargs = True
+
+    def _save(self, output_dir: str | None = None, state_dict=None):
+        """`Trainer._save`, with the training arguments as `training_args.json` instead of the pickle
+        `training_args.bin` that `Trainer` writes into every checkpoint and output folder (docs/RUN_FOLDER.md: no
+        pickles; nothing in `Trainer` reads the file back, resuming included)."""
+        super()._save(output_dir, state_dict)
+        output_dir = Path(output_dir if output_dir is not None else self.args.output_dir)
+        pickled = output_dir / "training_args.bin"
+        if self.args.should_save and pickled.is_file():
+            atomic_write_text(output_dir / "training_args.json", self.args.to_json_string())
+            pickled.unlink()
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """The model's item cross-entropy; in training, normalized over the whole accumulated batch.
@@ -403,6 +425,18 @@ class MMESIDTrainer(SFTTrainer):
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
         self.optimizer = optimizer_cls(parameter_groups, **optimizer_kwargs)
         return self.optimizer
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        """`Trainer.evaluate` over the users sorted by history length: a batch is padded to its longest prompt, so
+        random batches (users of 1 to 50 items) are mostly padding. The metrics are means over users, so the order
+        does not change them (up to float rounding of the padded shapes); measured on the main job's 200 validation
+        users: docs/SPEED.md, "Ranking"."""
+        dataset = self.eval_dataset if eval_dataset is None else eval_dataset
+        if isinstance(dataset, dict):
+            dataset = {name: length_sorted(d) for name, d in dataset.items()}
+        else:
+            dataset = length_sorted(dataset)
+        return super().evaluate(dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
 
     def evaluation_loop(self, *args, **kwargs):
         # the cached ranking tables hold the current weights: build them once per evaluation, drop them after

@@ -70,6 +70,7 @@ class BenchmarkArguments:
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads."})
     precision: str = field(default="both", metadata={"help": "float32, bf16, or both (ratios bf16 / float32)."})
     factors: bool = field(default=True, metadata={"help": "Time packed training with one factor changed at a time."})
+    compile: bool = field(default=True, metadata={"help": "Add a torch.compile row to the training factors."})
     seed: int = 0
     output_dir: str = field(default="outputs/benchmark", metadata={"help": "Where results.json goes."})
 
@@ -396,7 +397,7 @@ def time_factors(model, processor, train, args, device, tokens) -> dict:
     threads = torch.get_num_threads()
 
     def measure(precision="bf16", catalog_heads=False, one_row=True, users=args.batch_users, attn=attention,
-                num_threads=threads, lora_dropout=True, checkpointing=False):
+                num_threads=threads, lora_dropout=True, checkpointing=False, compile=False):
         peft_model = wrapped[precision]
         inner = peft_model.get_base_model()
         if checkpointing:  # what `Trainer` turns on with TRL's default `gradient_checkpointing=True`
@@ -413,11 +414,12 @@ def time_factors(model, processor, train, args, device, tokens) -> dict:
         collator = MMESIDPackedCollator(processor, one_row=one_row)
         batches = [collator(rows[i : i + users]) for i in range(0, len(rows), users)]
         peft_model.train()
+        forward = torch.compile(peft_model, dynamic=True) if compile else peft_model
 
         def step(batch):
             batch = {k: v.to(device) for k, v in batch.items()}
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                loss = peft_model(**batch).loss
+                loss = forward(**batch).loss
             (loss * batch["labels"].numel()).backward()
             peft_model.zero_grad(set_to_none=True)
             return float(loss.detach()) * batch["labels"].numel(), batch["input_ids"].numel()
@@ -457,6 +459,8 @@ def time_factors(model, processor, train, args, device, tokens) -> dict:
     alternatives = [(f"attention {a}", {**best, "attn": a}) for a in ("eager", "sdpa") if a != attention]
     alternatives += [(f"{u} users per batch", {**best, "users": u}) for u in (4, 2 * big) if u not in (big, args.batch_users)]
     alternatives.append(("gradient checkpointing on (TRL's SFTConfig default)", {**best, "checkpointing": True}))
+    if args.compile:  # the first (warm-up) step compiles and is not timed; batches of a new length may recompile
+        alternatives.append(("torch.compile (inductor, dynamic shapes)", {**best, "compile": True}))
     if threads > 1:
         alternatives.append(("1 thread", {**best, "num_threads": 1}))
     table = []

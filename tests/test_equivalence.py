@@ -418,3 +418,38 @@ def test_trainer_validation_through_the_cached_ranking_path_equals_the_per_sampl
     assert abs(plain["eval_loss"] - cached["eval_loss"]) < 1e-4, (plain["eval_loss"], cached["eval_loss"])
     for key in ("eval_ndcg@10", "eval_hr@10", "eval_mrr@10", "eval_ndcg@5"):
         assert abs(plain[key] - cached[key]) < 1e-6, (key, plain[key], cached[key])
+
+
+def test_trainer_evaluates_users_sorted_by_history_length_with_the_same_metrics(tmp_path):
+    """`MMESIDTrainer.evaluate` batches the users by history length (less padding); the metrics are those of the
+    dataset's own order (`SFTTrainer.evaluate`, unsorted)."""
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    from modeling_mmesid.trainer import (
+        MMESIDCollator,
+        MMESIDTrainer,
+        MMESIDTrainingConfig,
+        compute_ranking_metrics,
+        length_sorted,
+    )
+
+    rows = sample_rows()
+    dataset = Dataset.from_dict(rows)
+    ordered = length_sorted(dataset)
+    lengths = [len(h) for h in ordered["history"]]
+    assert lengths == sorted(lengths) and len(set(lengths)) > 1 and lengths != [len(h) for h in rows["history"]]
+    assert sorted(map(tuple, ordered["history"])) == sorted(map(tuple, rows["history"]))
+    assert length_sorted(Dataset.from_dict({"items": [[1, 2]]}))["items"] == [[1, 2]]  # no history: unchanged
+
+    model, processor = build_model("sdpa")
+    args = MMESIDTrainingConfig(
+        output_dir=str(tmp_path), per_device_eval_batch_size=3, use_cpu=True, report_to="none", disable_tqdm=True,
+    )
+    trainer = MMESIDTrainer(model=model, args=args, train_dataset=dataset, eval_dataset=dataset,
+                            processing_class=processor, data_collator=MMESIDCollator(processor),
+                            compute_metrics=compute_ranking_metrics)
+    sorted_metrics = trainer.evaluate()
+    plain = SFTTrainer.evaluate(trainer)
+    for key in ("eval_loss", "eval_ndcg@10", "eval_hr@10", "eval_mrr@10", "eval_ndcg@5"):
+        assert abs(plain[key] - sorted_metrics[key]) < 1e-5, (key, plain[key], sorted_metrics[key])

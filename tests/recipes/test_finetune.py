@@ -148,6 +148,10 @@ def test_resume_after_interruption_matches_uninterrupted(tiny_run, tmp_path):
     resumed = json.loads((tmp_path / "cut" / "results.json").read_text())["results"]["mmesid"]
     for key in ("ndcg@5", "ndcg@10", "ndcg@20", "hr@10", "mrr@10", "loss"):
         assert resumed[key] == pytest.approx(full[key], abs=1e-6), key
+    # no pickled training arguments in a checkpoint or the output folder; their JSON instead (resuming read neither)
+    assert not list((tmp_path / "cut").rglob("training_args.bin"))
+    saved = json.loads((tmp_path / "cut" / "checkpoint-4" / "training_args.json").read_text())
+    assert saved["output_dir"] == str(tmp_path / "cut") and saved["save_strategy"] == "steps"
 
 
 def test_bf16_run_trains_float32_parameters_and_saves_a_loadable_model(tiny_run, tmp_path, monkeypatch):
