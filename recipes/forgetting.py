@@ -3,12 +3,12 @@ r"""The paper's forgetting analysis (§4.4): Kendall's tau-a of the SID embeddin
 `sid_init=codebook` vs `sid_init=random`, same data and budget; plus the embedding-collapse spectra of the
 fine-tuned item tables (docs/SID_QUALITY.md).
 
-Commands (the CPU budget of `recipes/run_pipeline.sh`; the two fine-tunings differ only in `--sid_init`):
+Commands (the CPU budget of `recipes/run_pipeline.sh`, 2,000 sampled users; the two fine-tunings differ only in
+`--sid_init`, and the main job's own `finetune/model` is the codebook one):
     for init in codebook random; do
       accelerate launch --config_file recipes/accelerate_configs/cpu.yaml recipes/finetune.py \
           --config recipes/configs/beauty-smollm2-135m/finetune.yaml --run_dir outputs/beauty-smollm2-135m \
-          --sid_init $init --output_dir outputs/beauty-smollm2-135m/finetune-$init \
-          --max_train_users 200 --max_eval_users 200 --max_test_users 200
+          --sid_init $init --output_dir outputs/beauty-smollm2-135m/finetune-$init
     done
     python recipes/forgetting.py --run_dir outputs/beauty-smollm2-135m \
         --codebook_model outputs/beauty-smollm2-135m/finetune-codebook/model \
