@@ -718,7 +718,8 @@ def build_rqvae_folder(
         **_repo_links(model_repo_id, dataset_repo_id, rqvae_repo_id),
         config_rows=[(k, json.dumps(config[k])) for k in (
             "modalities", "input_dims", "hidden_dims", "e_dim", "num_levels", "codebook_size", "recon_loss",
-            "beta", "alignment_weight", "alignment_anchor", "kmeans_method", "sinkhorn_epsilon") if k in config],
+            "beta", "alignment_weight", "alignment_anchor", "kmeans_method", "sinkhorn_epsilon", "dead_code_restart",
+            "restart_usage_fraction", "normalize_latents") if k in config],
         diagnostics=json.dumps(diagnostics, indent=2)[:4000] if diagnostics else "",
         diagnostics_rows=_diagnostics_rows(diagnostics),
         meta_info=_versions_block((results.get("run_info") or {}).get("meta_info") or {}),

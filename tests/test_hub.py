@@ -418,3 +418,19 @@ def test_adapter_base_keeps_every_config_field(tiny_run, tmp_path):
     saved.pop("text_config"), rebuilt.pop("text_config")
     assert rebuilt == saved
     assert {k: rebuilt[k] for k in trained} == trained
+
+
+def test_rqvae_card_row_says_the_collisions_before_resolution():
+    from modeling_mmesid.hub import _diagnostics_rows
+
+    usage = {"utilization": [1.0, 0.5], "perplexity": [3.0, 2.0]}
+    diagnostics = {
+        "codebook": {"collaborative": usage},
+        "collision_rate": {"collaborative": 0.25, "combined": 0.0},
+        "collision_resolution": {"enabled": True, "collision_rate_before": {"combined": 0.0008}, "moved_items": 5},
+    }
+    rows = _diagnostics_rows(diagnostics)
+    assert rows[0][:4] == ("collaborative", "0.2500", "100.0% / 50.0%", "3.0 / 2.0")
+    assert rows[-1][:2] == ("combined ID", "0.0000 (0.0008 before resolution; 5 items moved)")
+    diagnostics["collision_resolution"]["enabled"] = False  # --no_resolve_collisions: the rate as measured
+    assert _diagnostics_rows(diagnostics)[-1][:2] == ("combined ID", "0.0000")
