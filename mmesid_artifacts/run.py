@@ -28,6 +28,7 @@ STAGES = {
     "forgetting": "forgetting",  # recipes/forgetting.py
     "hub": "hub",  # recipes/publish.py (hub/{model,dataset,rqvae})
     "curve": "curve",  # recipes/learning_curve.py (docs/LEARNING.md)
+    "ablation": "ablation",  # recipes/ablation.py (docs/LEARNING.md)
 }
 EMBEDDINGS_SUFFIX = ".safetensors"
 SASREC_SUBFOLDER = "sasrec"  # embeddings/sasrec/: the trained SASRec (save_pretrained) and its results.json
@@ -84,6 +85,7 @@ class Run:
     forgetting = property(lambda self: self.stage("forgetting"))
     hub = property(lambda self: self.stage("hub"))
     curve = property(lambda self: self.stage("curve"))
+    ablation = property(lambda self: self.stage("ablation"))
 
     # --- files -----------------------------------------------------------------------------------------------------
     stats_file = property(lambda self: self.data / DATA_FILES["stats"])

@@ -31,7 +31,7 @@ import torch
 from transformers import AutoTokenizer, set_seed
 from trl import ModelConfig, TrlParser, get_quantization_config
 
-from mmesid_artifacts import Run, load_item_tables, load_stats
+from mmesid_artifacts import Run, load_item_tables_from, load_stats
 from mmesid_artifacts.recipe_args import document, library_default, run_dir_field
 from mmesid_artifacts.run import FULL_MODEL_SUBFOLDER
 from modeling_mmesid import MMESIDConfig, MMESIDForSequentialRecommendation, MMESIDProcessor, data, evaluation
@@ -57,6 +57,11 @@ class ScriptArguments:
     run_dir: str = run_dir_field("reads data/, embeddings/, sids/; writes finetune/ unless --output_dir names another")
     modalities: list[str] = library_default(_LIBRARY, "modalities", "Subset to fuse (paper: all three).")
     gguf_file: str | None = field(default=None, metadata={"help": "GGUF file inside model_name_or_path."})
+    sids_dir: str | None = field(
+        default=None,
+        metadata={"help": "Semantic IDs to read instead of <run_dir>/sids (another MM-RQ-VAE's, e.g. the MSE "
+                          "ablation's assign_sids.py --output_dir)."},
+    )
     fusion: str = library_default(_LIBRARY, "fusion", "frequency (paper Eq. 9) | equal (ablation).")
     sid_init: str = library_default(_LIBRARY, "sid_init", "codebook (paper) | random (ablation).")
     item_token_sids: bool = library_default(
@@ -135,7 +140,9 @@ def build_trainer(script_args: ScriptArguments, training_args: MMESIDTrainingCon
     model_path = resolve_model_path(model_args.model_name_or_path)
     load_kwargs = {"gguf_file": script_args.gguf_file} if script_args.gguf_file else {}
     tokenizer = AutoTokenizer.from_pretrained(model_path, **load_kwargs)
-    tables = load_item_tables(run, script_args.modalities)  # checked, in the model's modality order
+    sids_dir = Path(script_args.sids_dir) if script_args.sids_dir else run.sids
+    # checked against data/stats.json, in the model's modality order
+    tables = load_item_tables_from(run.embeddings, sids_dir, run.data, script_args.modalities)
     processor = MMESIDProcessor(tokenizer, **tables.processor_kwargs())
     backbone_kwargs = {**load_kwargs, **backbone_dtype_kwargs(model_args, training_args)}
     use_codebooks = script_args.sid_init == "codebook"

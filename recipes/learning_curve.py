@@ -93,16 +93,20 @@ class BudgetCallback(TrainerCallback):
             control.should_training_stop = True
 
 
-def run_variant(name, base_args, budgets, eval_users, seed, on_point):
+def run_variant(name, base_args, budgets, eval_users, seed, on_point, overrides=None, split="validation"):
+    """Train variant `name` (`VARIANTS[name]` or `overrides`) on the seeded user shuffle until `max(budgets)` samples,
+    ranking `eval_users` sampled users of `split` (`validation`, or `test` for recipes/ablation.py) at each budget.
+    Returns `(stats, number of ranked users)`."""
     script_args, training_args, model_args = base_args  # parsed afresh for every variant
-    overrides, _ = VARIANTS[name]
+    overrides = VARIANTS[name][0] if overrides is None else overrides
     for key, value in overrides.items():
         target = script_args if hasattr(script_args, key) else training_args
         setattr(target, key, value)
     script_args.max_train_users = None
-    script_args.max_eval_users = eval_users
-    script_args.max_test_users = 1
+    script_args.max_eval_users = eval_users if split == "validation" else 1
+    script_args.max_test_users = eval_users if split == "test" else 1
     trainer, splits, stats = build_trainer(script_args, training_args, model_args)
+    trainer.eval_dataset = splits[split]
     users = trainer.train_dataset.shuffle(seed=seed)
     counts = [len(items) - start for items, start in zip(users["items"], users["start"])]
     total, keep = 0, 0
@@ -111,9 +115,9 @@ def run_variant(name, base_args, budgets, eval_users, seed, on_point):
         keep += 1
     trainer.train_dataset = users.select(range(keep))
     trainer.add_callback(BudgetCallback(trainer, budgets, on_point))
-    print(f"[{name}] {keep:,} users · {total:,} samples · validation {splits['validation'].num_rows:,} users")
+    print(f"[{name}] {keep:,} users · {total:,} samples · {split} {splits[split].num_rows:,} users")
     trainer.train()
-    return stats, splits["validation"].num_rows
+    return stats, splits[split].num_rows
 
 
 def training_args_for(args, config_path):
