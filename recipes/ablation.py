@@ -25,7 +25,6 @@ Reads the run's `data/`, `embeddings/`, `sids/` (and `--mse_sids_dir`) and write
 `--output_dir`): `results.json` (every variant's test metrics with the protocol) and `ablation.md`.
 """
 
-import argparse
 import json
 import sys
 import time
@@ -33,11 +32,9 @@ from pathlib import Path
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from learning_curve import run_variant, training_args_for
+from learning_curve import run_variant, training_args_for, variant_parser
 
 from mmesid_artifacts import Run, atomic_write_json, write_between_markers
-from mmesid_artifacts.recipe_args import document
-from mmesid_artifacts.run import DEFAULT_RUN_DIR
 from modeling_mmesid import evaluation
 
 
@@ -75,13 +72,7 @@ def report(output_dir: Path, doc: str | None = None, doc_block: str = "ablation"
 
 
 def main():
-    parser = document(argparse.ArgumentParser(), __doc__, config=False)
-    parser.add_argument(
-        "--config", default="recipes/configs/beauty-smollm2-135m/finetune.yaml",
-        help="The finetune YAML every variant starts from (recipes/finetune.py --help lists its arguments).",
-    )
-    parser.add_argument("--run_dir", default=str(DEFAULT_RUN_DIR),
-                        help="Run folder outputs/<run>/: reads data/, embeddings/, sids/; writes ablation/.")
+    parser = variant_parser(__doc__, "ablation/")
     parser.add_argument("--output_dir", default=None, help="Where the table goes (default: <run_dir>/ablation).")
     parser.add_argument("--budget", type=int, default=13700,
                         help="Training samples of every variant (default: about the main job's 2,000 users).")

@@ -182,14 +182,20 @@ def save_curve_plot(series: dict[str, list[dict]], path: Path, width: int = 640,
     path.write_bytes(_png_bytes(image))
 
 
-def main():
-    parser = document(argparse.ArgumentParser(), __doc__, config=False)
+def variant_parser(doc: str, writes: str) -> argparse.ArgumentParser:
+    """The arguments of a recipe that trains finetune variants (this one, recipes/ablation.py): `--config`, `--run_dir`."""
+    parser = document(argparse.ArgumentParser(), doc, config=False)
     parser.add_argument(
         "--config", default="recipes/configs/beauty-smollm2-135m/finetune.yaml",
         help="The finetune YAML every variant starts from (recipes/finetune.py --help lists its arguments).",
     )
     parser.add_argument("--run_dir", default=str(DEFAULT_RUN_DIR),
-                        help="Run folder outputs/<run>/: reads data/, embeddings/, sids/; writes curve/.")
+                        help=f"Run folder outputs/<run>/: reads data/, embeddings/, sids/; writes {writes}.")
+    return parser
+
+
+def main():
+    parser = variant_parser(__doc__, "curve/")
     parser.add_argument("--curve_dir", default=None, help="Where the curve goes (default: <run_dir>/curve).")
     parser.add_argument("--budgets", type=int, nargs="+", default=[1000, 2500, 5000], help="Training samples.")
     parser.add_argument("--eval_users", type=int, default=2000, help="Fixed validation sample (seed + 1).")
