@@ -15,8 +15,8 @@ Commands:
         --output_dir outputs/beauty-smollm2-135m/rqvae-mse
     python recipes/assign_sids.py --run_dir outputs/beauty-smollm2-135m --max_validation_users 2000 \
         --rqvae_dir outputs/beauty-smollm2-135m/rqvae-mse --output_dir outputs/beauty-smollm2-135m/sids-mse
-    # the table at the main job's budget (2 cores: about 7 minutes per variant)
-    python recipes/ablation.py --run_dir outputs/beauty-smollm2-135m --budget 13700 --test_users 5000 \
+    # the table at the main job's budget (2 cores: 6-15 minutes per variant, bf16 AMX or float32 AVX2)
+    python recipes/ablation.py --run_dir outputs/beauty-smollm2-135m --budget 13700 --test_users 3000 \
         --doc README.md
     # redraw the table from results.json
     python recipes/ablation.py --run_dir outputs/beauty-smollm2-135m --report_only
@@ -76,7 +76,7 @@ def main():
     parser.add_argument("--output_dir", default=None, help="Where the table goes (default: <run_dir>/ablation).")
     parser.add_argument("--budget", type=int, default=13700,
                         help="Training samples of every variant (default: about the main job's 2,000 users).")
-    parser.add_argument("--test_users", type=int, default=5000, help="Sampled test users (seed + 2), all variants.")
+    parser.add_argument("--test_users", type=int, default=3000, help="Sampled test users (seed + 2), all variants.")
     parser.add_argument("--variants", nargs="+", default=list(ABLATIONS), choices=list(ABLATIONS))
     parser.add_argument("--mse_sids_dir", default=None,
                         help="Semantic IDs of the MSE MM-RQ-VAE for `mse_sids` (default: <run_dir>/sids-mse, written "
