@@ -57,13 +57,13 @@ def report(output_dir: Path, doc: str | None = None, doc_block: str = "ablation"
     variants = {n: v for n, v in results["variants"].items() if v.get("finished")}
     reference = variants.get(next(iter(ABLATIONS)))
     lines = [f"Protocol: {results['protocol']}", "",
-             "| variant | " + " | ".join(COLUMNS) + " | nDCG@10 vs full | samples | train s | what |",
-             "|---|" + "---|" * (len(COLUMNS) + 4)]
+             "| variant | " + " | ".join(COLUMNS) + " | nDCG@10 vs full | samples | what |",
+             "|---|" + "---|" * (len(COLUMNS) + 3)]
     for name, v in variants.items():
         m = v["metrics"]
         delta = f"{m['ndcg@10'] / reference['metrics']['ndcg@10'] - 1:+.1%}" if reference and name != "full" else ""
         lines.append(f"| {name} | " + " | ".join(f"{m[c]:.4f}" for c in COLUMNS)
-                     + f" | {delta} | {m['samples_seen']:,} | {m['train_seconds']:.0f} | {v['description']} |")
+                     + f" | {delta} | {m['samples_seen']:,} | {v['description']} |")
     table = "\n".join(lines)
     (output_dir / "ablation.md").write_text(table + "\n")
     if doc:
