@@ -305,6 +305,30 @@ def metrics_table(results: dict[str, dict]) -> str:
     return "\n".join([head, "|" + "---|" * (len(keys) + 1), *rows])
 
 
+ABLATION_COLUMNS = ("ndcg@5", "ndcg@10", "ndcg@20", "hr@5", "hr@10", "hr@20", "mrr@10")
+
+
+def ablation_table(results: dict) -> str:
+    """Markdown table of a `recipes/ablation.py` `results.json`: one row per finished variant (the first, `full`, is
+    the reference of the `nDCG@10 vs full` column), under its protocol line."""
+    variants = {n: v for n, v in results.get("variants", {}).items() if v.get("finished")}
+    if not variants:
+        raise ValueError("ablation results hold no finished variant")
+    reference = variants.get("full")
+    names = [f"{METRIC_NAMES[k.split('@')[0]]}@{k.split('@')[1]}" for k in ABLATION_COLUMNS]
+    lines = [f"Protocol: {results.get('protocol', '')}", "",
+             "| variant | " + " | ".join(names) + " | nDCG@10 vs full | samples | what |",
+             "|---|" + "---|" * (len(ABLATION_COLUMNS) + 3)]
+    for name, v in variants.items():
+        m = v["metrics"]
+        delta = ""
+        if reference is not None and name != "full" and reference["metrics"]["ndcg@10"] > 0:
+            delta = f"{m['ndcg@10'] / reference['metrics']['ndcg@10'] - 1:+.1%}"
+        lines.append(f"| {name} | " + " | ".join(f"{m[c]:.4f}" for c in ABLATION_COLUMNS)
+                     + f" | {delta} | {m['samples_seen']:,} | {v['description']} |")
+    return "\n".join(lines)
+
+
 def eval_results(metrics: dict, dataset_repo_id: str, dataset_name: str, split: str = "test") -> list[EvalResult]:
     """`EvalResult`s (the card's `model-index`) for every nDCG/HR/MRR@K in `metrics`."""
     return [
@@ -446,12 +470,14 @@ def build_model_folder(
     training_config_path: str | os.PathLike | None = None,
     finetune_dir: str | os.PathLike | None = None,
     evaluation_results: str | os.PathLike | None = None,
+    ablation_results: str | os.PathLike | None = None,
 ) -> Path:
     """`<run>/finetune/` -> the model repo folder (full model at the root, adapter under `adapter/`, card).
 
     `evaluation_results`: a `recipes/evaluate.py` `results.json` (MME-SID beside the baselines on the same users) whose
     table, protocol and `mmesid` row the card shows instead of the fine-tuning run's own test figures; copied to
-    `eval_results.json`."""
+    `eval_results.json`. `ablation_results`: a `recipes/ablation.py` `results.json` whose table the card shows under
+    "Ablations"; copied to `ablation_results.json`."""
     run = Run(run_dir)
     finetune_dir = Path(finetune_dir) if finetune_dir else run.finetune
     full = finetune_dir / FULL_MODEL_SUBFOLDER
@@ -503,6 +529,14 @@ def build_model_folder(
         if "mmesid" not in shown.get("results", {}):
             raise ValueError(f"{evaluation_results}: no `mmesid` row in `results`; pass an evaluate.py run with --model.")
         _write_json(out / "eval_results.json", scrub_local_paths(shown, replacements))
+    ablation = None
+    if ablation_results is not None:
+        ablation_json = _read_json(Path(ablation_results))
+        try:
+            ablation = ablation_table(ablation_json)
+        except (KeyError, ValueError) as error:
+            raise ValueError(f"{ablation_results}: not a recipes/ablation.py results.json ({error!r})") from error
+        _write_json(out / "ablation_results.json", scrub_local_paths(ablation_json, replacements))
     stats = _read_json(run.stats_file)
     metrics = shown["results"]["mmesid"] if "mmesid" in shown["results"] else next(iter(shown["results"].values()))
     dataset_name = _dataset_name(stats, run.root.name)
@@ -529,6 +563,7 @@ def build_model_folder(
         dataset_name=dataset_name,
         protocol=shown.get("protocol", ""),
         metrics_table=metrics_table({k: v for k, v in shown["results"].items()}),
+        ablation_table=ablation,
         modalities=", ".join(config.get("modalities") or []),
         num_items=_fmt(config.get("num_items")),
         num_levels=config.get("num_levels"),
@@ -766,9 +801,10 @@ def build_repo_folders(
     dataset_license: str | None = None,
     finetune_dir: str | os.PathLike | None = None,
     evaluation_results: str | os.PathLike | None = None,
+    ablation_results: str | os.PathLike | None = None,
 ) -> dict[str, Path]:
-    """Build, card and check the repo folders of a run under `output_dir` (default `<run>/hub/`); `finetune_dir` and
-    `evaluation_results` as in [`build_model_folder`]."""
+    """Build, card and check the repo folders of a run under `output_dir` (default `<run>/hub/`); `finetune_dir`,
+    `evaluation_results` and `ablation_results` as in [`build_model_folder`]."""
     unknown = sorted(set(components) - set(COMPONENTS))
     if unknown:
         raise ValueError(f"`components` must be among {list(COMPONENTS)}, got {unknown}.")
@@ -788,6 +824,7 @@ def build_repo_folders(
         folders["model"] = build_model_folder(
             run_dir, output_dir / "model", **links, base_model_id=base_model_id,
             training_config_path=training_config_path, finetune_dir=finetune_dir, evaluation_results=evaluation_results,
+            ablation_results=ablation_results,
         )
     for kind, folder in folders.items():
         check_card(folder / "README.md", "dataset" if kind == "dataset" else "model")

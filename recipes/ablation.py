@@ -36,6 +36,7 @@ from learning_curve import run_variant, training_args_for, variant_parser
 
 from mmesid_artifacts import Run, atomic_write_json, write_between_markers
 from modeling_mmesid import evaluation
+from modeling_mmesid.hub import ablation_table
 
 
 MSE_SIDS = "<mse_sids_dir>"  # placeholder for --mse_sids_dir in the overrides below
@@ -48,23 +49,11 @@ ABLATIONS = {
     "random_sid_init": ({"sid_init": "random"}, "SID embeddings from the backbone's random init, not the codebooks"),
     "equal_fusion": ({"fusion": "equal"}, "equal instead of frequency-aware fusion weights"),
 }
-COLUMNS = ("ndcg@5", "ndcg@10", "ndcg@20", "hr@5", "hr@10", "hr@20", "mrr@10")
 
 
 def report(output_dir: Path, doc: str | None = None, doc_block: str = "ablation") -> str:
     """`ablation.md` from `results.json` (and the same table into `doc` between its `doc_block` markers)."""
-    results = json.loads((output_dir / "results.json").read_text())
-    variants = {n: v for n, v in results["variants"].items() if v.get("finished")}
-    reference = variants.get(next(iter(ABLATIONS)))
-    lines = [f"Protocol: {results['protocol']}", "",
-             "| variant | " + " | ".join(COLUMNS) + " | nDCG@10 vs full | samples | what |",
-             "|---|" + "---|" * (len(COLUMNS) + 3)]
-    for name, v in variants.items():
-        m = v["metrics"]
-        delta = f"{m['ndcg@10'] / reference['metrics']['ndcg@10'] - 1:+.1%}" if reference and name != "full" else ""
-        lines.append(f"| {name} | " + " | ".join(f"{m[c]:.4f}" for c in COLUMNS)
-                     + f" | {delta} | {m['samples_seen']:,} | {v['description']} |")
-    table = "\n".join(lines)
+    table = ablation_table(json.loads((output_dir / "results.json").read_text()))
     (output_dir / "ablation.md").write_text(table + "\n")
     if doc:
         write_between_markers(Path(doc), doc_block, table)

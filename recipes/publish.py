@@ -15,6 +15,9 @@ Commands:
     # the full-data run, its card showing evaluate.py's table (MME-SID beside the baselines, full test split)
     python recipes/publish.py --run_dir outputs/beauty-smollm2-135m --finetune_dir outputs/beauty-smollm2-135m/finetune-full \
         --eval_results outputs/beauty-smollm2-135m/eval-full/results.json --output_dir outputs/beauty-smollm2-135m/hub-full --dry_run
+    # the main job's model with evaluate.py's table and recipes/ablation.py's table in its card
+    python recipes/publish.py --run_dir outputs/beauty-smollm2-135m --eval_results outputs/beauty-smollm2-135m/eval/results.json \
+        --ablation_results outputs/beauty-smollm2-135m/ablation/results.json --dry_run
     # a run without an MM-RQ-VAE folder
     python recipes/publish.py --run_dir outputs/<run> --components model dataset --dry_run
 """
@@ -52,6 +55,10 @@ class ScriptArguments:
         default=None,
         metadata={"help": "An evaluate.py results.json whose table (MME-SID beside the baselines) the model card shows."},
     )
+    ablation_results: str | None = field(
+        default=None,
+        metadata={"help": "A recipes/ablation.py results.json whose table the model card shows under Ablations."},
+    )
     private: bool = field(default=False, metadata={"help": "Create private repos."})
     dry_run: bool = field(default=False, metadata={"help": "Build and check the folders; push nothing."})
 
@@ -61,7 +68,7 @@ def main(args: ScriptArguments) -> dict:
         args.run_dir, args.output_dir, model_repo_id=args.model_repo_id, dataset_repo_id=args.dataset_repo_id,
         rqvae_repo_id=args.rqvae_repo_id, base_model_id=args.base_model_id, components=args.components,
         training_config_path=args.training_config, dataset_license=args.dataset_license,
-        finetune_dir=args.finetune_dir, evaluation_results=args.eval_results,
+        finetune_dir=args.finetune_dir, evaluation_results=args.eval_results, ablation_results=args.ablation_results,
     )
     repo_ids = {"model": args.model_repo_id, "dataset": args.dataset_repo_id, "rqvae": args.rqvae_repo_id}
     for kind, folder in folders.items():

@@ -292,6 +292,44 @@ def test_card_shows_an_evaluate_table(published, tmp_path):
                            base_model_id=BACKBONE_ID, evaluation_results=evaluation_file)
 
 
+def test_card_shows_the_ablation_table(published, tmp_path):
+    """`--ablation_results`: the card's Ablations section is the ablation.py results.json's table (values and the change
+    against `full` computed by hand), the file is copied beside the card, and a file of another kind is refused."""
+    from modeling_mmesid.hub import build_model_folder
+
+    def metrics(ndcg10):
+        return {"ndcg@5": 0.001, "ndcg@10": ndcg10, "ndcg@20": 0.003, "hr@5": 0.004, "hr@10": 0.005, "hr@20": 0.006,
+                "mrr@10": 0.007, "samples_seen": 13704}
+
+    ablation = {
+        "protocol": "test: the ablation protocol line, 3,000 users",
+        "variants": {
+            "full": {"description": "the full model", "metrics": metrics(0.0125), "finished": True},
+            "no_sids": {"description": "without SIDs", "metrics": metrics(0.0100), "finished": True},
+            "no_text": {"description": "unfinished", "metrics": metrics(0.5), "finished": False},
+        },
+    }
+    ablation_file = tmp_path / "ablation" / "results.json"
+    ablation_file.parent.mkdir()
+    ablation_file.write_text(json.dumps(ablation))
+    out = build_model_folder(published["run"], tmp_path / "model", MODEL_ID, DATASET_ID, RQVAE_ID,
+                             base_model_id=BACKBONE_ID, ablation_results=ablation_file)
+    card = (out / "README.md").read_text()
+    assert "### Ablations" in card and "test: the ablation protocol line, 3,000 users" in card
+    assert "| full | 0.0010 | 0.0125 | 0.0030 | 0.0040 | 0.0050 | 0.0060 | 0.0070 |  | 13,704 | the full model |" in card
+    assert "| no_sids | 0.0010 | 0.0100 |" in card and "| -20.0% | 13,704 | without SIDs |" in card  # 0.0100/0.0125 - 1
+    assert "no_text" not in card  # unfinished rows are not shown
+    assert json.loads((out / "ablation_results.json").read_text())["variants"]["no_sids"]["metrics"]["ndcg@10"] == 0.01
+    plain = build_model_folder(published["run"], tmp_path / "plain", MODEL_ID, DATASET_ID, RQVAE_ID,
+                               base_model_id=BACKBONE_ID)
+    assert "### Ablations" not in (plain / "README.md").read_text()
+
+    ablation_file.write_text(json.dumps({"results": {"mmesid": metrics(0.1)}}))
+    with pytest.raises(ValueError, match="not a recipes/ablation.py results.json"):
+        build_model_folder(published["run"], tmp_path / "model2", MODEL_ID, DATASET_ID, RQVAE_ID,
+                           base_model_id=BACKBONE_ID, ablation_results=ablation_file)
+
+
 # --------------------------------------------------------------------------------------------------- loading by repo id
 
 
