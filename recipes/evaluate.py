@@ -21,6 +21,9 @@ Commands:
     # RecBole's protocol (history items stay candidates), to print beside RecBole's numbers
     python recipes/evaluate.py --run_dir outputs/beauty-smollm2-135m --no_mask_history \
         --output_dir outputs/beauty-smollm2-135m/eval-unmasked
+    # (re)write a README block from a committed results.json, ranking nothing
+    python recipes/evaluate.py --report_only docs/results/full-run-newlr/eval_results.json --doc README.md \
+        --doc_block full-run-newlr
 """
 
 import time
@@ -74,6 +77,10 @@ class EvaluateArguments:
                   "`<!-- <doc_block>:start -->` and `<!-- <doc_block>:end -->`, e.g. README.md."},
     )
     doc_block: str = field(default="results", metadata={"help": "Name of the --doc markers."})
+    report_only: str | None = field(
+        default=None,
+        metadata={"help": "Rank nothing: write --doc's block from this existing results.json (of an earlier run)."},
+    )
 
 
 def markdown_block(saved: dict, source: str) -> str:
@@ -88,6 +95,15 @@ def markdown_block(saved: dict, source: str) -> str:
 
 
 def main(args: EvaluateArguments) -> dict:
+    if args.report_only:
+        if not args.doc:
+            raise ValueError("--report_only writes a table into --doc: name the Markdown file with --doc")
+        if not Path(args.report_only).is_file():
+            raise FileNotFoundError(f"--report_only {args.report_only}: no such results.json")
+        saved = read_results(args.report_only)
+        write_between_markers(args.doc, args.doc_block, markdown_block(saved, args.report_only))
+        print(f"wrote the table of {args.report_only} into {args.doc} (`{args.doc_block}` markers)")
+        return saved["results"]
     start = time.time()
     run = Run(args.run_dir)
     stats = load_stats(run.data)

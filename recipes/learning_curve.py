@@ -15,6 +15,11 @@ Commands:
         --variants paper distill zero_head
     # redraw the table and the plot from results.json
     python recipes/learning_curve.py --run_dir outputs/beauty-smollm2-135m --report_only
+    # the curve at full-data budgets: the validations of finished finetune.py runs (their results.json), one row each
+    python recipes/learning_curve.py --run_dir outputs/beauty-smollm2-135m \
+        --full_runs paper=docs/results/full-run/finetune_results.json \
+        new_lr=docs/results/full-run-newlr/finetune_results.json \
+        --baselines docs/results/curve/baselines.json --doc docs/LEARNING.md
 
 Reads the run's `data/`, `embeddings/` and `sids/` (as recipes/finetune.py does) and writes `<run_dir>/curve/` (or
 `--curve_dir`): `results.json` (every point with its protocol), `curve.md` and `curve.png`.
@@ -36,7 +41,7 @@ from trl import ModelConfig, TrlParser
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from finetune import ScriptArguments, build_trainer
 
-from mmesid_artifacts import Run, atomic_write_json, write_between_markers
+from mmesid_artifacts import Run, atomic_write_json, load_stats, write_between_markers
 from mmesid_artifacts.recipe_args import document
 from mmesid_artifacts.run import DEFAULT_RUN_DIR
 from modeling_mmesid import evaluation
@@ -151,6 +156,52 @@ def report(curve_dir: Path, doc: str | None = None) -> str:
     return table
 
 
+def full_run_table(runs: dict[str, str | Path], run_dir: str | Path, baselines: str | Path | None = None,
+                   metric: str = "ndcg@10") -> str:
+    """Validation `metric` at every evaluation of finished `recipes/finetune.py` runs (their `results.json` log
+    history), one row per run and one column per step: the learning curve at full-data budgets. The runs must have
+    been validated on the same sampled users (`max_eval_users` and `seed` of their configs); `baselines` is an
+    evaluate.py-style `{model: metrics}` file measured on those users, printed below the table."""
+    stats = load_stats(Run(run_dir).data)
+    rows, samples, users = {}, {}, set()
+    for name, path in runs.items():
+        saved = json.loads(Path(path).read_text())
+        try:
+            config = saved["run_info"]["config"]
+            history = saved["train_info"]["log_history"]
+        except KeyError as missing:
+            raise ValueError(f"{path}: not a finetune.py results.json (no {missing})") from None
+        users.add((config["script"].get("max_eval_users"), config["training"].get("seed")))
+        rows[name] = {}
+        for entry in history:
+            if f"eval_{metric}" in entry:
+                rows[name][entry["step"]] = entry[f"eval_{metric}"]
+                samples.setdefault(entry["step"], set()).add(entry.get("samples_seen"))
+    if len(users) != 1:
+        raise ValueError(f"the runs were validated on different users (max_eval_users, seed): {sorted(users, key=str)}")
+    (num_users, seed), = users
+    steps = sorted(samples)
+    protocol = evaluation.protocol_line(stats["num_items"], num_users or stats["num_validation"], "validation")
+    if num_users and num_users < stats["num_validation"]:
+        protocol += f" (sampled with seed {seed + 1} from {stats['num_validation']:,})"
+
+    def column(step):
+        seen = sorted(n for n in samples[step] if n is not None)
+        return f"step {step:,} ({'/'.join(f'{n:,}' for n in seen)} samples)" if seen else f"step {step:,}"
+
+    lines = [f"Protocol: {protocol}; validation {metric} of each run at each evaluation", "",
+             "| run | " + " | ".join(column(step) for step in steps) + " |", "|---|" + "---|" * len(steps)]
+    for name, points in rows.items():
+        lines.append(f"| {name} | " + " | ".join(f"{points[s]:.4f}" if s in points else "" for s in steps) + " |")
+    lines.append("")
+    lines.append("Sources: " + ", ".join(f"{name} `{path}`" for name, path in runs.items()) + ".")
+    if baselines:
+        scores = json.loads(Path(baselines).read_text())
+        lines.append(f"On the same users (`{baselines}`): "
+                     + ", ".join(f"{model} {row[metric]:.4f}" for model, row in scores.items()) + ".")
+    return "\n".join(lines)
+
+
 def save_curve_plot(series: dict[str, list[dict]], path: Path, width: int = 640, height: int = 400) -> None:
     """PNG of nDCG@10 (y, from 0 to the largest value) against log10(samples seen) (x), one line per variant in
     `SPECTRUM_COLOURS` order (legend in results.json order), written without matplotlib."""
@@ -205,8 +256,23 @@ def main():
     parser.add_argument("--doc", default=None,
                         help="Also write the table into this Markdown file between `<!-- curve:start -->` and "
                              "`<!-- curve:end -->` (e.g. docs/LEARNING.md), so documented figures come from results.json.")
+    parser.add_argument("--full_runs", nargs="+", default=None, metavar="NAME=RESULTS_JSON",
+                        help="Train nothing: tabulate the validations of finished finetune.py runs (their results.json) "
+                             "and write the table between `<!-- full-epoch:start/end -->` in --doc, if given.")
+    parser.add_argument("--baselines", default=None,
+                        help="With --full_runs: a {model: metrics} JSON of the baselines on the same validation users.")
     args, extra = parser.parse_known_args()
     args.extra = extra  # further finetune arguments, e.g. --per_device_train_batch_size 2
+    if args.full_runs:
+        pairs = [item.partition("=") for item in args.full_runs]
+        bad = [item for item, (_, sep, path) in zip(args.full_runs, pairs) if not sep or not path]
+        if bad:
+            parser.error(f"--full_runs takes NAME=RESULTS_JSON pairs, got {bad}")
+        table = full_run_table({name: path for name, _, path in pairs}, args.run_dir, args.baselines)
+        if args.doc:
+            write_between_markers(Path(args.doc), "full-epoch", table)
+        print(table)
+        return
     curve_dir = args.curve_dir = Path(args.curve_dir or Run(args.run_dir).curve)
     if args.report_only:
         print(report(curve_dir, args.doc))

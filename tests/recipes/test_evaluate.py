@@ -167,3 +167,23 @@ def test_evaluate_reports_the_generative_head_beside_the_ranking_head(tiny_run, 
     with pytest.raises(ValueError, match=r"`--methods` must be a non-empty subset of rank, generate"):
         recipe.main(recipe.EvaluateArguments(run_dir=str(tiny_run), output_dir=str(tmp_path / "e2"),
                                              model=str(tmp_path / "model"), methods=["beam"]))
+
+
+def test_report_only_rewrites_a_doc_block_from_results_json_without_ranking(tiny_run, tmp_path):
+    recipe = _recipe("evaluate")
+    doc = tmp_path / "README.md"
+    doc.write_text("<!-- a:start -->\nold\n<!-- a:end -->\n<!-- b:start -->\nold\n<!-- b:end -->\n")
+    recipe.main(recipe.EvaluateArguments(run_dir=str(tiny_run), output_dir=str(tmp_path / "eval"), max_users=10,
+                                         doc=str(doc), doc_block="a"))
+    saved = tmp_path / "eval" / "results.json"
+    written = doc.read_text().split("<!-- a:start -->\n")[1].split("\n<!-- a:end -->")[0]
+    # Rank nothing (no run folder at all), and write the same table into the other block.
+    results = recipe.main(recipe.EvaluateArguments(run_dir=str(tmp_path / "absent"), report_only=str(saved),
+                                                   doc=str(doc), doc_block="b"))
+    assert set(results) == {"popularity", "transition"}
+    assert doc.read_text() == f"<!-- a:start -->\n{written}\n<!-- a:end -->\n<!-- b:start -->\n{written}\n<!-- b:end -->\n"
+    with pytest.raises(ValueError, match="--doc"):
+        recipe.main(recipe.EvaluateArguments(report_only=str(saved)))
+    with pytest.raises(FileNotFoundError, match="no_such.json"):
+        recipe.main(recipe.EvaluateArguments(report_only=str(tmp_path / "no_such.json"), doc=str(doc)))
+    assert doc.read_text().count("| transition |") == 2

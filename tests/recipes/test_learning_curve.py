@@ -1,11 +1,13 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
 """The learning-curve recipe on the tiny run: the same samples for every variant, a point per budget, resumable."""
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 
+import pytest
 from mmesid_testing import REPO, finetune_config
 
 
@@ -53,3 +55,44 @@ def test_learning_curve_points_and_resume(tiny_run, tmp_path):
     text = doc.read_text()
     assert "old table" not in text and "| paper |" in text
     assert text.startswith("# before\n<!-- curve:start -->\n") and text.endswith("<!-- curve:end -->\nafter\n")
+
+
+def _finetune_results(path, evals, max_eval_users=10, seed=42):
+    history = [{"loss": 9.0, "step": 5}]
+    history += [{"eval_ndcg@10": value, "samples_seen": seen, "step": step} for step, seen, value in evals]
+    path.write_text(json.dumps({"run_info": {"config": {"script": {"max_eval_users": max_eval_users},
+                                                          "training": {"seed": seed}}},
+                                "train_info": {"log_history": history}}))
+    return str(path)
+
+
+def test_full_run_table_from_finetune_results(tiny_run, tmp_path):
+    spec = importlib.util.spec_from_file_location("recipe_learning_curve", CURVE)
+    curve = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(curve)
+    stats = json.loads((tiny_run / "data" / "stats.json").read_text())
+    paper = _finetune_results(tmp_path / "paper.json", [(10, 540, 0.0221), (20, 1075, 0.03406)])
+    fast = _finetune_results(tmp_path / "fast.json", [(10, 540, 0.04312), (20, 1075, 0.0515), (28, 1500, 0.05)])
+    baselines = tmp_path / "baselines.json"
+    baselines.write_text(json.dumps({"popularity": {"ndcg@10": 0.00771}, "sasrec": {"ndcg@10": 0.0692}}))
+    table = curve.full_run_table({"paper": paper, "new_lr": fast}, tiny_run, baselines).splitlines()
+    assert table[0].startswith("Protocol: validation: leave-one-out, full ranking over")
+    assert f"10 users (sampled with seed 43 from {stats['num_validation']:,})" in table[0]
+    assert table[2] == "| run | step 10 (540 samples) | step 20 (1,075 samples) | step 28 (1,500 samples) |"
+    assert table[4] == "| paper | 0.0221 | 0.0341 |  |"
+    assert table[5] == "| new_lr | 0.0431 | 0.0515 | 0.0500 |"
+    assert table[-1] == f"On the same users (`{baselines}`): popularity 0.0077, sasrec 0.0692."
+    other = _finetune_results(tmp_path / "other.json", [(10, 540, 0.02)], max_eval_users=20)
+    with pytest.raises(ValueError, match="different users"):
+        curve.full_run_table({"paper": paper, "other": other}, tiny_run)
+    (tmp_path / "eval.json").write_text(json.dumps({"protocol": "x", "results": {}}))
+    with pytest.raises(ValueError, match="eval.json: not a finetune.py results.json"):
+        curve.full_run_table({"paper": str(tmp_path / "eval.json")}, tiny_run)
+    doc = tmp_path / "LEARNING.md"
+    doc.write_text("<!-- full-epoch:start -->\n<!-- full-epoch:end -->\n")
+    done = _run(["--run_dir", str(tiny_run), "--full_runs", f"paper={paper}", f"new_lr={fast}", "--doc", str(doc)],
+                tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| new_lr | 0.0431 | 0.0515 | 0.0500 |" in doc.read_text()
+    bad = _run(["--run_dir", str(tiny_run), "--full_runs", paper], tmp_path)
+    assert bad.returncode != 0 and "NAME=RESULTS_JSON" in bad.stderr
