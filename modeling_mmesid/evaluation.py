@@ -263,13 +263,18 @@ def evaluate_recommender(
     return out
 
 
-def protocol_line(num_items: int, num_users: int, split: str = "test", mask_history: bool = True) -> str:
-    """The protocol printed under every table and stored in every `results.json`."""
+def protocol_line(num_items: int, num_users: int, split: str = "test", mask_history: bool = True,
+                  sampled: tuple[int, int] | None = None) -> str:
+    """The protocol printed under every table and stored in every `results.json`. `sampled=(seed, population)` says
+    how the users were drawn when they are fewer than the split's `population`."""
     masked = "history items and padding masked" if mask_history else "padding masked, history items kept (RecBole)"
-    return (
+    line = (
         f"{split}: leave-one-out, full ranking over {num_items:,} items, {masked}, "
         f"ties averaged (expected metric over the tied positions), NaN scores ranked last, {num_users:,} users"
     )
+    if sampled is not None and num_users < sampled[1]:
+        line += f" (sampled with seed {sampled[0]} from {sampled[1]:,})"
+    return line
 
 
 def format_table(results: dict[str, dict], ks: Sequence[int] = DEFAULT_KS, protocol: str | None = None) -> str:

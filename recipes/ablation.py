@@ -108,8 +108,8 @@ def main():
         metrics = points[-1]
         metrics["wall_seconds"] = round(time.time() - start, 1)
         results["protocol"] = (
-            evaluation.protocol_line(stats["num_items"], num_test, "test")
-            + f" (sampled with seed {args.seed + 2} from {stats['num_test']:,}); training: the same {args.seed}-shuffled"
+            evaluation.protocol_line(stats["num_items"], num_test, "test", sampled=(args.seed + 2, stats["num_test"]))
+            + f"; training: the same {args.seed}-shuffled"
             f" users for every variant, one cosine schedule over {args.budget:,} samples"
         )
         results["variants"][name] = {"description": description, "overrides": overrides, "metrics": metrics,

@@ -152,9 +152,8 @@ def main(args: EvaluateArguments) -> dict:
             recommender, split, num_items, batch_size=args.model_batch_size
         )
         results[f"mmesid-{method}"]["seconds"] = round(time.time() - tic, 2)
-    protocol = evaluation.protocol_line(num_items, split.num_rows, args.split, mask_history=not args.no_mask_history)
-    if split.num_rows < total:
-        protocol += f" (sampled with seed {args.seed} from {total:,})"
+    protocol = evaluation.protocol_line(num_items, split.num_rows, args.split, mask_history=not args.no_mask_history,
+                                        sampled=(args.seed, total))
     generated = [name for name in ("mmesid-generate", "mmesid-rerank") if name in results]
     if generated:
         protocol += (f"; {' and '.join(generated)}: constrained beam search, {k} beams per user, "

@@ -185,9 +185,8 @@ def main(script_args: ScriptArguments, training_args: MMESIDTrainingConfig, mode
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     test_metrics = trainer.evaluate(test, metric_key_prefix="test")
     results = {"mmesid": {k.removeprefix("test_"): v for k, v in test_metrics.items()}}
-    protocol = evaluation.protocol_line(stats["num_items"], test.num_rows, "test")
-    if script_args.max_test_users is not None and test.num_rows < stats["num_test"]:
-        protocol += f" (sampled with seed {training_args.seed + 2} from {stats['num_test']:,})"
+    protocol = evaluation.protocol_line(stats["num_items"], test.num_rows, "test",
+                                        sampled=(training_args.seed + 2, stats["num_test"]))
     if script_args.max_train_users is not None:
         protocol += f"; trained on {script_args.max_train_users:,} sampled users' samples ({num_train:,})"
     trainer.accelerator.print(evaluation.format_table(results, protocol=protocol))

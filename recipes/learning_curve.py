@@ -181,9 +181,8 @@ def full_run_table(runs: dict[str, str | Path], run_dir: str | Path, baselines: 
         raise ValueError(f"the runs were validated on different users (max_eval_users, seed): {sorted(users, key=str)}")
     (num_users, seed), = users
     steps = sorted(samples)
-    protocol = evaluation.protocol_line(stats["num_items"], num_users or stats["num_validation"], "validation")
-    if num_users and num_users < stats["num_validation"]:
-        protocol += f" (sampled with seed {seed + 1} from {stats['num_validation']:,})"
+    protocol = evaluation.protocol_line(stats["num_items"], num_users or stats["num_validation"], "validation",
+                                        sampled=(seed + 1, stats["num_validation"]))
 
     def column(step):
         seen = sorted(n for n in samples[step] if n is not None)
@@ -298,8 +297,9 @@ def main():
         stats, num_eval = run_variant(name, training_args_for(args, args.config), args.budgets, args.eval_users,
                                       args.seed, on_point)
         results["protocol"] = (
-            evaluation.protocol_line(stats["num_items"], num_eval, "validation")
-            + f" (sampled with seed {args.seed + 1} from {stats['num_validation']:,}); training: the same "
+            evaluation.protocol_line(stats["num_items"], num_eval, "validation",
+                                     sampled=(args.seed + 1, stats["num_validation"]))
+            + "; training: the same "
             f"{args.seed}-shuffled users for every variant, one cosine schedule over {max(args.budgets):,} samples"
         )
         entry["finished"] = True

@@ -3,8 +3,10 @@
 (`tiny_text_config`, `tiny_item_tables`, `tiny_mmesid`), and a complete tiny run folder (data, embeddings, semantic
 IDs, a random Llama backbone) for the recipe and Hub tests. Imported as `mmesid_testing` (tests/ is on sys.path)."""
 
+import importlib.util
 import os
 import random
+import sys
 from pathlib import Path
 
 import pytest
@@ -179,3 +181,20 @@ def finetune_config(run: Path, output_dir: Path, **overrides) -> Path:
     path.write_text(yaml.safe_dump(cfg))
     return path
 
+
+
+def import_recipe(name: str):
+    """Import `recipes/<name>.py` in this process, then undo what it did to `sys.path` and `sys.modules`: recipes put
+    recipes/ first on the path, where `evaluate.py` would shadow the `evaluate` library for every later test."""
+    recipes = REPO / "recipes"
+    path_before, modules_before = list(sys.path), set(sys.modules)
+    try:
+        spec = importlib.util.spec_from_file_location(f"recipe_{name}", recipes / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path[:] = path_before
+        for added in set(sys.modules) - modules_before:
+            if str(getattr(sys.modules[added], "__file__", None) or "").startswith(str(recipes)):
+                del sys.modules[added]
+    return module

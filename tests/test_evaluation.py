@@ -102,6 +102,8 @@ def test_unmasked_history_is_recbole_protocol():
     assert "history items kept (RecBole)" in evaluation.protocol_line(4, 1, mask_history=False)
     line = evaluation.protocol_line(4, 1)
     assert "ties averaged (expected metric over the tied positions)" in line and "NaN scores ranked last" in line
+    assert evaluation.protocol_line(4, 1, sampled=(43, 2_000)).endswith(", 1 users (sampled with seed 43 from 2,000)")
+    assert evaluation.protocol_line(4, 2_000, sampled=(43, 2_000)) == evaluation.protocol_line(4, 2_000)
 
 
 def test_nan_users_are_counted_and_warned(caplog):

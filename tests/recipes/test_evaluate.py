@@ -1,19 +1,14 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
 """recipes/evaluate.py: every scorer on the same users, the protocol line, results.json; accelerate configs parse."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
-from mmesid_testing import REPO
+from mmesid_testing import REPO, import_recipe
 
 
-def _recipe(name):
-    spec = importlib.util.spec_from_file_location(f"recipe_{name}", REPO / "recipes" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+_recipe = import_recipe
 
 
 def test_evaluate_baselines_on_sampled_users(tiny_run, tmp_path, capsys):

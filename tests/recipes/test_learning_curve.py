@@ -1,14 +1,13 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
 """The learning-curve recipe on the tiny run: the same samples for every variant, a point per budget, resumable."""
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 
 import pytest
-from mmesid_testing import REPO, finetune_config
+from mmesid_testing import REPO, finetune_config, import_recipe
 
 
 CURVE = REPO / "recipes" / "learning_curve.py"
@@ -57,22 +56,6 @@ def test_learning_curve_points_and_resume(tiny_run, tmp_path):
     assert text.startswith("# before\n<!-- curve:start -->\n") and text.endswith("<!-- curve:end -->\nafter\n")
 
 
-def _import_recipe_cleanly(path):
-    """Import a recipe in this process, then undo what it did to `sys.path` and `sys.modules`: recipes put recipes/
-    first on the path, where `evaluate.py` would shadow the `evaluate` library for every later test."""
-    path_before, modules_before = list(sys.path), set(sys.modules)
-    try:
-        spec = importlib.util.spec_from_file_location(f"recipe_{path.stem}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path[:] = path_before
-        for name in set(sys.modules) - modules_before:
-            if str(getattr(sys.modules[name], "__file__", None) or "").startswith(str(path.parent)):
-                del sys.modules[name]
-    return module
-
-
 def _finetune_results(path, evals, max_eval_users=10, seed=42):
     history = [{"loss": 9.0, "step": 5}]
     history += [{"eval_ndcg@10": value, "samples_seen": seen, "step": step} for step, seen, value in evals]
@@ -83,7 +66,7 @@ def _finetune_results(path, evals, max_eval_users=10, seed=42):
 
 
 def test_full_run_table_from_finetune_results(tiny_run, tmp_path):
-    curve = _import_recipe_cleanly(CURVE)
+    curve = import_recipe("learning_curve")
     stats = json.loads((tiny_run / "data" / "stats.json").read_text())
     paper = _finetune_results(tmp_path / "paper.json", [(10, 540, 0.0221), (20, 1075, 0.03406)])
     fast = _finetune_results(tmp_path / "fast.json", [(10, 540, 0.04312), (20, 1075, 0.0515), (28, 1500, 0.05)])
