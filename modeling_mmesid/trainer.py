@@ -273,7 +273,7 @@ class MMESIDTrainer(SFTTrainer):
                 "`tokenization.sasrec.sasrec_scorer(SASRecModel.from_pretrained(...))`)."
             )
         self.teacher = teacher
-        self._samples_seen = 0
+        self._samples_seen, self._samples_seen_offset = 0, 0  # `train` resets both (the offset from a resumed state)
         packing = training_args is not None and getattr(training_args, "prefix_packing", False)
         if packing:
             train_dataset = kwargs.get("train_dataset")
@@ -389,13 +389,22 @@ class MMESIDTrainer(SFTTrainer):
         terms = torch.where(p_teacher > 0, p_teacher * (log_p_teacher - log_p_student), 0.0)
         return terms.sum(-1) * (lengths > 0)
 
+    def train(self, *args, **kwargs):
+        """`Trainer.train`; `samples_seen` counts from 0, or, resumed, from the last count of the checkpoint's log
+        history (the state `Trainer` restores inside `train`, so the count is taken at this call's first `log`)."""
+        self._samples_seen, self._samples_seen_offset = 0, None
+        return super().train(*args, **kwargs)
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """`Trainer.log` plus `samples_seen`: training samples consumed so far by this run (over all processes; not
-        restored on resume)."""
+        """`Trainer.log` plus `samples_seen`: training samples consumed so far by this run, over all processes; a
+        resumed run goes on from its checkpoint's count, so the figure at a step is the same as an uninterrupted run's."""
+        if self._samples_seen_offset is None:
+            restored = [entry["samples_seen"] for entry in self.state.log_history if "samples_seen" in entry]
+            self._samples_seen_offset = max(restored, default=0)
         seen = torch.tensor(self._samples_seen, device=self.args.device)
         if self.args.world_size > 1:
             seen = self.accelerator.reduce(seen, reduction="sum")
-        logs["samples_seen"] = int(seen)
+        logs["samples_seen"] = int(seen) + self._samples_seen_offset
         super().log(logs, start_time)
 
     def create_optimizer(self, model=None):

@@ -156,6 +156,21 @@ def report(curve_dir: Path, doc: str | None = None) -> str:
     return table
 
 
+def cumulative_samples_seen(history: list[dict]) -> list[dict]:
+    """`log_history` with `samples_seen` counted over the whole run. Before 2026-12-05 a resumed run's counter restarted
+    from 0 after its checkpoint (`MMESIDTrainer.log` now goes on from the checkpoint's count): a count below the one
+    logged before it is such a restart, and the earlier count is added to it and to every later one."""
+    out, offset, last = [], 0, 0
+    for entry in history:
+        if entry.get("samples_seen") is not None:
+            if entry["samples_seen"] + offset < last:
+                offset = last
+            entry = {**entry, "samples_seen": entry["samples_seen"] + offset}
+            last = entry["samples_seen"]
+        out.append(entry)
+    return out
+
+
 def full_run_table(runs: dict[str, str | Path], run_dir: str | Path, baselines: str | Path | None = None,
                    metric: str = "ndcg@10") -> str:
     """Validation `metric` at every evaluation of finished `recipes/finetune.py` runs (their `results.json` log
@@ -173,7 +188,7 @@ def full_run_table(runs: dict[str, str | Path], run_dir: str | Path, baselines: 
             raise ValueError(f"{path}: not a finetune.py results.json (no {missing})") from None
         users.add((config["script"].get("max_eval_users"), config["training"].get("seed")))
         rows[name] = {}
-        for entry in history:
+        for entry in cumulative_samples_seen(history):
             if f"eval_{metric}" in entry:
                 rows[name][entry["step"]] = entry[f"eval_{metric}"]
                 samples.setdefault(entry["step"], set()).add(entry.get("samples_seen"))

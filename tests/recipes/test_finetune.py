@@ -148,6 +148,14 @@ def test_resume_after_interruption_matches_uninterrupted(tiny_run, tmp_path):
     resumed = json.loads((tmp_path / "cut" / "results.json").read_text())["results"]["mmesid"]
     for key in ("ndcg@5", "ndcg@10", "ndcg@20", "hr@10", "mrr@10", "loss"):
         assert resumed[key] == pytest.approx(full[key], abs=1e-6), key
+    # the samples counter goes on from the checkpoint's count (it restarted from 0 before 2026-12-05): every logged
+    # entry after the resume, training and validation, says what the uninterrupted run said at that step
+    def seen(name):
+        history = json.loads((tmp_path / name / "results.json").read_text())["train_info"]["log_history"]
+        return [(e["step"], "loss" in e, e["samples_seen"]) for e in history if "samples_seen" in e]
+
+    after = [entry for entry in seen("cut") if entry[0] > 4]
+    assert after and set(after) <= set(seen("full")), (seen("cut"), seen("full"))
     # no pickled training arguments in a checkpoint or the output folder; their JSON instead (resuming read neither)
     assert not list((tmp_path / "cut").rglob("training_args.bin"))
     saved = json.loads((tmp_path / "cut" / "checkpoint-4" / "training_args.json").read_text())

@@ -93,3 +93,22 @@ def test_full_run_table_from_finetune_results(tiny_run, tmp_path):
     assert "| new_lr | 0.0431 | 0.0515 | 0.0500 |" in doc.read_text()
     bad = _run(["--run_dir", str(tiny_run), "--full_runs", paper], tmp_path)
     assert bad.returncode != 0 and "NAME=RESULTS_JSON" in bad.stderr
+
+
+def test_full_run_table_counts_the_samples_of_a_resumed_run_over_the_whole_run(tiny_run, tmp_path):
+    """A run resumed from its step-10 checkpoint before the trainer kept the count: its counter restarted at 0 after
+    step 10 (27 samples by step 15), so its step-20 figure is 540 + 535, as the uninterrupted run's."""
+    curve = import_recipe("learning_curve")
+    whole = _finetune_results(tmp_path / "whole.json", [(10, 540, 0.02), (20, 1075, 0.03)])
+    resumed = tmp_path / "resumed.json"
+    _finetune_results(resumed, [(10, 540, 0.021)])
+    saved = json.loads(resumed.read_text())
+    saved["train_info"]["log_history"] += [{"loss": 8.0, "samples_seen": 27, "step": 15},
+                                           {"eval_ndcg@10": 0.031, "samples_seen": 535, "step": 20}]
+    resumed.write_text(json.dumps(saved))
+    table = curve.full_run_table({"whole": whole, "resumed": str(resumed)}, tiny_run).splitlines()
+    assert table[2] == "| run | step 10 (540 samples) | step 20 (1,075 samples) |"
+    assert table[5] == "| resumed | 0.0210 | 0.0310 |"
+    history = saved["train_info"]["log_history"]
+    assert [e.get("samples_seen") for e in curve.cumulative_samples_seen(history)] == [None, 540, 567, 1075]
+    assert [e.get("samples_seen") for e in history] == [None, 540, 27, 535]  # the input is left as it was
