@@ -19,6 +19,7 @@ search (`max(eval_ks)` beams; a target not generated is a miss). `prefix_packing
 """
 
 import importlib.util
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,12 +30,16 @@ from torch import nn
 from transformers import EvalPrediction
 from trl import SFTConfig, SFTTrainer
 
-from mmesid_artifacts import atomic_write_text
+from mmesid_artifacts import atomic_write_json, atomic_write_text
 
 from .evaluation import DEFAULT_KS, metrics_from_ranks, pad_histories, ranks_from_recommendations, target_ranks
 from .modeling_mmesid import PACKED_MASK_ATTENTION
 from .packing import MMESIDPackedCollator, group_samples_by_user
 from .precision import use_bf16
+
+
+# written into every checkpoint: the training samples seen up to it, where a resumed run's count goes on from
+SAMPLES_SEEN_FILE = "mmesid_samples_seen.json"
 
 
 @dataclass
@@ -273,7 +278,7 @@ class MMESIDTrainer(SFTTrainer):
                 "`tokenization.sasrec.sasrec_scorer(SASRecModel.from_pretrained(...))`)."
             )
         self.teacher = teacher
-        self._samples_seen, self._samples_seen_offset = 0, 0  # `train` resets both (the offset from a resumed state)
+        self._samples_seen, self._samples_seen_offset = 0, 0  # `train` resets both (the offset from a checkpoint)
         packing = training_args is not None and getattr(training_args, "prefix_packing", False)
         if packing:
             train_dataset = kwargs.get("train_dataset")
@@ -389,22 +394,42 @@ class MMESIDTrainer(SFTTrainer):
         terms = torch.where(p_teacher > 0, p_teacher * (log_p_teacher - log_p_student), 0.0)
         return terms.sum(-1) * (lengths > 0)
 
-    def train(self, *args, **kwargs):
-        """`Trainer.train`; `samples_seen` counts from 0, or, resumed, from the last count of the checkpoint's log
-        history (the state `Trainer` restores inside `train`, so the count is taken at this call's first `log`)."""
-        self._samples_seen, self._samples_seen_offset = 0, None
-        return super().train(*args, **kwargs)
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
+        """`Trainer.train`; `samples_seen` counts from 0, or, resumed, from the count the checkpoint saved
+        (`SAMPLES_SEEN_FILE`, written by `_save_checkpoint`), so that a step's figure is an uninterrupted run's."""
+        self._samples_seen, self._samples_seen_offset = 0, 0
+        checkpoint = resume_from_checkpoint
+        if checkpoint is True:
+            from transformers.trainer_utils import get_last_checkpoint
 
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """`Trainer.log` plus `samples_seen`: training samples consumed so far by this run, over all processes; a
-        resumed run goes on from its checkpoint's count, so the figure at a step is the same as an uninterrupted run's."""
-        if self._samples_seen_offset is None:
-            restored = [entry["samples_seen"] for entry in self.state.log_history if "samples_seen" in entry]
-            self._samples_seen_offset = max(restored, default=0)
+            checkpoint = get_last_checkpoint(self.args.output_dir)
+        if checkpoint and (Path(checkpoint) / SAMPLES_SEEN_FILE).is_file():
+            self._samples_seen_offset = json.loads((Path(checkpoint) / SAMPLES_SEEN_FILE).read_text())["samples_seen"]
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _global_samples_seen(self) -> int:
+        """Training samples consumed so far by this run, over all processes (a collective call)."""
         seen = torch.tensor(self._samples_seen, device=self.args.device)
         if self.args.world_size > 1:
             seen = self.accelerator.reduce(seen, reduction="sum")
-        logs["samples_seen"] = int(seen) + self._samples_seen_offset
+        return int(seen) + self._samples_seen_offset
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """`Trainer._save_checkpoint`, plus the samples seen so far (`SAMPLES_SEEN_FILE`), which `train` reads back
+        when the run resumes from this checkpoint. Written first, so a checkpoint with a `trainer_state.json` has it."""
+        seen = self._global_samples_seen()
+        if self.args.should_save:
+            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+            folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(folder / SAMPLES_SEEN_FILE, {"samples_seen": seen})
+        super()._save_checkpoint(model, trial)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """`Trainer.log` plus `samples_seen`: training samples consumed so far by this run, over all processes; a
+        resumed run goes on from its checkpoint's count."""
+        logs["samples_seen"] = self._global_samples_seen()
         super().log(logs, start_time)
 
     def create_optimizer(self, model=None):

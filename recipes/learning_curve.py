@@ -158,7 +158,7 @@ def report(curve_dir: Path, doc: str | None = None) -> str:
 
 def cumulative_samples_seen(history: list[dict]) -> list[dict]:
     """`log_history` with `samples_seen` counted over the whole run. Before 2026-12-05 a resumed run's counter restarted
-    from 0 after its checkpoint (`MMESIDTrainer.log` now goes on from the checkpoint's count): a count below the one
+    from 0 after its checkpoint (checkpoints now keep the count, `trainer.SAMPLES_SEEN_FILE`): a count below the one
     logged before it is such a restart, and the earlier count is added to it and to every later one."""
     out, offset, last = [], 0, 0
     for entry in history:

@@ -156,6 +156,10 @@ def test_resume_after_interruption_matches_uninterrupted(tiny_run, tmp_path):
 
     after = [entry for entry in seen("cut") if entry[0] > 4]
     assert after and set(after) <= set(seen("full")), (seen("cut"), seen("full"))
+    from modeling_mmesid.trainer import SAMPLES_SEEN_FILE
+
+    saved_count = json.loads((tmp_path / "cut" / "checkpoint-4" / SAMPLES_SEEN_FILE).read_text())["samples_seen"]
+    assert (4, True, saved_count) in seen("full"), (saved_count, seen("full"))  # logging_steps 2: step 4 is logged
     # no pickled training arguments in a checkpoint or the output folder; their JSON instead (resuming read neither)
     assert not list((tmp_path / "cut").rglob("training_args.bin"))
     saved = json.loads((tmp_path / "cut" / "checkpoint-4" / "training_args.json").read_text())
