@@ -121,6 +121,13 @@ class MMESIDConfig(PreTrainedConfig):
         decoding steps; the collaborative codes carry the co-purchase signal). `"combined"`: every modality's codes
         in `modalities` order (`num_modalities * num_levels + 1` steps, fewer collisions). The suffix is written with
         the tokens of level 0 of the first generated modality (it is only ever predicted, never read as an input).
+    layout (`str`, *optional*, defaults to `"chat"`):
+        How the processor lays a history out as a prompt, and so where the user state is read (set by
+        [`MMESIDProcessor`], whose `layout` must match). `"chat"`: the paper's prompt (§3.3), the history's item
+        tokens inside the chat template's user turn, read out at the end of the assistant header; prefix-tree
+        packing trains every sample of a user in one row, each sample with its own copy of the tokens after the
+        history. `"causal"`: the instruction, then the item tokens, read out at the last one; every target of a user
+        is read from one ordinary causal pass over the user's sequence, as SASRec trains (docs/LAYOUT.md).
 
     Example:
 
@@ -162,6 +169,7 @@ class MMESIDConfig(PreTrainedConfig):
     head: Literal["ranking", "generative", "both"] = "ranking"
     generative_loss_weight: float = 1.0
     generative_id: Literal["collaborative", "combined"] = "collaborative"
+    layout: Literal["chat", "causal"] = "chat"
 
     def __post_init__(self, **kwargs):
         moved = {name: kwargs.pop(name) for name in MOVED_TO_PROCESSOR if name in kwargs}

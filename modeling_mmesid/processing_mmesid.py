@@ -20,6 +20,7 @@ DEFAULT_MODALITIES = KNOWN_MODALITIES  # the paper's order: collaborative, image
 # The prompt of the official README (docs/METHOD.md, "Prompt"); only the processor reads it.
 DEFAULT_SYSTEM_PROMPT = "You are a helpful AI assistant for recommendations"
 DEFAULT_INSTRUCTION = "Given the user's purchase history, predict next possible item to be purchased. "
+LAYOUTS = ("chat", "causal")  # `MMESIDConfig.layout`
 
 
 def sid_token(modality: str, level: int, code: int) -> str:
@@ -71,6 +72,13 @@ class MMESIDProcessor(ProcessorMixin):
         max_length (`int`, *optional*):
             Longest prompt in tokens (e.g. the backbone's `max_position_embeddings`); longer prompts are refused
             rather than truncated (histories are not truncated, paper §4.1).
+        layout (`str`, *optional*, defaults to `"chat"`):
+            How a history is laid out as a prompt (`MMESIDConfig.layout`; the model refuses a processor whose layout
+            differs from its own). `"chat"`: the paper's prompt above, read out at its final token, the end of the
+            assistant header. `"causal"`: the same chat rendering up to the first placeholder, then the history's
+            placeholders and nothing after them, read out at the last one (at the instruction's last token for an
+            empty history). Every `"causal"` prompt is a prefix of the next longer one, so one causal pass over a
+            user's whole sequence gives the user state for every training target (docs/LAYOUT.md).
     """
 
     def __init__(
@@ -86,6 +94,7 @@ class MMESIDProcessor(ProcessorMixin):
         instruction: str = DEFAULT_INSTRUCTION,
         strip_generation_suffix: bool = True,
         max_length: int | None = None,
+        layout: str = "chat",
         **kwargs,
     ):
         if tokenizer is None:
@@ -99,13 +108,16 @@ class MMESIDProcessor(ProcessorMixin):
         self.instruction = instruction
         self.strip_generation_suffix = strip_generation_suffix
         self.max_length = max_length
+        if layout not in LAYOUTS:
+            raise ValueError(f"`layout` must be one of {list(LAYOUTS)}, got {layout!r}.")
+        self.layout = layout
         if self.num_levels < 1 or self.codebook_size < 2:
             raise ValueError(
                 f"`num_levels` must be >= 1 and `codebook_size` >= 2, got {self.num_levels} and {self.codebook_size}."
             )
         super().__init__(tokenizer, chat_template=chat_template)
         self._add_tokens()
-        self._prompt_cache: dict[int, list[int]] = {}
+        self._prompt_cache: dict = {}
 
     # ------------------------------------------------------------------ tokens
     @property
@@ -156,6 +168,7 @@ class MMESIDProcessor(ProcessorMixin):
             "codebook_size": self.codebook_size,
             "item_token_id": self.item_token_id,
             "sid_token_offset": self.sid_token_offset,
+            "layout": self.layout,
         }
 
     # ------------------------------------------------------------------ prompts
@@ -176,9 +189,26 @@ class MMESIDProcessor(ProcessorMixin):
         )
         return text.rstrip() if self.strip_generation_suffix else text
 
+    def _causal_prefix(self) -> list[int]:
+        """`layout="causal"`: the chat rendering of a one-item history up to its placeholder (system message and
+        instruction)."""
+        ids = self._chat_prompt_ids(1)
+        return ids[: ids.index(self.item_token_id)]
+
     def _prompt_ids(self, num_history_items: int) -> list[int]:
         # The prompt depends only on the history length, so token ids are cached per length.
         ids = self._prompt_cache.get(num_history_items)
+        if ids is None:
+            if self.layout == "causal":
+                ids = self._causal_prefix() + [self.item_token_id] * num_history_items
+            else:
+                ids = self._chat_prompt_ids(num_history_items)
+            self._prompt_cache[num_history_items] = ids
+        return ids
+
+    def _chat_prompt_ids(self, num_history_items: int) -> list[int]:
+        key = ("chat", num_history_items)
+        ids = self._prompt_cache.get(key)
         if ids is None:
             text = self.render_prompt(num_history_items)
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -188,7 +218,7 @@ class MMESIDProcessor(ProcessorMixin):
                     f"The chat template kept {n_found} of {num_history_items} `{self.item_token}` placeholders; "
                     "check `chat_template` and `item_token`."
                 )
-            self._prompt_cache[num_history_items] = ids
+            self._prompt_cache[key] = ids
         return ids
 
     def prompt_token_ids(self, num_history_items: int) -> list[int]:

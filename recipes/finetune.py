@@ -77,6 +77,10 @@ class ScriptArguments:
         _LIBRARY, "item_head_init", "normal (paper) | zero | collaborative | item_tokens (docs/LEARNING.md)."
     )
     fusion_gate_init: str = library_default(_LIBRARY, "fusion_gate_init", "normal | torch (official code's init).")
+    layout: str = library_default(
+        _LIBRARY, "layout", "chat (paper: read out after the assistant header) | causal (read out at each item token; "
+        "every target of a user in one causal pass; docs/LAYOUT.md)."
+    )
     distill_teacher: str | None = field(
         default=None,
         metadata={"help": "SASRec folder of the distillation teacher (with --distill_weight > 0); default "
@@ -143,7 +147,7 @@ def build_trainer(script_args: ScriptArguments, training_args: MMESIDTrainingCon
     sids_dir = Path(script_args.sids_dir) if script_args.sids_dir else run.sids
     # checked against data/stats.json, in the model's modality order
     tables = load_item_tables_from(run.embeddings, sids_dir, run.data, script_args.modalities)
-    processor = MMESIDProcessor(tokenizer, **tables.processor_kwargs())
+    processor = MMESIDProcessor(tokenizer, layout=script_args.layout, **tables.processor_kwargs())
     backbone_kwargs = {**load_kwargs, **backbone_dtype_kwargs(model_args, training_args)}
     use_codebooks = script_args.sid_init == "codebook"
     model = MMESIDForSequentialRecommendation.from_backbone(

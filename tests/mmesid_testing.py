@@ -82,12 +82,14 @@ def tiny_mmesid(
     sids: torch.Tensor | None = None,
     text_config=None,
     text_config_kwargs: dict | None = None,
+    layout: str = "chat",
     **config_kwargs,
 ):
     """The tiny random MME-SID of the model tests: a random `tiny_text_config` backbone around `tiny_item_tables`,
     weights seeded with `torch.manual_seed(seed)`, built by `MMESIDForSequentialRecommendation.from_backbone`.
 
-    `tokenizer` defaults to the tiny Llama-3 tokenizer; `processor` (built on it) replaces the processor built here.
+    `tokenizer` defaults to the tiny Llama-3 tokenizer; `processor` (built on it) replaces the processor built here
+    (which lays prompts out as `layout` says).
     The backbone is `tiny_text_config(len(processor.tokenizer), **text_config_kwargs)` (its vocabulary already holds
     the added tokens, so nothing is resized), or `text_config` when given. The codebooks initialize the SID rows
     unless `sid_init="random"`. Other keywords are `MMESIDConfig` fields (`head`, `fusion`, `fusion_temperature`, ...).
@@ -100,7 +102,7 @@ def tiny_mmesid(
     if processor is None:
         tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(TINY_TOKENIZER_DIR)
         processor = MMESIDProcessor(tokenizer, modalities=modalities, num_levels=num_levels,
-                                    codebook_size=codebook_size, num_items=num_items)
+                                    codebook_size=codebook_size, num_items=num_items, layout=layout)
     if text_config is None:
         text_config = tiny_text_config(len(processor.tokenizer), **(text_config_kwargs or {}))
     tables = tiny_item_tables(num_items, modalities, seed, num_levels, codebook_size, codebook_dim, sids)
