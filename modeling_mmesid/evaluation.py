@@ -13,14 +13,16 @@ tie-break), and every metric is its exact expectation over those positions. Brea
 ids follow first appearance, which tracks popularity. `target_ranks` returns the block `(first, last)`; without ties
 `first == last` is the rank.
 
-Non-finite scores: NaN is worse than every number, `-inf` included. A target scored NaN is ranked last among the
-candidates (`first = last = number of candidates`, no credit for ties with other NaNs), and a NaN candidate never
-outranks or ties a non-NaN target, so a diverged (all-NaN) scorer gets metrics near 0, never 1. `+inf` and `-inf` are
-ordinary values: they tie with equal infinities. `evaluate_scorer` reports the number of users with a NaN among their
-candidates' scores as `nan_users`, and a warning is logged.
+A miss is explicit: `first = last = MISS_RANK` (`+inf`, so ranks are float64), which scores 0 at every k, whatever
+the size of the catalog (a finite stand-in such as "number of candidates" or `num_items + 1` is a hit once k reaches
+it, in a small catalog).
 
-A target that is also in the history is, with history masking, not a candidate and counts as a miss
-(`first = last = num_items + 1`), as in RecBole.
+Non-finite scores: NaN is worse than every number, `-inf` included. A target scored NaN is a miss (no credit for ties
+with other NaNs), and a NaN candidate never outranks or ties a non-NaN target, so a diverged (all-NaN) scorer gets 0,
+never 1, at every k. `+inf` and `-inf` are ordinary values: they tie with equal infinities. `evaluate_scorer` reports
+the number of users with a NaN among their candidates' scores as `nan_users`, and a warning is logged.
+
+A target that is also in the history is, with history masking, not a candidate and counts as a miss, as in RecBole.
 
 Metrics, with one target per user, `r` its position and `E` the mean over `r = first .. last`:
 - `hr@k = E 1[r <= k]` (= Recall@k with a single relevant item): the fraction of the tie positions within the top k;
@@ -29,6 +31,7 @@ Metrics, with one target per user, `r` its position and `E` the mean over `r = f
 Without ties these are the usual `1[r <= k]`, `1[r <= k] / log2(r + 1)` and `1[r <= k] / r`.
 """
 
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -43,6 +46,7 @@ logger = logging.get_logger(__name__)
 
 
 DEFAULT_KS = (5, 10, 20)
+MISS_RANK = math.inf  # the rank of a target that is not ranked (masked, NaN-scored, not in a list): 0 at every k
 Scorer = Callable[[torch.LongTensor, torch.LongTensor], torch.Tensor]
 
 
@@ -68,16 +72,14 @@ def _rank_blocks(
     target_scores = scores.gather(1, targets[:, None])  # (batch, 1)
     higher = (comparable & (scores > target_scores)).sum(1)
     tied = (comparable & (scores == target_scores)).sum(1)  # the target itself included
-    first, last = 1 + higher, higher + tied
-    # a NaN target: last among the candidates, with no credit for ties with other NaNs
-    num_candidates = candidates.sum(1)
+    first, last = (1 + higher).double(), (higher + tied).double()
+    # a miss (rank +inf): a NaN target (no credit for ties with other NaNs), or a masked target (in the history: no
+    # candidate)
     nan_target = torch.isnan(target_scores[:, 0])
-    first = torch.where(nan_target, num_candidates, first)
-    last = torch.where(nan_target, num_candidates, last)
-    # a masked target (in the history) is no candidate: a miss behind every candidate
     masked = ~candidates.gather(1, targets[:, None])[:, 0]
-    miss = torch.full_like(first, scores.shape[1])
-    first, last = torch.where(masked, miss, first), torch.where(masked, miss, last)
+    miss = torch.full_like(first, MISS_RANK)
+    missed = nan_target | masked
+    first, last = torch.where(missed, miss, first), torch.where(missed, miss, last)
     return torch.stack([first, last], dim=1), has_nan
 
 
@@ -91,7 +93,7 @@ def target_ranks(
 
     `first = 1 + #higher`, `last = #higher + #tied` (the target included); a random tie-break puts the target at any of
     `first..last` with equal probability, and `metrics_from_ranks` averages each metric over them. NaN scores are
-    worse than every number (module docstring).
+    worse than every number; a target scored NaN or masked is a miss, `first = last = MISS_RANK` (module docstring).
 
     Args:
         scores (`torch.Tensor` of shape `(batch_size, num_items + 1)`): higher is better; column 0 is padding.
@@ -102,7 +104,8 @@ def target_ranks(
             Remove history items from the candidates (the paper's protocol); `False` keeps them (RecBole's).
 
     Returns:
-        `torch.LongTensor` of shape `(batch_size, 2)`: `first` and `last` per user (`first == last` without ties).
+        `torch.DoubleTensor` of shape `(batch_size, 2)`: `first` and `last` per user (`first == last` without ties),
+        integers, or `+inf` for a miss.
     """
     return _rank_blocks(scores, targets, histories, mask_history)[0]
 
@@ -112,7 +115,8 @@ def metrics_from_ranks(ranks: Sequence | np.ndarray | torch.Tensor, ks: Sequence
 
     Args:
         ranks (`(num_users,)` or `(num_users, 2)`): 1-based ranks, or tie blocks `(first, last)` from
-            `target_ranks`; each metric is then averaged over the positions `first..last`.
+            `target_ranks`; each metric is then averaged over the positions `first..last`. A miss is `+inf`
+            (`MISS_RANK`, both ends of its block) and scores 0 at every k.
     """
     r = torch.as_tensor(ranks, dtype=torch.float64)
     if r.numel() == 0:
@@ -122,12 +126,15 @@ def metrics_from_ranks(ranks: Sequence | np.ndarray | torch.Tensor, ks: Sequence
     if r.dim() != 2 or r.shape[1] != 2:
         raise ValueError(f"`ranks` must have shape (num_users,) or (num_users, 2), got {tuple(r.shape)}.")
     first, last = r[:, 0:1], r[:, 1:2]  # (users, 1)
-    if bool((first < 1).any()) or bool((last < first).any()):
+    if bool(r.isnan().any()) or bool((first < 1).any()) or bool((last < first).any()):
         raise ValueError("`ranks` must be >= 1, and each tie block's `last` must be >= its `first`.")
+    missed = torch.isinf(first[:, 0])
+    if bool((missed != torch.isinf(last[:, 0])).any()):
+        raise ValueError("A miss must be `+inf` at both ends of its tie block.")
     for k in ks:
         if k < 1:
             raise ValueError(f"`k` must be a positive integer, got {k}.")
-    size = last[:, 0] - first[:, 0] + 1
+    size = torch.where(missed, 1.0, last[:, 0] - first[:, 0] + 1)  # a miss: no position inside the top k
     positions = torch.arange(1, max(ks) + 1, dtype=torch.float64)[None]  # (1, max_k)
     inside = ((positions >= first) & (positions <= last)).double()  # (users, max_k): tie positions in the top max_k
     out = {}
@@ -164,7 +171,7 @@ def _rank_split(
 ) -> tuple[np.ndarray, int]:
     histories, targets = _as_columns(split)
     order = np.argsort([len(h) for h in histories], kind="stable")  # length bucketing: less padding
-    ranks = np.zeros((len(targets), 2), dtype=np.int64)
+    ranks = np.zeros((len(targets), 2), dtype=np.float64)
     nan_users = 0
     batches = range(0, len(order), batch_size)
     if progress:
@@ -192,7 +199,7 @@ def rank_split(
     mask_history: bool = True,
 ) -> np.ndarray:
     """The target's tie block `(first, last)` (see `target_ranks`) for every user of `split`, in split order, as an
-    `(num_users, 2)` array; users are scored in length-sorted batches."""
+    `(num_users, 2)` float64 array (`+inf` for a miss); users are scored in length-sorted batches."""
     return _rank_split(scorer, split, batch_size, device, progress, mask_history)[0]
 
 
@@ -216,20 +223,20 @@ def evaluate_scorer(
     return out
 
 
-def ranks_from_recommendations(
-    recommended: torch.LongTensor, targets: torch.LongTensor, num_items: int
-) -> torch.LongTensor:
-    """Tie blocks `(first, last)` (as `target_ranks`) from ranked lists: the target's 1-based position in its row of
-    `recommended` `(batch_size, k)`, or `num_items + 1` (a miss) where the list does not hold it. Padding (0) in a
-    list is never a hit. Shape `(batch_size, 2)`."""
+def ranks_from_recommendations(recommended: torch.LongTensor, targets: torch.LongTensor) -> torch.DoubleTensor:
+    """Tie blocks `(first, last)` (as `target_ranks`) from ranked lists: the target's 1-based position among the items
+    of its row of `recommended` `(batch_size, k)`, or `MISS_RANK` (`+inf`, 0 at every k) where the list does not hold
+    it. Padding (0) is no item: never a hit, and not counted in a later item's position. Shape `(batch_size, 2)`."""
     if recommended.dim() != 2 or recommended.shape[0] != targets.shape[0]:
         raise ValueError(
             f"`recommended` must have shape (batch_size, k) with batch_size {targets.shape[0]}, "
             f"got {tuple(recommended.shape)}."
         )
-    hits = (recommended == targets.to(recommended.device)[:, None]) & (recommended > 0)
-    position = hits.long().argmax(1) + 1
-    rank = torch.where(hits.any(1), position, torch.full_like(position, num_items + 1))
+    items = recommended > 0
+    hits = (recommended == targets.to(recommended.device)[:, None]) & items
+    first_hit = hits.long().argmax(1, keepdim=True)
+    position = items.long().cumsum(1).gather(1, first_hit)[:, 0].double()  # items up to the hit, padding skipped
+    rank = torch.where(hits.any(1), position, torch.full_like(position, MISS_RANK))
     return torch.stack([rank, rank], dim=1)
 
 
@@ -247,7 +254,7 @@ def evaluate_recommender(
     `max(ks)`, or the metrics at the larger cut-offs would be undercounted."""
     histories, targets = _as_columns(split)
     order = np.argsort([len(h) for h in histories], kind="stable")
-    ranks = np.zeros((len(targets), 2), dtype=np.int64)
+    ranks = np.zeros((len(targets), 2), dtype=np.float64)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         recommended = recommender([list(histories[i]) for i in idx])
@@ -257,7 +264,7 @@ def evaluate_recommender(
                 f"{max(ks)}; ask it for at least `max(ks)` items."
             )
         tgt = torch.as_tensor([targets[i] for i in idx], dtype=torch.long)
-        ranks[idx] = ranks_from_recommendations(recommended.cpu(), tgt, num_items).numpy()
+        ranks[idx] = ranks_from_recommendations(recommended.cpu(), tgt).numpy()
     out = metrics_from_ranks(ranks, ks)
     out["num_items"] = int(num_items)
     return out

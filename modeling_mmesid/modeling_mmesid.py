@@ -236,8 +236,13 @@ class SIDTrieLogitsProcessor(LogitsProcessor):
     beams are `num_beams` distinct items. Optionally excludes each user's history items: a child whose items are all
     in the history is removed, so no beam can end on one (or dead-end).
 
-    The kept scores are renormalized over the allowed codes (a log-softmax over them), so a beam's score is the
-    log-probability of its item under a distribution over the remaining catalog.
+    The kept scores are the model's own log-probabilities (a log-softmax over the full vocabulary, which the
+    generative head restricts to its SID tokens; the log-softmax `generate`'s beam search already applied is left
+    unchanged), with every other code at `-inf` and no renormalization, as in transformers'
+    `PrefixConstrainedLogitsProcessor`. So a finished beam's score is `log p(item)` under the model, and excluding
+    history items removes their probability instead of handing it to their trie siblings. `renormalize=True`
+    renormalizes over the allowed codes at each step instead (a distribution over the remaining catalog that ranks
+    items differently: a prefix with one allowed child gets `log 1` whatever the model thought of it).
 
     Args:
         trie ([`SIDTrie`]): the catalog's IDs.
@@ -249,8 +254,9 @@ class SIDTrieLogitsProcessor(LogitsProcessor):
             Rows per user (`generate` puts the beams of a user next to each other).
         excluded_items (`list[list[int]]`, *optional*):
             Items never to generate, per user (the history).
-        renormalize (`bool`, *optional*, defaults to `True`):
-            Log-softmax over the allowed codes.
+        renormalize (`bool`, *optional*, defaults to `False`):
+            Log-softmax over the allowed codes at each step instead of over the full vocabulary (not the model's
+            probabilities; kept as an opt-in).
     """
 
     def __init__(
@@ -261,7 +267,7 @@ class SIDTrieLogitsProcessor(LogitsProcessor):
         num_beams: int = 1,
         excluded_items: Sequence[Sequence[int]] | None = None,
         item_codes: torch.LongTensor | None = None,
-        renormalize: bool = True,
+        renormalize: bool = False,
     ):
         if num_beams < 1:
             raise ValueError(f"`num_beams` must be at least 1, got {num_beams}.")
@@ -298,13 +304,34 @@ class SIDTrieLogitsProcessor(LogitsProcessor):
             valid &= self.trie.counts[depth][index] - hits > 0
         tokens = (offsets[depth] + codes).to(scores.device)
         valid = valid.to(scores.device)
-        picked = scores.gather(1, tokens).masked_fill(~valid, float("-inf"))
+        # the model's log-probabilities: idempotent on the log-softmax that beam search passes in, and the same for
+        # raw logits (greedy search, hand-made scores)
+        log_probs = scores.log_softmax(dim=-1)
+        log_probs = log_probs.masked_fill(torch.isnan(log_probs), float("-inf"))  # a row with no finite score
+        picked = log_probs.gather(1, tokens).masked_fill(~valid, float("-inf"))
         if self.renormalize:
             total = torch.logsumexp(picked, dim=-1, keepdim=True)
             picked = torch.where(torch.isfinite(total), picked - total, picked)
         out = torch.full_like(scores, float("-inf"))
         # `amax`: invalid slots may repeat a valid slot's token (clamped index); they carry -inf and never win
         return out.scatter_reduce_(1, tokens, picked, reduce="amax", include_self=True)
+
+
+def _compact_beams(
+    found: torch.LongTensor, beam_scores: torch.FloatTensor
+) -> tuple[torch.LongTensor, torch.FloatTensor]:
+    """Ranked lists from `generate`'s beams `(users, k)` (item per beam, 0 = no item, and score), best first: a beam
+    that is no item, has a non-finite score or repeats an earlier beam's item is dropped, and the kept beams move to
+    the front in their order, so padding (item 0, score `-inf`) is only ever at the end of a row and a later item
+    keeps its true position."""
+    # With fewer candidates than beams, `generate`'s placeholder beams (started at a score of -1e9) repeat a real
+    # beam's item: keep each item's first (best) beam only.
+    repeated = (found[:, :, None] == found[:, None, :]).tril(diagonal=-1).any(-1)
+    valid = (found > 0) & torch.isfinite(beam_scores) & ~repeated
+    order = (~valid).to(torch.uint8).argsort(dim=1, stable=True)  # kept beams first, in their order
+    items = torch.where(valid, found, torch.zeros_like(found)).gather(1, order)
+    scores = torch.where(valid, beam_scores, torch.full_like(beam_scores, float("-inf"))).gather(1, order)
+    return items, scores
 
 
 def _buffer_name(modality: str) -> str:
@@ -1153,6 +1180,16 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
                 table = table + weights[:, index : index + 1] * items.float()
         return table  # float32: the scores it gives are ranked
 
+    def check_processor(self, processor) -> None:
+        """Refuse a processor that lays prompts out otherwise than this model was trained on (`config.layout`): its
+        user states would be read at other tokens."""
+        layout = getattr(processor, "layout", "chat")
+        if layout != self.config.layout:
+            raise ValueError(
+                f"The processor's `layout={layout!r}` differs from the model's `config.layout={self.config.layout!r}`; "
+                "load the processor saved with the model (`MMESIDProcessor.from_pretrained` of the same folder)."
+            )
+
     @torch.no_grad()
     def prepare_ranking(self, processor, item_ids: torch.Tensor | Sequence[int] | None = None) -> dict:
         r"""
@@ -1171,6 +1208,7 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
             `dict` with `prompt_ids` (`(1, prompt_length)`), `prompt_cache` (per layer `(key, value)`),
             `item_tokens` (`(num_items + 1, hidden_size)`, rows of items not asked for are zero) and `score_table`.
         """
+        self.check_processor(processor)
         device = self.item_head.weight.device
         prompt_ids = torch.tensor([processor.shared_prompt_ids()], dtype=torch.long, device=device)
         if item_ids is None:
@@ -1250,6 +1288,7 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
         """
         if batch_size < 1:
             raise ValueError(f"`batch_size` must be at least 1, got {batch_size}.")
+        self.check_processor(processor)
         device = self.item_head.weight.device
         max_positions = getattr(self.config.text_config, "max_position_embeddings", None)
         if not use_cache:
@@ -1356,7 +1395,7 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
         exclude_history: bool = True,
         batch_size: int = 16,
         use_cache: bool = True,
-        renormalize: bool = True,
+        renormalize: bool = False,
     ) -> tuple[torch.LongTensor, torch.FloatTensor]:
         r"""
         Top-`k` next items per user by constrained beam search over the catalog's generative IDs (`config.head`
@@ -1378,13 +1417,15 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
                 Users per `generate` call.
             use_cache (`bool`, *optional*, defaults to `True`):
                 Reuse the shared prompt's KV cache; `False` runs each full prompt (same beams up to float rounding).
-            renormalize (`bool`, *optional*, defaults to `True`):
-                Normalize each step's scores over the allowed codes ([`SIDTrieLogitsProcessor`]).
+            renormalize (`bool`, *optional*, defaults to `False`):
+                Renormalize each step's scores over the allowed codes ([`SIDTrieLogitsProcessor`]) instead of
+                keeping the model's probabilities (an opt-in; it changes the ranking when history items are excluded).
 
         Returns:
             `(items, scores)`: `torch.LongTensor` and `torch.FloatTensor` of shape `(len(histories), k)`, best first;
-            `scores` are the beams' log-probabilities. Item 0 (score `-inf`) fills the row of a user with fewer than
-            `k` candidate items.
+            `scores` are the items' log-probabilities under the model (the sum of its log-softmax over the ID's tokens;
+            excluded history items are not renormalized away). Item 0 (score `-inf`) fills the end of the row of a
+            user with fewer than `k` candidate items, never the middle.
         """
         config = self.config
         if config.head == "ranking":
@@ -1400,6 +1441,7 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
         if len(rows) == 0:
             raise ValueError("`histories` is empty; pass one list of item ids per user (`[[]]` is one empty history).")
         max_positions = getattr(config.text_config, "max_position_embeddings", None)
+        self.check_processor(processor)
         processor(rows, max_length=max_positions)  # validates ids and lengths up front
         trie, codes = self._generative_index()
         offsets = self.generative_position_token_ids()
@@ -1444,12 +1486,7 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
             sequences = out.sequences[:, -config.generative_id_length :].cpu()
             found = trie.items(sequences - offsets).view(len(batch), k)
             beam_scores = out.sequences_scores.float().cpu().view(len(batch), k)
-            # With fewer candidates than beams, `generate`'s placeholder beams (started at a score of -1e9) repeat a
-            # real beam's item: keep each item's first (best) beam only.
-            repeated = (found[:, :, None] == found[:, None, :]).tril(diagonal=-1).any(-1)
-            valid = (found > 0) & torch.isfinite(beam_scores) & ~repeated
-            items[index] = torch.where(valid, found, torch.zeros_like(found))
-            scores[index] = torch.where(valid, beam_scores, torch.full_like(beam_scores, float("-inf")))
+            items[index], scores[index] = _compact_beams(found, beam_scores)  # padding only at the end of a row
         return items, scores
 
     def as_scorer(

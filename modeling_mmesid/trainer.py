@@ -249,6 +249,32 @@ def check_generative_packing(config) -> None:
         )
 
 
+def samples_seen_at(checkpoint: str | os.PathLike) -> int:
+    """The training samples seen up to `checkpoint` (its `SAMPLES_SEEN_FILE`), where a resumed run's count goes on.
+
+    A checkpoint without the file (written before 2026-12-05, or not by `MMESIDTrainer`, whose `_save_checkpoint`
+    writes it before `trainer_state.json`) is refused with a `FileNotFoundError` naming the file, rather than counted
+    from 0 or guessed: the count is the x-axis of the learning curves and what their budgets stop on, and no guess is
+    exact (`trainer_state.json` logs it every `logging_steps` only; `global_step` x batch counts users when packed).
+    The message gives the last logged count as a lower bound; writing the file with a count resumes."""
+    path = Path(checkpoint) / SAMPLES_SEEN_FILE
+    if path.is_file():
+        return int(json.loads(path.read_text())["samples_seen"])
+    hint = ""
+    state = Path(checkpoint) / "trainer_state.json"
+    if state.is_file():
+        saved = json.loads(state.read_text())
+        logged = [e for e in saved.get("log_history", []) if e.get("samples_seen") is not None]
+        if logged:
+            hint = (f" (its trainer_state.json logged {logged[-1]['samples_seen']} samples at step "
+                    f"{logged[-1]['step']} of {saved.get('global_step')}: a lower bound)")
+    raise FileNotFoundError(
+        f"Cannot resume from {checkpoint}: {path} not found, so the training samples seen up to it (where the resumed "
+        f"run's `samples_seen` goes on) are unknown. Write the count there as {{\"samples_seen\": N}}{hint}, or N = 0 "
+        "to count this run's samples only."
+    )
+
+
 def length_sorted(dataset):
     """`dataset` with its rows in order of history length (shortest first), when it has a `history` column (the
     evaluation splits); other datasets unchanged."""
@@ -290,6 +316,12 @@ class MMESIDTrainer(SFTTrainer):
                 processor, per_sample_collator=per_sample, with_history=distill
             )
         super().__init__(*args, **kwargs)
+        layout = getattr(kwargs.get("processing_class"), "layout", "chat")
+        if layout != self.model.config.layout:
+            raise ValueError(
+                f"The processor's `layout={layout!r}` differs from the model's `config.layout="
+                f"{self.model.config.layout!r}`; build the model from this processor (`from_backbone`)."
+            )
         if packing:
             check_generative_packing(self.model.config)
             check_prefix_packing_attention(self.model.config)
@@ -396,15 +428,15 @@ class MMESIDTrainer(SFTTrainer):
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
         """`Trainer.train`; `samples_seen` counts from 0, or, resumed, from the count the checkpoint saved
-        (`SAMPLES_SEEN_FILE`, written by `_save_checkpoint`), so that a step's figure is an uninterrupted run's."""
+        (`samples_seen_at`), so that a step's figure is an uninterrupted run's."""
         self._samples_seen, self._samples_seen_offset = 0, 0
         checkpoint = resume_from_checkpoint
         if checkpoint is True:
             from transformers.trainer_utils import get_last_checkpoint
 
             checkpoint = get_last_checkpoint(self.args.output_dir)
-        if checkpoint and (Path(checkpoint) / SAMPLES_SEEN_FILE).is_file():
-            self._samples_seen_offset = json.loads((Path(checkpoint) / SAMPLES_SEEN_FILE).read_text())["samples_seen"]
+        if checkpoint and Path(checkpoint).is_dir():  # a missing folder: `Trainer` names it
+            self._samples_seen_offset = samples_seen_at(checkpoint)
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
     def _global_samples_seen(self) -> int:
@@ -495,13 +527,14 @@ class MMESIDTrainer(SFTTrainer):
 
     def _generated_ranks(self, model, history: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Tie blocks of the targets among the beams of constrained beam search (`recommend(method="generate")`,
-        `max(eval_ks)` beams; a target not generated is a miss)."""
+        `max(eval_ks)` beams, at most `num_items`; a target not generated is a miss, `+inf`, 0 at every k even where
+        `k` exceeds the catalog)."""
         unwrapped = self.accelerator.unwrap_model(model)
         base = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
         rows = [h[h != 0].tolist() for h in history]
         k = min(max(self.args.eval_ks), base.config.num_items)
         items = base.recommend(rows, self.processing_class, k=k, method="generate", batch_size=max(len(rows), 1))
-        return ranks_from_recommendations(items.to(labels.device), labels, base.config.num_items)
+        return ranks_from_recommendations(items.to(labels.device), labels)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)

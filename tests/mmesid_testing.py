@@ -4,7 +4,6 @@
 IDs, a random Llama backbone) for the recipe and Hub tests. Imported as `mmesid_testing` (tests/ is on sys.path)."""
 
 import importlib.util
-import os
 import random
 import sys
 from pathlib import Path
@@ -23,7 +22,6 @@ TINY_TOKENIZER_DIR = FIXTURES / "tiny-llama3-tokenizer"
 requires_shared_data = pytest.mark.skipif(
     not BEAUTY_NEW.is_file(), reason=f"real Beauty data not found at {SHARED_DATA} (../shared/data beside the repo)"
 )
-slow = pytest.mark.skipif(os.environ.get("RUN_SLOW") != "1", reason="slow test: set RUN_SLOW=1 to run it")
 NUM_ITEMS = 40
 # raw embedding size per modality of the tiny models (`tiny_item_tables`)
 TINY_MODALITY_DIMS = {"collaborative": 16, "text": 24, "image": 12}

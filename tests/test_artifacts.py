@@ -133,12 +133,16 @@ def test_load_item_tables_refuses_tables_of_other_data(run):
 
 @pytest.mark.parametrize("writer", ["parquet", "json", "safetensors"])
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch, writer):
+    """A write that fails half-way, with bytes already in the file it writes (a full disk), leaves the old file as it
+    was and no temporary file, and its own error comes through; so does a JSON value that cannot be written."""
+    import pathlib
+
     import safetensors.torch
 
     path = tmp_path / f"artifact.{writer}"
     write = {
         "parquet": lambda v: art.atomic_write_parquet(path, pa.table({"a": [v]})),
-        "json": lambda v: art.atomic_write_json(path, {"a": v if v == 1 else object()}),  # object(): not JSON
+        "json": lambda v: art.atomic_write_json(path, {"a": v}),
         "safetensors": lambda v: art.atomic_save_safetensors(path, {"a": torch.tensor([v])}),
     }[writer]
     read = {
@@ -147,18 +151,29 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch, write
         "safetensors": lambda: safetensors.torch.load_file(path)["a"].item(),
     }[writer]
     write(1)
+    write_text = pathlib.Path.write_text
 
-    def boom(*args, **kwargs):
-        raise OSError("disk full")
+    def half_written(target, *args, **kwargs):
+        if writer == "json" and not str(target).startswith(str(tmp_path)):
+            return write_text(target, *args, **kwargs)  # someone else's write_text
+        pathlib.Path(target).write_bytes(b"PAR1 half a file")
+        raise OSError(28, f"No space left on device (writing {writer})")
 
-    if writer == "parquet":
-        monkeypatch.setattr(pq, "write_table", boom)
-    elif writer == "safetensors":
-        monkeypatch.setattr(safetensors.torch, "save_file", boom)
-    with pytest.raises((OSError, TypeError)):
-        write(2)
+    with monkeypatch.context() as patch:
+        if writer == "parquet":
+            patch.setattr(pq, "write_table", lambda table, where, **kwargs: half_written(where))
+        elif writer == "safetensors":
+            patch.setattr(safetensors.torch, "save_file", lambda tensors, filename, **kwargs: half_written(filename))
+        else:
+            patch.setattr(pathlib.Path, "write_text", half_written)
+        with pytest.raises(OSError, match=rf"No space left on device \(writing {writer}\)"):
+            write(2)
     assert read() == 1
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left
+    if writer == "json":
+        with pytest.raises(TypeError, match="Object of type object is not JSON serializable"):
+            art.atomic_write_json(path, {"a": object()})
+        assert read() == 1 and [p.name for p in tmp_path.iterdir()] == [path.name]
 
 
 def test_read_json_names_the_file(tmp_path):

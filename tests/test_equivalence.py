@@ -29,12 +29,12 @@ NUM_ITEMS = 30
 USERS = [([3, 7, 7, 1, 12, 5], 0), ([4, 9, 2], 1), ([8, 30, 11, 2, 6, 14, 1, 9], 2), ([5, 6], 0)]
 
 
-def build_model(attn_implementation="eager", seed=0, tie_fusion=False):
-    """Tiny MME-SID (`mmesid_testing.tiny_mmesid`, 30 items) with the given attention implementation; `tie_fusion`
-    makes the fusion weights smooth (temperature 1) instead of the paper's near one-hot 1e-3."""
+def build_model(attn_implementation="eager", seed=0, tie_fusion=False, layout="chat"):
+    """Tiny MME-SID (`mmesid_testing.tiny_mmesid`, 30 items) with the given attention implementation and prompt
+    `layout`; `tie_fusion` makes the fusion weights smooth (temperature 1) instead of the paper's near one-hot 1e-3."""
     text_config_kwargs = {"num_key_value_heads": 2, "attn_implementation": attn_implementation}
     model, processor, _ = tiny_mmesid(num_items=NUM_ITEMS, seed=seed, text_config_kwargs=text_config_kwargs,
-                                      fusion_temperature=1.0 if tie_fusion else 1e-3)
+                                      fusion_temperature=1.0 if tie_fusion else 1e-3, layout=layout)
     model.config._attn_implementation = attn_implementation
     model.model.language_model.config._attn_implementation = attn_implementation
     return model, processor
@@ -53,11 +53,12 @@ def packed_inputs(processor, users=USERS, share_prompt=True, one_row=True):
 
 
 # ----------------------------------------------------------------------------------------------- packing
+@pytest.mark.parametrize("layout", ["chat", "causal"])
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
 @pytest.mark.parametrize("share_prompt", [True, False])
 @pytest.mark.parametrize("one_row", [True, False])
-def test_packed_logits_equal_per_sample(attn, share_prompt, one_row):
-    model, processor = build_model(attn)
+def test_packed_logits_equal_per_sample(attn, share_prompt, one_row, layout):
+    model, processor = build_model(attn, layout=layout)
     with torch.no_grad():
         expected = model(**per_sample_inputs(processor))
         inputs = packed_inputs(processor, share_prompt=share_prompt, one_row=one_row)
@@ -71,9 +72,10 @@ def test_packed_logits_equal_per_sample(attn, share_prompt, one_row):
     torch.testing.assert_close(packed.loss, expected.loss, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("layout", ["chat", "causal"])
 @pytest.mark.parametrize("one_row", [True, False])
-def test_packed_loss_and_gradients_equal_per_sample(one_row):
-    model, processor = build_model("sdpa", tie_fusion=True)
+def test_packed_loss_and_gradients_equal_per_sample(one_row, layout):
+    model, processor = build_model("sdpa", tie_fusion=True, layout=layout)
     model.train()  # no dropout in the tiny backbone: same function, gradients on
     grads = []
     for inputs in (per_sample_inputs(processor), packed_inputs(processor, one_row=one_row)):
@@ -131,12 +133,53 @@ def test_prefix_tree_layout():
         assert int(mask[readout].sum()) == len(processor.prompt_token_ids(t)) - num_shared
 
 
+def test_causal_layout_is_one_chain_per_user():
+    """`layout="causal"`: every prompt is the previous one plus an item token, so a user's tree is one chain (no
+    copies), read out at the instruction's last token (empty history) and then at each history item."""
+    _, chat = build_model()
+    _, processor = build_model(layout="causal")
+    one = chat.prompt_token_ids(1)
+    prefix = one[: one.index(chat.item_token_id)]  # the chat rendering up to the first placeholder
+    item = processor.item_token_id
+    assert processor.prompt_token_ids(0) == prefix
+    assert processor.prompt_token_ids(3) == prefix + [item] * 3
+    num_shared = len(processor.shared_prompt_ids())
+    assert num_shared == len(prefix) - 1  # the instruction's last token stays in every row: the empty history's readout
+    tree = pack_user(processor, [3, 7, 7, 1], 0, num_shared)
+    assert tree.input_ids == [prefix[-1]] + [item] * 3  # 1 + 3 tokens for 4 samples (chat: one copy of the suffix each)
+    assert tree.parents == [-1, 0, 1, 2] and tree.item_ids == [3, 7, 7] and tree.targets == [3, 7, 7, 1]
+    assert tree.readouts == [0, 1, 2, 3] and tree.depths == list(range(num_shared, num_shared + 4))
+    mask = tree_attention_mask(tree.parents)
+    assert torch.equal(mask, torch.ones(4, 4, dtype=torch.bool).tril())  # plain causal
+    tree = pack_user(processor, [4, 9, 2], 1, num_shared)  # start 1: the first readout is the first item
+    assert tree.readouts == [1, 2] and tree.targets == [9, 2]
+    chat_tokens = count_tokens(chat, USERS)["packed_shared_prompt"]
+    causal_tokens = count_tokens(processor, USERS)["packed_shared_prompt"]
+    # per user: one instruction token plus every item but the last
+    assert causal_tokens - num_shared == sum(1 + len(items) - 1 for items, _ in USERS)
+    assert causal_tokens < chat_tokens
+
+
+def test_processor_and_model_must_share_the_layout():
+    model, chat = build_model()
+    _, causal = build_model(layout="causal")
+    assert model.config.layout == "chat"
+    with pytest.raises(ValueError, match="layout='causal'"):
+        model.score_histories([[1, 2]], causal)
+    with pytest.raises(ValueError, match="layout='causal'"):
+        model.prepare_ranking(causal)
+    model.score_histories([[1, 2]], chat)  # the matching processor is accepted
+
+
 def test_one_row_keeps_the_users_apart():
     _, processor = build_model()
     one = packed_inputs(processor)
     per_user = packed_inputs(processor, one_row=False)
     sizes = [int((positions > 0).sum()) for positions in per_user["position_ids"]]  # padding sits at position 0
-    assert one["input_ids"].shape == (1, sum(sizes)) < per_user["input_ids"].shape  # no padding
+    # one row of exactly the users' tokens (no padding), fewer than the per-user rows padded to the longest user
+    assert per_user["input_ids"].shape[0] == len(USERS)
+    assert one["input_ids"].shape == (1, sum(sizes))
+    assert sum(sizes) < per_user["input_ids"].numel()
     mask, start = one["attention_mask"][0, 0], 0
     for size in sizes:  # block diagonal: no token sees another user's tokens
         block = slice(start, start + size)
@@ -235,9 +278,10 @@ def per_user_official_loop(model, processor, histories):
     return torch.cat([model.score_histories([h], processor, batch_size=1, use_cache=False) for h in histories])
 
 
+@pytest.mark.parametrize("layout", ["chat", "causal"])
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
-def test_batched_ranking_equals_per_user_loop(attn):
-    model, processor = build_model(attn)
+def test_batched_ranking_equals_per_user_loop(attn, layout):
+    model, processor = build_model(attn, layout=layout)
     histories = [[1, 2, 3], [4], [], [30, 7, 7, 9, 11], [5, 5], [12, 13, 14, 15, 16, 17, 18], [2]]
     expected = per_user_official_loop(model, processor, histories)
     batched = model.score_histories(histories, processor, batch_size=3)

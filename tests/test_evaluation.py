@@ -49,17 +49,18 @@ def test_all_tied_scorer_gets_the_random_expectation():
 
 
 def test_nan_scores_rank_last():
-    # a diverged scorer (all NaN) must not look perfect: its target is last among the 30 candidates
+    # a diverged scorer (all NaN) must not look perfect: its target is a miss
     ranks = evaluation.target_ranks(torch.full((2, 31), math.nan), torch.tensor([1, 30]))
-    assert ranks.tolist() == [[30, 30], [30, 30]]
+    assert ranks.tolist() == [[math.inf, math.inf]] * 2
     m = evaluation.metrics_from_ranks(ranks, ks=(10,))
     assert m["ndcg@10"] == 0 and m["hr@10"] == 0 and m["mrr@10"] == 0
-    # NaN candidates never outrank (or tie) a real score; a NaN target is behind every candidate, NaN ones included
+    # NaN candidates never outrank (or tie) a real score; a NaN target is a miss, behind every candidate
     scores = torch.tensor([[0.0, math.nan, 0.2, math.nan, 0.1]])
     assert evaluation.target_ranks(scores, torch.tensor([4])).tolist() == [[2, 2]]
-    assert evaluation.target_ranks(scores, torch.tensor([1])).tolist() == [[4, 4]]
-    # ... after history masking: 2 candidates left (3 and 4)
-    assert evaluation.target_ranks(scores, torch.tensor([3]), torch.tensor([[1, 2]])).tolist() == [[2, 2]]
+    assert evaluation.target_ranks(scores, torch.tensor([1])).tolist() == [[math.inf, math.inf]]
+    # ... after history masking too: 2 candidates left (3 and 4), and the NaN target 3 is still a miss (not rank 2,
+    # which every k >= 2 would count as a hit)
+    assert evaluation.target_ranks(scores, torch.tensor([3]), torch.tensor([[1, 2]])).tolist() == [[math.inf] * 2]
 
 
 def test_infinite_scores_are_ordinary_values():
@@ -82,8 +83,8 @@ def test_history_items_are_masked():
     scores = torch.tensor([[0.0, 0.5, 0.9, 0.5, 0.1], [0.0, 0.5, 0.9, 0.5, 0.1]])
     history = torch.tensor([[2, 1], [3, 0]])  # row 2 right-padded
     assert evaluation.target_ranks(scores, torch.tensor([3, 4]), history).tolist() == [[1, 1], [3, 3]]
-    # a target that is also in the history is masked too: ranked behind everything (a miss)
-    assert evaluation.target_ranks(scores[:1], torch.tensor([2]), torch.tensor([[2]])).tolist() == [[5, 5]]
+    # a target that is also in the history is masked too: a miss (rank +inf)
+    assert evaluation.target_ranks(scores[:1], torch.tensor([2]), torch.tensor([[2]])).tolist() == [[math.inf] * 2]
 
 
 def test_unmasked_history_is_recbole_protocol():
@@ -170,7 +171,7 @@ def test_batched_equals_one_user_at_a_time():
         s = table[h[-1] if h else 0].tolist()
         cands = [j for j in range(1, 31) if j not in h]
         if t not in cands:
-            assert batched[i].tolist() == [31, 31]
+            assert batched[i].tolist() == [math.inf, math.inf]
             continue
         higher = sum(s[j] > s[t] for j in cands)
         assert batched[i].tolist() == [higher + 1, higher + sum(s[j] == s[t] for j in cands)]
@@ -211,14 +212,79 @@ def test_popularity_and_transition_baselines():
 def test_ranks_from_recommendations_by_hand():
     recommended = torch.tensor([[4, 2, 9], [1, 0, 0], [3, 5, 7]])
     targets = torch.tensor([9, 0 + 6, 3])
-    ranks = evaluation.ranks_from_recommendations(recommended, targets, num_items=10)
-    assert ranks.tolist() == [[3, 3], [11, 11], [1, 1]]  # a target not in the list is a miss (num_items + 1)
+    ranks = evaluation.ranks_from_recommendations(recommended, targets)
+    assert ranks.tolist() == [[3, 3], [math.inf, math.inf], [1, 1]]  # a target not in the list is a miss (+inf)
     metrics = evaluation.metrics_from_ranks(ranks, ks=(1, 5))
     assert metrics["hr@1"] == pytest.approx(1 / 3) and metrics["hr@5"] == pytest.approx(2 / 3)
     assert metrics["ndcg@5"] == pytest.approx((1 / math.log2(4) + 1) / 3)
     assert metrics["mrr@5"] == pytest.approx((1 / 3 + 1) / 3)
     with pytest.raises(ValueError, match=r"`recommended` must have shape \(batch_size, k\) with batch_size 3"):
-        evaluation.ranks_from_recommendations(recommended[:2], targets, num_items=10)
+        evaluation.ranks_from_recommendations(recommended[:2], targets)
+
+
+ZERO = {f"{metric}@{k}": 0.0 for metric in ("ndcg", "hr", "mrr") for k in (1, 3, 5, 10, 20)}
+ALL_KS = (1, 3, 5, 10, 20)
+
+
+def _only_metrics(m):
+    return {key: value for key, value in m.items() if "@" in key}
+
+
+def test_all_nan_scorer_in_a_small_catalog_scores_zero():
+    """Issue 29: a NaN target placed at "number of candidates" (4 here) was a hit at k = 5 (HR@5 = 1.0,
+    nDCG@5 = 0.43). A miss scores 0 at every k, whatever the catalog size."""
+    split = {"history": [[], [1]], "target": [2, 3]}
+    nan_scorer = lambda h, n: torch.full((h.shape[0], 5), math.nan)  # noqa: E731
+    m = evaluation.evaluate_scorer(nan_scorer, split, 4, ks=ALL_KS)
+    assert _only_metrics(m) == ZERO and m["nan_users"] == 2
+    assert evaluation.target_ranks(torch.full((1, 5), math.nan), torch.tensor([2])).tolist() == [[math.inf] * 2]
+
+
+def test_target_in_history_is_a_miss_at_every_k_even_beyond_the_catalog():
+    """Issue 29: a masked target was placed at `num_items + 1` (4 in a 3-item catalog), a hit at k >= 4."""
+    scores = torch.tensor([[0.0, 0.3, 0.2, 0.1]])
+    split = {"history": [[1, 3]], "target": [3]}
+    m = evaluation.evaluate_scorer(lambda h, n: scores.expand(h.shape[0], -1), split, 3, ks=ALL_KS)
+    assert _only_metrics(m) == ZERO
+    # mixed with a hit: the hit alone counts
+    ranks = evaluation.target_ranks(scores.expand(2, -1), torch.tensor([3, 2]), torch.tensor([[1, 3], [1, 0]]))
+    assert ranks.tolist() == [[math.inf, math.inf], [1, 1]]
+    m = evaluation.metrics_from_ranks(ranks, ks=(20,))
+    assert m["hr@20"] == 0.5 and m["ndcg@20"] == 0.5 and m["mrr@20"] == 0.5
+    with pytest.raises(ValueError, match=r"A miss must be `\+inf` at both ends"):
+        evaluation.metrics_from_ranks([[1, math.inf]])
+
+
+def test_generated_miss_in_a_small_catalog_scores_zero():
+    """Issue 29: a target missing from a generated list was ranked `num_items + 1` (4 in a 3-item catalog), a hit
+    at k = 5 and above; also through `MMESIDTrainer._generated_ranks`, which asks for `min(max(eval_ks), num_items)`
+    beams."""
+    from types import SimpleNamespace
+
+    from modeling_mmesid.trainer import MMESIDTrainer
+
+    recommended = torch.tensor([[1, 2, 0, 0, 0]])  # 3-item catalog, the target 3 not generated
+    ranks = evaluation.ranks_from_recommendations(recommended, torch.tensor([3]))
+    assert _only_metrics(evaluation.metrics_from_ranks(ranks, ks=ALL_KS)) == ZERO
+    m = evaluation.evaluate_recommender(lambda h: recommended.expand(len(h), -1), {"history": [[]], "target": [3]},
+                                        3, ks=(1, 3, 5))
+    assert _only_metrics(m) == {key: 0.0 for key in ZERO if int(key.split("@")[1]) <= 5}
+
+    base = SimpleNamespace(config=SimpleNamespace(num_items=3),
+                           recommend=lambda rows, processor, k, method, batch_size: torch.tensor([[1, 2, 0]] * len(rows)))
+    trainer = SimpleNamespace(accelerator=SimpleNamespace(unwrap_model=lambda m: m), processing_class=None,
+                              args=SimpleNamespace(eval_ks=[5, 10, 20]))
+    ranks = MMESIDTrainer._generated_ranks(trainer, base, torch.tensor([[0], [1]]), torch.tensor([3, 2]))
+    assert ranks.tolist() == [[math.inf, math.inf], [2, 2]]
+    m = evaluation.metrics_from_ranks(ranks.float(), ks=(5, 10, 20))  # as `prediction_step` returns them
+    assert m["hr@5"] == m["hr@20"] == 0.5
+
+
+def test_padding_inside_a_ranked_list_does_not_push_later_items_down():
+    """Issue 29: padding (0) in the middle of a list is no recommendation; the item after it keeps its rank."""
+    recommended = torch.tensor([[4, 0, 9], [0, 0, 7]])
+    ranks = evaluation.ranks_from_recommendations(recommended, torch.tensor([9, 7]))
+    assert ranks.tolist() == [[2, 2], [1, 1]]
 
 
 def test_recommender_of_a_scorers_top_k_gives_the_scorers_metrics():

@@ -56,12 +56,13 @@ class MMRQVAEConfig(PreTrainedConfig):
         sinkhorn_iters (`int`, *optional*, defaults to 50):
             Sinkhorn iterations (official `sk_iters=50`).
         dead_code_restart (`bool`, *optional*, defaults to `True`):
-            After every training epoch, re-seed each code that no item of the catalog picks (nearest code) from the
-            current residuals of random items, and reset its optimizer state. Without it the first level collapses
-            onto a few codes as the encoder's latents drift (docs/SID_QUALITY.md, "Dead-code restart"). Not in the
-            official code: `False` reproduces it.
+            After every training epoch, re-seed each code that fewer than `max(1, restart_usage_fraction × n /
+            codebook_size)` of the catalog's `n` items are assigned to (as training assigns them: nearest code, Sinkhorn
+            on the last level) from the current residuals of random items, and zero its AdamW moments. Without it the
+            first level collapses onto a few codes as the encoder's latents drift (docs/SID_QUALITY.md, "Dead-code
+            restart"). Not in the official code: `False` reproduces it.
         restart_usage_fraction (`float`, *optional*, defaults to 0.1):
-            With `dead_code_restart`, the codes picked by fewer than `max(1, restart_usage_fraction × n /
+            With `dead_code_restart`, the codes assigned fewer than `max(1, restart_usage_fraction × n /
             codebook_size)` of the catalog's `n` items (that fraction of a balanced code's share) are re-seeded; 0
             re-seeds only unused codes. Re-seeding rarely used codes too moves them into crowded regions (their
             random items come mostly from large clusters) and raises the level's perplexity: on Beauty_new, 0.1

@@ -361,8 +361,10 @@ def comparison_table(runs: dict[str, tuple[dict, dict]]) -> str:
     tau-a and the reconstruction cosine; the combined-ID collision rate after and before resolution.
     """
     lines = [
-        "| run | recon loss | restart (fraction) | epochs best / run | modality | L1 utilization | L1 perplexity "
-        "| min level utilization | collision | tau-a | recon cosine | combined collision (before resolution) |",
+        (
+            "| run | recon loss | restart (fraction) | epochs best / run | modality | L1 utilization | L1 perplexity "
+            "| min level utilization | collision | tau-a | recon cosine | combined collision (before resolution) |"
+        ),
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, (diag, rqvae) in runs.items():

@@ -1,6 +1,7 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
 """MM-RQ-VAE: the multimodal residual-quantized VAE that turns item embeddings into semantic IDs (paper §3.2)."""
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -202,7 +203,7 @@ class MMRQVAEMLP(nn.Sequential):
 
     def __init__(self, dims: list[int]):
         layers = []
-        for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
+        for i, (d_in, d_out) in enumerate(itertools.pairwise(dims)):
             layers.append(nn.Linear(d_in, d_out))
             if i < len(dims) - 2:
                 layers.append(nn.ReLU())
@@ -247,15 +248,19 @@ class MMRQVAEResidualQuantizer(nn.Module):
         self.initialized.fill_(True)
 
     @torch.no_grad()
-    def restart_dead_codes(self, latents: torch.Tensor, generator: torch.Generator | None = None) -> list[torch.Tensor]:
-        """Re-seed every code that fewer than `max(1, config.restart_usage_fraction × n / codebook_size)` vectors
-        of `latents` `(n, e_dim)` pick (nearest code; fraction 0 = unused codes only), level by level.
+    def restart_dead_codes(
+        self, latents: torch.Tensor, generator: torch.Generator | None = None, batch_size: int | None = None
+    ) -> list[torch.Tensor]:
+        """Re-seed every code that fewer than `max(1, config.restart_usage_fraction × n / codebook_size)` of the `n`
+        vectors of `latents` `(n, e_dim)` are assigned to (fraction 0 = unused codes only), level by level.
 
-        At each level, the residuals of all `n` vectors are assigned to their nearest code; each such code is moved
-        onto the residual of a distinct vector drawn at random (`generator`), then the residuals are recomputed
-        with the updated codebook before the next level. Codes nobody picks get no gradient from the codebook loss
-        and never move again; without this, the first level collapses onto a few codes as the encoder's latents
-        drift (docs/SID_QUALITY.md, "Dead-code restart"). Not in the official code.
+        At each level, the residuals of all `n` vectors are assigned as training assigns them: nearest code, and on
+        the last level the Sinkhorn balanced assignment when `config.sinkhorn_epsilon > 0` (over chunks of
+        `batch_size` vectors, as training's batches, or over all `n` when `None`). Each rarely used code is moved onto
+        the residual of a distinct vector drawn at random (`generator`), then the residuals are recomputed with the
+        updated codebook (nearest code) before the next level. Codes nobody is assigned get no gradient from the
+        codebook loss and never move again; without this, the first level collapses onto a few codes as the
+        encoder's latents drift (docs/SID_QUALITY.md, "Dead-code restart"). Not in the official code.
 
         Returns:
             `list[torch.BoolTensor]`, one `(codebook_size,)` mask per level: the codes that were re-seeded (the
@@ -267,8 +272,20 @@ class MMRQVAEResidualQuantizer(nn.Module):
         restarted = []
         for level in range(self.config.num_levels):
             codebook = self.codebooks[level]  # (codes, e_dim), updated in place
-            idx = squared_distances(residual, codebook).argmin(dim=1)
-            dead = torch.bincount(idx, minlength=self.config.codebook_size) < min_usage
+            d2 = squared_distances(residual, codebook)  # (n, codes)
+            if level == self.config.num_levels - 1 and self.config.sinkhorn_epsilon > 0:
+                # Training assigns the last level by Sinkhorn: codes it uses get gradient even when no vector has
+                # them as its nearest code, so count its assignment, not the argmin.
+                step = batch_size or n
+                assigned = torch.cat(
+                    [
+                        sinkhorn_assign(d2[begin : begin + step], self.config.sinkhorn_epsilon, self.config.sinkhorn_iters)
+                        for begin in range(0, n, step)
+                    ]
+                )
+            else:
+                assigned = d2.argmin(dim=1)
+            dead = torch.bincount(assigned, minlength=self.config.codebook_size) < min_usage
             num_dead = int(dead.sum())
             if num_dead:
                 if n >= num_dead:
@@ -276,9 +293,9 @@ class MMRQVAEResidualQuantizer(nn.Module):
                 else:
                     pick = torch.randint(0, n, (num_dead,), generator=generator)
                 codebook[dead] = residual[pick.to(residual.device)].to(codebook.dtype)
-                idx = squared_distances(residual, codebook).argmin(dim=1)
+                d2 = squared_distances(residual, codebook)
             restarted.append(dead)
-            residual = residual - codebook[idx]
+            residual = residual - codebook[d2.argmin(dim=1)]
         return restarted
 
     def forward(self, latents: torch.Tensor, balanced: bool = False):
@@ -371,8 +388,8 @@ class MMRQVAE(MMRQVAEPreTrainedModel):
     modality's (Eq. 5); the total is Eq. 6 with the weights of the config.
 
     NOTE: differences from the official `MM-RQ-VAE/rqvae_mm.py`: any set of modalities (the official hard-codes
-    three); `beta` 0.25 instead of the accidental 0.01 (see `MMRQVAEConfig`); bounded-memory MMD; log-domain
-    Sinkhorn; torch constrained k-means (see `kmeans_init`).
+    three); `beta` 0.25 instead of the accidental 0.01 (see `MMRQVAEConfig`); bounded-memory MMD; torch
+    constrained k-means (see `kmeans_init`); the dead-code restart (`restart_dead_codes`).
     """
 
     def __init__(self, config: MMRQVAEConfig):
@@ -490,13 +507,18 @@ class MMRQVAE(MMRQVAEPreTrainedModel):
 
     @torch.no_grad()
     def restart_dead_codes(
-        self, embeddings: dict[str, torch.Tensor], generator: torch.Generator | None = None
+        self,
+        embeddings: dict[str, torch.Tensor],
+        generator: torch.Generator | None = None,
+        batch_size: int | None = None,
     ) -> dict[str, list[torch.Tensor]]:
-        """Per modality, re-seed the codes that no item of `embeddings` (the whole catalog) picks; see
+        """Per modality, re-seed the codes that fewer than `max(1, config.restart_usage_fraction × n /
+        codebook_size)` of the `n` items of `embeddings` (the whole catalog) are assigned to, as training assigns
+        them (Sinkhorn on the last level over chunks of `batch_size` items); see
         `MMRQVAEResidualQuantizer.restart_dead_codes`. Returns per modality one re-seeded mask per level."""
         self._check_inputs(embeddings)
         return {
-            m: self.quantizers[m].restart_dead_codes(self.encoders[m](embeddings[m]), generator)
+            m: self.quantizers[m].restart_dead_codes(self.encoders[m](embeddings[m]), generator, batch_size)
             for m in self.config.modalities
         }
 

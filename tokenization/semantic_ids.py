@@ -90,7 +90,7 @@ def resolve_collisions(
             d2 = squared_distances(residual.unsqueeze(0), books[last])[0]  # (codes,)
             increase = d2 - d2[sids[item, i, last]]
             candidates += [(float(increase[c]), i, c) for c in range(d2.shape[0]) if c != int(sids[item, i, last])]
-        for increase, i, code in sorted(candidates):
+        for increase, i, code in sorted(candidates):  # noqa: B007 (the chosen `increase` is recorded below)
             trial = sids[item].clone()
             trial[i, last] = code
             trial_key = tuple(trial.reshape(-1).tolist())

@@ -47,8 +47,10 @@ class MMRQVAETrainingArguments:
     > Parameters that control the codebook monitoring
 
     Args:
-        low_perplexity_fraction (`float`, defaults to 0.1): warn when a level's code perplexity on the catalog falls
-            below this fraction of `codebook_size` (a collapsing level; 0 disables the warning).
+        low_perplexity_fraction (`float`, defaults to 0.1): warn when a level's code perplexity on the catalog is
+            below this fraction of `codebook_size` (a collapsing level; 0 disables the warning): with
+            `dead_code_restart`, only at the end of training, for the kept epoch (early epochs run below it while the
+            restart revives the codes); without it, in the epoch it first falls below.
     """
 
     learning_rate: float = field(default=2e-4, metadata={"help": "AdamW learning rate (official --lr 2e-4)."})
@@ -82,7 +84,8 @@ def save_model_atomically(model: MMRQVAE, output_dir: str | os.PathLike) -> None
 
 
 def _warn_low_perplexity(usage: dict[str, dict], threshold: float, epoch: int, warned: set) -> None:
-    """Warn once per (modality, level) when its perplexity first falls below `threshold` (again if it recovers)."""
+    """Without the restart: warn once per (modality, level) when its perplexity first falls below `threshold` (again
+    if it recovers). Nothing revives a code that no item picks, so the fall is for good."""
     for m, u in usage.items():
         for level, ppl in enumerate(u["perplexity"]):
             key = (m, level)
@@ -90,22 +93,45 @@ def _warn_low_perplexity(usage: dict[str, dict], threshold: float, epoch: int, w
                 warned.add(key)
                 logger.warning(
                     f"MM-RQ-VAE epoch {epoch}: {m} level {level + 1} perplexity {ppl:.1f} < {threshold:.1f} "
-                    f"(utilization {u['utilization'][level]:.1%}): its codebook is collapsing; keep "
-                    "`dead_code_restart=True` (docs/SID_QUALITY.md, \"Dead-code restart\")."
+                    f"(utilization {u['utilization'][level]:.1%}): its codebook is collapsing and, with "
+                    "`dead_code_restart=False`, codes no item picks never move again; set `dead_code_restart=True` "
+                    "(docs/SID_QUALITY.md, \"Dead-code restart\")."
                 )
             elif ppl >= threshold:
                 warned.discard(key)
 
 
+def _warn_low_final_perplexity(usage_history: dict, threshold: float, epoch: int) -> None:
+    """With the restart: warn per (modality, level) whose perplexity at the kept `epoch` is still below `threshold`,
+    after the restart had every epoch before it to revive the level's codes."""
+    for m, per_epoch in usage_history["perplexity"].items():
+        for level, ppl in enumerate(per_epoch[epoch]):
+            if ppl < threshold:
+                logger.warning(
+                    f"MM-RQ-VAE: {m} level {level + 1} perplexity {ppl:.1f} < {threshold:.1f} (utilization "
+                    f"{usage_history['utilization'][m][epoch][level]:.1%}) at the kept epoch {epoch}, although "
+                    "`dead_code_restart` re-seeded its rarely used codes after every epoch: its items crowd onto few "
+                    "codes (expect collisions). Train for more epochs (the restart acts once per epoch) or raise "
+                    "`restart_usage_fraction`; `train_info.perplexity` in results.json has the trajectory "
+                    "(docs/SID_QUALITY.md, \"Dead-code restart\")."
+                )
+
+
 def _reset_optimizer_rows(optimizer: torch.optim.Optimizer, codebooks: torch.nn.Parameter, dead: torch.Tensor) -> None:
-    """Zero the optimizer state (AdamW moments) of the re-seeded code vectors `dead` `(levels, codes)` of
-    `codebooks` `(levels, codes, e_dim)`, so old momentum does not push a fresh code away at once."""
+    """Zero both AdamW moments (`exp_avg`, `exp_avg_sq`) of the re-seeded code vectors `dead` `(levels, codes)` of
+    `codebooks` `(levels, codes, e_dim)`: old momentum no longer pushes a fresh code back towards where it was.
+
+    The zeroed second moment also makes the fresh code's first steps long: the step count (shared by all rows) runs
+    on, so its bias correction is ~1 and the next k steps divide by `sqrt((1 - beta2^k) g²)`: 3-6x a normal step
+    while k ≤ 100 (1.9x at k = 300). That is kept on purpose: a re-seeded code reaches its new cluster sooner, and
+    level 1 of the Beauty main job ends with 1.23-1.36x the perplexity it reaches with the second moment kept (two
+    seeds; docs/SID_QUALITY.md, "Optimizer state of re-seeded codes")."""
     if not dead.any():
         return
     state = optimizer.state.get(codebooks, {})
-    for value in state.values():
-        if torch.is_tensor(value) and value.shape == codebooks.shape:
-            value[dead] = 0
+    for key in ("exp_avg", "exp_avg_sq"):
+        if key in state:
+            state[key][dead] = 0
 
 
 def train_mmrqvae(
@@ -133,8 +159,9 @@ def train_mmrqvae(
     The codebooks are k-means-initialized on the whole catalog before the first step (official: the catalog is the
     first batch). Early stopping watches the mean training loss per epoch (official; there is no validation set).
     With `config.dead_code_restart`, after each epoch (and after the best-checkpoint snapshot, so the kept weights
-    are those the epoch's loss and usage were measured on) every code that no item picks is re-seeded and its AdamW
-    state reset (`MMRQVAE.restart_dead_codes`).
+    are those the epoch's loss and usage were measured on) every code that fewer than `max(1,
+    config.restart_usage_fraction × num_items / codebook_size)` items are assigned to (as training assigns them:
+    Sinkhorn on the last level) is re-seeded and its AdamW moments zeroed (`MMRQVAE.restart_dead_codes`).
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -196,7 +223,8 @@ def train_mmrqvae(
         for m, u in usage.items():
             usage_history["utilization"][m].append(u["utilization"])
             usage_history["perplexity"][m].append(u["perplexity"])
-        _warn_low_perplexity(usage, config.codebook_size * args.low_perplexity_fraction, epoch, warned)
+        if not config.dead_code_restart:
+            _warn_low_perplexity(usage, config.codebook_size * args.low_perplexity_fraction, epoch, warned)
         if means["loss"] < best_loss:
             best_loss, best_epoch, since_best = means["loss"], epoch, 0
             best_state = copy.deepcopy(unwrapped.state_dict())
@@ -204,7 +232,7 @@ def train_mmrqvae(
             since_best += 1
         restarted = {m: [0] * config.num_levels for m in config.modalities}
         if config.dead_code_restart:
-            masks = unwrapped.restart_dead_codes(data, restart_generator)
+            masks = unwrapped.restart_dead_codes(data, restart_generator, args.batch_size)
             for m, per_level in masks.items():
                 _reset_optimizer_rows(optimizer, unwrapped.quantizers[m].codebooks, torch.stack(per_level))
                 restarted[m] = [int(mask.sum()) for mask in per_level]
@@ -225,6 +253,8 @@ def train_mmrqvae(
             stopped_early = True
             break
 
+    if config.dead_code_restart:
+        _warn_low_final_perplexity(usage_history, config.codebook_size * args.low_perplexity_fraction, best_epoch)
     model = accelerator.unwrap_model(model)
     model.load_state_dict(best_state)
     model.eval()

@@ -2,13 +2,24 @@
 """Tests of the generative head (issue 16): semantic-ID targets with a collision suffix, the prefix trie, constrained
 beam search through `model.generate`, the joint loss, training, and the trainer's handling of the three heads."""
 
+import math
+
 import pytest
 import torch
 from mmesid_testing import tiny_mmesid, tiny_text_config
-from transformers import AutoTokenizer, LogitsProcessor
+from transformers import (
+    AutoTokenizer,
+    GenerationConfig,
+    GenerationMixin,
+    LogitsProcessor,
+    LogitsProcessorList,
+    PretrainedConfig,
+    PreTrainedModel,
+)
+from transformers.modeling_outputs import CausalLMOutput
 
 from modeling_mmesid import MMESIDConfig, MMESIDForSequentialRecommendation
-from modeling_mmesid.modeling_mmesid import SIDTrie, SIDTrieLogitsProcessor
+from modeling_mmesid.modeling_mmesid import SIDTrie, SIDTrieLogitsProcessor, _compact_beams
 
 
 NUM_ITEMS = 50
@@ -122,7 +133,7 @@ def test_trie_children_items_and_paths_hand_computed():
         SIDTrie(torch.tensor([[0, 4]]), codebook_size=4)
 
 
-def test_logits_processor_keeps_only_children_renormalized_and_excludes_history():
+def test_logits_processor_keeps_only_children_and_excludes_history():
     codes = torch.tensor([[0, 1], [0, 3], [2, 1], [2, 0]])  # items 1..4; tokens: position d code c = 10 + 4d + c
     trie = SIDTrie(codes, codebook_size=4)
     offsets = torch.tensor([10, 14])
@@ -133,11 +144,97 @@ def test_logits_processor_keeps_only_children_renormalized_and_excludes_history(
     # user 0 has items 1 and 2 (all of prefix 0) in the history: only code 2 is left; user 1 has codes 0 and 2
     assert torch.isfinite(out[0]).nonzero().flatten().tolist() == [12]
     assert torch.isfinite(out[1]).nonzero().flatten().tolist() == [10, 12]
-    torch.testing.assert_close(out[1].exp().sum(), torch.tensor(1.0))  # renormalized over the allowed codes
-    torch.testing.assert_close(out[1, 12] - out[1, 10], scores[1, 12] - scores[1, 10])
+    # the model's log-probabilities, unchanged (not renormalized over the allowed codes)
+    torch.testing.assert_close(out[0, [12]], scores[0, [12]])
+    torch.testing.assert_close(out[1, [10, 12]], scores[1, [10, 12]])
+    # the same from raw logits (a log-softmax over the full vocabulary first)
+    torch.testing.assert_close(processor(torch.zeros(2, 0, dtype=torch.long), scores * 1.0 + 5.0), out)
+    # the opt-in renormalizes over the allowed codes
+    renormalized = SIDTrieLogitsProcessor(trie, offsets, excluded_items=[[1, 2], []], item_codes=full,
+                                          renormalize=True)(torch.zeros(2, 0, dtype=torch.long), scores)
+    torch.testing.assert_close(renormalized[1].exp().sum(), torch.tensor(1.0))
+    torch.testing.assert_close(renormalized[1, 12] - renormalized[1, 10], scores[1, 12] - scores[1, 10])
     step2 = processor(torch.tensor([[12], [10]]), scores)  # prefixes (2,) and (0,)
     assert torch.isfinite(step2[0]).nonzero().flatten().tolist() == [14, 15]
     assert torch.isfinite(step2[1]).nonzero().flatten().tolist() == [15, 17]
+
+
+# Issue 29's example: items 1=(0,0), 2=(0,1), 3=(1,0), 4=(1,1); the model gives 0.5/0.5 at the first level, 0.9/0.1
+# under code 0 and 0.5/0.5 under code 1; the history is {1}. The model's own probabilities rank 3 and 4 (0.25) above
+# 2 (0.05); renormalizing over the allowed codes gave item 2 the excluded item 1's mass (0.5) and ranked it first.
+EXAMPLE_CODES = torch.tensor([[0, 0], [0, 1], [1, 0], [1, 1]])
+EXAMPLE_OFFSETS = torch.tensor([10, 12])  # token of code c at position d: 10 + 2d + c
+EXAMPLE_VOCAB = 16
+
+
+def _example_log_probs() -> torch.Tensor:
+    """`table[t]`: the model's next-token log-probabilities after token `t` (0 = the prompt), over the full vocabulary."""
+    table = torch.full((EXAMPLE_VOCAB, EXAMPLE_VOCAB), float("-inf"))
+    table[0, [10, 11]] = torch.tensor([0.5, 0.5]).log()
+    table[10, [12, 13]] = torch.tensor([0.9, 0.1]).log()
+    table[11, [12, 13]] = torch.tensor([0.5, 0.5]).log()
+    table[12:, 0] = 0.0
+    return table
+
+
+def _example_processor(**kwargs):
+    trie = SIDTrie(EXAMPLE_CODES, codebook_size=2)
+    full = torch.cat([EXAMPLE_CODES.new_zeros(1, 2), EXAMPLE_CODES])
+    return trie, SIDTrieLogitsProcessor(trie, EXAMPLE_OFFSETS, excluded_items=[[1]], item_codes=full, **kwargs)
+
+
+def test_logits_processor_scores_are_the_models_probabilities_with_history_excluded():
+    """Processor level, hand-made logits (raw: shifted by +3, not normalized): each item's score is the sum of the
+    processor's outputs along its ID."""
+    _, processor = _example_processor()
+    logits = _example_log_probs() + 3.0
+    scores = {}
+    for item, (c0, c1) in enumerate(EXAMPLE_CODES.tolist(), start=1):
+        first = processor(torch.zeros(1, 0, dtype=torch.long), logits[[0]])
+        second = processor(torch.tensor([[10 + c0]]), logits[[10 + c0]])
+        scores[item] = float(first[0, 10 + c0] + second[0, 12 + c1])
+    assert scores[1] == float("-inf")  # the history item
+    assert scores[2] == pytest.approx(math.log(0.05), abs=1e-5)
+    assert scores[3] == pytest.approx(math.log(0.25), abs=1e-5) and scores[4] == pytest.approx(math.log(0.25), abs=1e-5)
+    assert sorted([2, 3, 4], key=lambda i: -scores[i])[2] == 2  # 3 and 4 before 2
+
+
+class _ExampleLM(PreTrainedModel, GenerationMixin):
+    """A language model whose next-token logits are `_example_log_probs()[last token] + 3` (raw logits)."""
+
+    config_class = PretrainedConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.table = torch.nn.Buffer(_example_log_probs() + 3.0)
+        self.unused = torch.nn.Linear(1, 1)  # a parameter, so that `generate` finds a device and dtype
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, **kwargs):
+        return CausalLMOutput(logits=self.table[input_ids])
+
+
+@pytest.mark.parametrize("renormalize", [False, True])
+def test_beam_search_ranks_items_by_the_models_probabilities(renormalize):
+    """Through `generate` with 3 beams (as `generate_items` calls it): the beams' scores are log 0.25, log 0.25,
+    log 0.05 and item 2 comes last; the `renormalize=True` opt-in gives 0.5, 0.25, 0.25 with item 2 first."""
+    opt_in = {"renormalize": True} if renormalize else {}  # the default must be the model's probabilities
+    trie, processor = _example_processor(prompt_length=1, num_beams=3, **opt_in)
+    model = _ExampleLM(PretrainedConfig(vocab_size=EXAMPLE_VOCAB, is_decoder=True)).eval()
+    generation_config = GenerationConfig(
+        num_beams=3, num_return_sequences=3, do_sample=False, max_new_tokens=2, min_new_tokens=2, length_penalty=0.0,
+        early_stopping=False, pad_token_id=0, eos_token_id=None, bos_token_id=None, return_dict_in_generate=True,
+        output_scores=True, use_cache=False,
+    )
+    out = model.generate(torch.zeros(1, 1, dtype=torch.long), generation_config=generation_config,
+                         logits_processor=LogitsProcessorList([processor]))
+    items = trie.items(out.sequences[:, 1:] - EXAMPLE_OFFSETS).tolist()
+    if renormalize:
+        assert items[0] == 2
+        torch.testing.assert_close(out.sequences_scores, torch.tensor([0.5, 0.25, 0.25]).log())
+    else:
+        assert sorted(items[:2]) == [3, 4] and items[2] == 2
+        torch.testing.assert_close(out.sequences_scores, torch.tensor([0.25, 0.25, 0.05]).log())
 
 
 # ----------------------------------------------------------------------------------------------- loss
@@ -230,23 +327,19 @@ def test_generation_with_shared_prompt_cache_equals_full_prompts(tokenizer_dir):
     torch.testing.assert_close(cached[1], full[1], rtol=1e-4, atol=1e-4)
 
 
-def test_beam_scores_are_the_log_probabilities_of_the_items(tokenizer_dir):
-    """The top beam's score is the sum over the ID of the renormalized log-probabilities of its tokens, computed
-    here by teacher forcing the returned item (no history exclusion for an empty history)."""
+@pytest.mark.parametrize("history", [[], [1, 2, 3, 10, 20, 30]])
+def test_beam_scores_are_the_log_probabilities_of_the_items(tokenizer_dir, history):
+    """Every beam's score is the model's log-probability of its item: the sum over the ID of the log-softmax of the
+    generative head (over all its SID tokens) at each token, computed here by teacher forcing the returned item,
+    without the trie and whatever the excluded history (issue 29: not renormalized over the allowed codes)."""
     model, processor = build(tokenizer_dir, head="generative")
-    items, scores = model.generate_items([[]], processor, k=3)
-    trie, _ = model._generative_index()
-    offsets = model.generative_position_token_ids()
-    inputs = dict(processor([[]]))
+    items, scores = model.generate_items([history], processor, k=3)
+    inputs = dict(processor([history] * 3))
     with torch.no_grad():
-        out = model(**inputs, labels=items[0, :1])
-    constraint = SIDTrieLogitsProcessor(trie, offsets)
-    prefix = model.generative_token_ids(items[0, :1])
-    total = 0.0
-    for d in range(model.config.generative_id_length):
-        step = constraint(prefix[:, :d], torch.log_softmax(out.logits[:, d], -1))
-        total += float(step[0, prefix[0, d]])
-    assert abs(total - float(scores[0, 0])) < 1e-4
+        out = model(**inputs, labels=items[0])
+    tokens = model.generative_token_ids(items[0])  # (3, id_length)
+    expected = torch.log_softmax(out.logits, -1).gather(-1, tokens[..., None])[..., 0].sum(-1)
+    torch.testing.assert_close(scores[0], expected, rtol=1e-4, atol=1e-4)
 
 
 def test_k_beyond_the_candidates_pads_with_zero(tokenizer_dir):
@@ -255,6 +348,40 @@ def test_k_beyond_the_candidates_pads_with_zero(tokenizer_dir):
     items, scores = model.generate_items([history], processor, k=5)
     assert sorted(items[0, :3].tolist()) == [48, 49, 50] and items[0, 3:].tolist() == [0, 0]
     assert torch.isinf(scores[0, 3:]).all()
+
+
+def test_dropped_beams_move_to_the_end_of_the_list():
+    """Issue 29: a repeated placeholder beam, a beam that is no item or a beam with a non-finite score was set to 0
+    where it stood, so a later item was counted one rank too low. The kept beams move to the front in their order."""
+    found = torch.tensor([[5, 5, 7, 9], [0, 3, 3, 8], [4, 6, 2, 1]])
+    beam_scores = torch.tensor([[-1.0, -2.0, -3.0, -4.0], [-1.0, -2.0, -1e9, float("-inf")], [-1.0, -2.0, -3.0, -4.0]])
+    items, scores = _compact_beams(found, beam_scores)
+    assert items.tolist() == [[5, 7, 9, 0], [3, 0, 0, 0], [4, 6, 2, 1]]
+    inf = float("-inf")
+    assert scores.tolist() == [[-1.0, -3.0, -4.0, inf], [-2.0, inf, inf, inf], [-1.0, -2.0, -3.0, -4.0]]
+
+
+def test_generate_items_compacts_a_repeated_beam(tokenizer_dir, monkeypatch):
+    """The same through `generate_items` (and so `recommend(method="generate")` and the trainer's generated ranks),
+    with `generate` replaced by constructed beams: item 5's repeat in second place leaves items 7 and 9 at ranks 2
+    and 3."""
+    from types import SimpleNamespace
+
+    from modeling_mmesid.evaluation import ranks_from_recommendations
+
+    model, processor = build(tokenizer_dir, head="generative")
+    beams = torch.tensor([5, 5, 7, 9])
+    prompt = torch.zeros(4, 3, dtype=torch.long)  # `generate_items` reads only the last `generative_id_length` tokens
+
+    def fake_generate(**kwargs):
+        return SimpleNamespace(sequences=torch.cat([prompt, model.generative_token_ids(beams)], 1),
+                               sequences_scores=torch.tensor([-1.0, -1e9, -3.0, -4.0]))
+
+    monkeypatch.setattr(model, "generate", fake_generate)
+    items, scores = model.generate_items([[1]], processor, k=4)
+    assert items.tolist() == [[5, 7, 9, 0]] and scores[0, :3].tolist() == [-1.0, -3.0, -4.0]
+    assert ranks_from_recommendations(items, torch.tensor([9])).tolist() == [[3, 3]]
+    assert model.recommend([[1]], processor, k=4, method="generate").tolist() == [[5, 7, 9, 0]]
 
 
 def test_recommend_method_refusals(tokenizer_dir):

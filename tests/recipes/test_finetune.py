@@ -3,6 +3,8 @@
 
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
 import time
@@ -89,12 +91,51 @@ def test_trainer_routes_loss_through_mmesid_forward(tiny_run, tmp_path):
 
 @pytest.mark.timeout(900)
 def test_two_process_cpu_launch_then_load_and_rank(tiny_run, tmp_path):
-    cfg = finetune_config(tiny_run, tmp_path / "ddp", max_steps=4, eval_steps=2, save_steps=2)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(FINETUNE),
-           "--config", str(cfg)]
-    proc = subprocess.run(cmd, check=False, env=_env(), capture_output=True, text=True, timeout=800, cwd=REPO)
+    """2 processes x 8 samples against 1 process x 8 samples x 2 accumulated micro-batches, from one config
+    (`global_train_batch_size: 16`): the same 16 samples per step, so the same loss, gradient norm and weights at each
+    step (the loss is scaled by the number of processes, `MMESIDTrainer.compute_loss`, which DDP's averaging undoes).
+    Then the 2-process run's model loads with its own code and ranks."""
+    from safetensors.torch import load_file
+
+    env = dict(_env(), MMESID_PRECISION="float32")  # float32 on any CPU: the two runs agree to rounding
+    cfg = finetune_config(tiny_run, tmp_path / "ddp", max_steps=4, eval_steps=2, save_steps=2, logging_steps=1,
+                          global_train_batch_size=16)
+    # `--cpu --num_processes 2` would start ONE process (Accelerate's simple launcher: several CPU processes need
+    # mpirun); `--multi_gpu` is its torchrun launcher, and the config's `use_cpu` makes them gloo CPU processes
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--main_process_port", str(port), "--mixed_precision", "no",
+           "--dynamo_backend", "no", str(FINETUNE), "--config", str(cfg)]
+    proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=800, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    one = cfg.with_name("one.yaml")
+    one.write_text(cfg.read_text().replace(str(tmp_path / "ddp"), str(tmp_path / "one")))
+    proc = subprocess.run([sys.executable, str(FINETUNE), "--config", str(one), "--save_full_model", "false"],
+                          check=False, env=env, capture_output=True, text=True, timeout=800, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+
+    def steps(name):
+        history = json.loads((tmp_path / name / "results.json").read_text())["train_info"]["log_history"]
+        return [(e["step"], e["samples_seen"], e["loss"], e["grad_norm"]) for e in history if "loss" in e]
+
+    def accumulation(name):
+        return json.loads((tmp_path / name / "results.json").read_text())["run_info"]["config"]["training"][
+            "gradient_accumulation_steps"]
+
+    assert (accumulation("ddp"), accumulation("one")) == (1, 2)  # 16 / (8 x 2 processes), 16 / (8 x 1 process)
+    two_processes, accumulated = steps("ddp"), steps("one")
+    assert [s[:2] for s in two_processes] == [s[:2] for s in accumulated] == [(k, 16 * k) for k in range(1, 5)]
+    for (step, _, loss2, norm2), (_, _, loss1, norm1) in zip(two_processes, accumulated):
+        assert loss2 == pytest.approx(loss1, rel=1e-5), (step, loss2, loss1)
+        assert norm2 == pytest.approx(norm1, rel=1e-4), (step, norm2, norm1)
+    for step in (2, 4):
+        weights2 = load_file(tmp_path / "ddp" / f"checkpoint-{step}" / "adapter_model.safetensors")
+        weights1 = load_file(tmp_path / "one" / f"checkpoint-{step}" / "adapter_model.safetensors")
+        assert weights2.keys() == weights1.keys()
+        for key in weights1:
+            torch.testing.assert_close(weights2[key], weights1[key], rtol=1e-4, atol=1e-6, msg=lambda m, k=key: f"{k}: {m}")
     results = json.loads((tmp_path / "ddp" / "results.json").read_text())
     # every test user is ranked (no max_test_users) and the table holds each metric at each cut-off, in [0, 1]
     num_test = json.loads((tiny_run / "data" / "stats.json").read_text())["num_test"]
@@ -166,6 +207,31 @@ def test_resume_after_interruption_matches_uninterrupted(tiny_run, tmp_path):
     assert saved["output_dir"] == str(tmp_path / "cut") and saved["save_strategy"] == "steps"
 
 
+def test_resume_from_a_checkpoint_without_the_samples_count_is_refused(tiny_run, tmp_path):
+    """A checkpoint without `mmesid_samples_seen.json` (written before 2026-12-05, or by another trainer): `train`
+    refuses to resume, naming the file and the last logged count, instead of counting the samples from 0 again; with
+    the file written, the count goes on from it."""
+    from trl import ModelConfig, TrlParser
+
+    from modeling_mmesid.trainer import SAMPLES_SEEN_FILE, samples_seen_at
+
+    recipe = _load_recipe()
+    cfg = finetune_config(tiny_run, tmp_path / "out", max_steps=1, eval_strategy="no", save_strategy="no")
+    trainer, _, _ = recipe.build_trainer(*TrlParser(
+        (recipe.ScriptArguments, recipe.MMESIDTrainingConfig, ModelConfig)).parse_args_and_config(["--config", str(cfg)]))
+    checkpoint = tmp_path / "out" / "checkpoint-6"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text(json.dumps(
+        {"global_step": 6, "log_history": [{"loss": 3.0, "samples_seen": 40, "step": 4}]}))
+    with pytest.raises(FileNotFoundError, match=rf"{re.escape(str(checkpoint / SAMPLES_SEEN_FILE))} not found.*"
+                       r"logged 40 samples at step 4 of 6: a lower bound"):
+        trainer.train(resume_from_checkpoint=str(checkpoint))
+    with pytest.raises(FileNotFoundError, match=SAMPLES_SEEN_FILE):  # the last checkpoint of the output folder
+        trainer.train(resume_from_checkpoint=True)
+    (checkpoint / SAMPLES_SEEN_FILE).write_text(json.dumps({"samples_seen": 52}))
+    assert samples_seen_at(checkpoint) == 52
+
+
 def test_bf16_run_trains_float32_parameters_and_saves_a_loadable_model(tiny_run, tmp_path, monkeypatch):
     """Where the hardware runs bf16 (forced here with MMESID_PRECISION=bf16): the recipe loads the frozen backbone in
     bf16 and trains under bf16 autocast; what trains is float32, and the saved model loads with AutoModel (backbone
@@ -225,3 +291,37 @@ def test_packed_recipe_trains_on_the_users_as_written(tiny_run, tmp_path):
     assert num_samples(packed_splits["train"]) == per_sample_train.num_rows
     everyone = data.load_train_users(tiny_run / "data")
     assert everyone.to_dict() == group_samples_by_user(data.load_splits(tiny_run / "data")["train"]).to_dict()
+
+
+def test_causal_layout_trains_packed_saves_and_loads_with_its_layout(tiny_run, tmp_path):
+    """`--layout causal` through the recipe: packed rows are one causal chain per user (one item token per sample
+    after the first), and the saved model and processor carry the layout, so the loaded model reads users at their
+    last item token and refuses a processor of the other layout."""
+    from transformers import AutoModel, AutoProcessor
+    from trl import ModelConfig, TrlParser
+
+    recipe = _load_recipe()
+    cfg = finetune_config(tiny_run, tmp_path / "out", max_steps=2, eval_strategy="no", save_strategy="no",
+                          prefix_packing=True, layout="causal", per_device_train_batch_size=2)
+    args = TrlParser((recipe.ScriptArguments, recipe.MMESIDTrainingConfig, ModelConfig)).parse_args_and_config(
+        ["--config", str(cfg)])
+    trainer, splits, _ = recipe.build_trainer(*args)
+    rows = [splits["train"][i] for i in range(2)]
+    batch = trainer.data_collator(rows)
+    samples = sum(len(r["items"]) - r["start"] for r in rows)
+    # each user: the instruction's last token (the rest is the shared prompt) and every item but the last
+    assert batch["input_ids"].shape == (1, sum(1 + len(r["items"]) - 1 for r in rows))
+    assert batch["readout_positions"].shape == (samples, 2) and batch["labels"].numel() == samples
+
+    results = recipe.main(*TrlParser((recipe.ScriptArguments, recipe.MMESIDTrainingConfig, ModelConfig))
+                          .parse_args_and_config(["--config", str(cfg)]))
+    assert 0.0 <= results["mmesid"]["ndcg@10"] <= 1.0
+    model = AutoModel.from_pretrained(tmp_path / "out" / "model", trust_remote_code=True).eval()
+    processor = AutoProcessor.from_pretrained(tmp_path / "out" / "model", trust_remote_code=True)
+    assert model.config.layout == processor.layout == "causal"
+    assert processor.prompt_token_ids(2)[-2:] == [processor.item_token_id] * 2  # read out at the last item
+    top = model.recommend([[1, 2, 3], [5]], processor, k=5)
+    assert top.shape == (2, 5) and not set(top[0].tolist()) & {0, 1, 2, 3}
+    chat = AutoProcessor.from_pretrained(tmp_path / "out" / "model", trust_remote_code=True, layout="chat")
+    with pytest.raises(ValueError, match="layout='chat'"):
+        model.recommend([[1, 2, 3]], chat, k=5)

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 from mmesid_testing import REPO, finetune_config, import_recipe
@@ -54,6 +55,35 @@ def test_learning_curve_points_and_resume(tiny_run, tmp_path):
     text = doc.read_text()
     assert "old table" not in text and "| paper |" in text
     assert text.startswith("# before\n<!-- curve:start -->\n") and text.endswith("<!-- curve:end -->\nafter\n")
+
+
+def test_budget_callback_counts_the_samples_of_every_process():
+    """Under 2 processes each one sees half of the samples: a budget is reached on the count over all processes (the
+    trainer's `_global_samples_seen`), every process evaluates and stops at the same step, and only the main process
+    records a point."""
+    from transformers import TrainerControl, TrainerState
+
+    curve = import_recipe("learning_curve")
+    points = {0: [], 1: []}
+    callbacks, controls = {}, {}
+    for rank in (0, 1):
+        trainer = SimpleNamespace(_samples_seen=0)  # this process's samples; the global count is twice that
+        trainer._global_samples_seen = lambda trainer=trainer: 2 * trainer._samples_seen
+        callbacks[rank] = (curve.BudgetCallback(trainer, [16, 8], points[rank].append), trainer)
+    evaluated = []
+    for step in range(1, 4):  # 3 samples per process and step: 6, 12, 18 in all
+        for rank, (callback, trainer) in callbacks.items():
+            state = TrainerState(global_step=step, is_world_process_zero=rank == 0)
+            control = controls[rank] = TrainerControl()
+            callback.on_step_begin(None, state, control)
+            trainer._samples_seen += 3
+            callback.on_step_end(None, state, control)
+            if control.should_evaluate:
+                evaluated.append((rank, step))
+                callback.on_evaluate(None, state, control, metrics={"eval_ndcg@10": 0.5})
+    assert evaluated == [(0, 2), (1, 2), (0, 3), (1, 3)]
+    assert [(p["budget"], p["samples_seen"], p["step"]) for p in points[0]] == [(8, 12, 2), (16, 18, 3)]
+    assert points[1] == [] and controls[0].should_training_stop and controls[1].should_training_stop
 
 
 def _finetune_results(path, evals, max_eval_users=10, seed=42):

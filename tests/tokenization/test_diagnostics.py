@@ -12,6 +12,7 @@ from tokenization.diagnostics import (
     read_validation_pairs,
     save_spectrum_plot,
     semantic_id_diagnostics,
+    singular_values,
     spectrum_summary,
 )
 
@@ -88,12 +89,33 @@ def test_kendall_tau_rejects_unknown_similarity():
         kendall_tau_concordance([[1, 2]], [3], torch.randn(4, 2), torch.randn(4, 2), similarity="l2")
 
 
-def test_spectrum_of_rank_two_table():
-    torch.manual_seed(0)
-    table = torch.randn(100, 2) @ torch.randn(2, 16)
+def table_with_singular_values(values: list[float], num_items: int = 50, dim: int = 16, seed: int = 0) -> torch.Tensor:
+    """A `(num_items, dim)` table whose mean-centred singular values are exactly `values` (then zeros), shifted by a
+    constant row (centring removes it)."""
+    g = torch.Generator().manual_seed(seed)
+    ones = torch.ones(num_items, 1, dtype=torch.float64)
+    # orthonormal columns orthogonal to the all-ones vector, i.e. with zero mean
+    u = torch.linalg.qr(torch.cat([ones, torch.randn(num_items, len(values), generator=g, dtype=torch.float64)], 1))[0]
+    v = torch.linalg.qr(torch.randn(dim, len(values), generator=g, dtype=torch.float64))[0]
+    table = u[:, 1:] @ torch.diag(torch.tensor(values, dtype=torch.float64)) @ v.T
+    return table + torch.randn(1, dim, generator=g, dtype=torch.float64)
+
+
+@pytest.mark.parametrize(
+    "values, dims_90, dims_99",
+    [
+        ([10.0, 1.0, 0.01], 1, 1),  # energies 100, 1, 1e-4: the first holds 99.01%
+        ([10.0, 3.0, 1.0], 1, 2),  # 100 / 110 = 90.9%, 109 / 110 = 99.09%
+        ([1.0, 1.0, 1.0, 1.0], 4, 4),  # 3 / 4 < 90%: all four
+    ],
+)
+def test_spectrum_of_known_singular_values(values, dims_90, dims_99):
+    table = table_with_singular_values(values)
+    torch.testing.assert_close(singular_values(table)[: len(values)], torch.tensor(values, dtype=torch.float64))
     summary = spectrum_summary(table)
-    assert summary["dims_99pct_energy"] <= 2
-    assert 1.0 <= summary["effective_rank"] <= 2.0
+    p = torch.tensor(values, dtype=torch.float64) / sum(values)
+    assert summary["effective_rank"] == pytest.approx(math.exp(-(p * p.log()).sum().item()), rel=1e-6)
+    assert (summary["dims_90pct_energy"], summary["dims_99pct_energy"], summary["dim"]) == (dims_90, dims_99, 16)
 
 
 def test_read_validation_pairs_from_raw_file(tmp_path):
@@ -109,14 +131,27 @@ def test_read_validation_pairs_from_raw_file(tmp_path):
 def test_semantic_id_diagnostics_report():
     torch.manual_seed(0)
     sids = torch.tensor([[[0, 0]], [[0, 1]], [[0, 1]], [[1, 2]], [[2, 3]]])  # (5, 1 modality, 2 levels)
-    codebooks = {"text": torch.randn(2, 4, 3)}
-    emb = {"text": torch.randn(5, 6)}
+    # Code-derived rows (sum over both levels): items 1, 2 = (1, 1) + 0; item 3 = (1, 0) + (-1, 2) = (0, 2);
+    # target item 4 = (1, 0) + 0. Cosine with the target: 0.707, 0.707, 0 (level 1 alone would rank item 3 first).
+    codebooks = {"text": torch.zeros(2, 4, 2)}
+    codebooks["text"][0, 0] = torch.tensor([1.0, 1.0])
+    codebooks["text"][0, 1] = torch.tensor([1.0, 0.0])
+    codebooks["text"][0, 2] = torch.tensor([1.0, 0.0])
+    codebooks["text"][1, 2] = torch.tensor([-1.0, 2.0])
+    # Pre-trained rows: cosine with the target 0.949 > 0.707 > 0.
+    emb = {"text": torch.zeros(5, 6)}
+    emb["text"][1, :2] = torch.tensor([3.0, 1.0])
+    emb["text"][2, :2] = torch.tensor([1.0, 1.0])
+    emb["text"][3, :2] = torch.tensor([0.0, 1.0])
+    emb["text"][4, :2] = torch.tensor([1.0, 0.0])
     report = semantic_id_diagnostics(sids, codebooks, ["text"], emb, [[1, 2, 3]], [4])
     assert report["num_items"] == 4
     assert report["collision_rate"] == {"text": 0.5, "combined": 0.5}
     assert report["codebook"]["text"]["utilization"] == [3 / 4, 3 / 4]
     tau = report["kendall_tau"]["text"]
-    assert -1.0 <= tau["tau_a"] <= 1.0 and 0.0 <= tau["concordant_fraction"] <= 1.0
+    # pairs (1, 3) and (2, 3) concordant, (1, 2) tied in the code-derived ranking: tau-a = 2 / 3, fraction 2 / 3
+    # (the pre-trained table against itself would give 1; level 1 alone -2 / 3).
+    assert tau["tau_a"] == pytest.approx(2 / 3) and tau["concordant_fraction"] == pytest.approx(2 / 3)
     assert {"gaussian_table_tau_a", "gaussian_table_concordant_fraction", "statistic"} <= set(tau)
     assert set(report["spectrum"]) == {"text_codes", "text_input"}
     assert set(report["embedding_collapse"]) == {"text_sid"}

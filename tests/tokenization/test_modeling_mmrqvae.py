@@ -145,6 +145,17 @@ def test_sinkhorn_assignment_is_balanced():
     assert counts.min() >= 512 / 8 * 0.5 and counts.max() <= 512 / 8 * 1.5, counts
 
 
+def test_sinkhorn_equals_argmin_when_argmin_is_already_balanced():
+    # 16 vectors around each of 8 separated codes: the nearest-code assignment is balanced, so the balanced
+    # assignment must be it (a sign error sends every vector to its farthest code and stays balanced).
+    torch.manual_seed(0)
+    codes = torch.randn(8, 4) * 3
+    x = codes.repeat_interleave(16, 0) + 0.1 * torch.randn(128, 4)
+    d2 = squared_distances(x, codes)
+    assert torch.bincount(d2.argmin(1), minlength=8).tolist() == [16] * 8
+    assert torch.equal(sinkhorn_assign(d2, epsilon=0.003, num_iters=50), d2.argmin(1))
+
+
 def test_kmeans_init_finds_separated_clusters():
     torch.manual_seed(0)
     centers = torch.tensor([[10.0, 0.0], [-10.0, 0.0], [0.0, 10.0], [0.0, -10.0]])
@@ -205,6 +216,28 @@ def test_quantized_latent_is_sum_of_code_vectors():
     summed = model.code_embeddings(out.codes)
     for m in model.config.modalities:
         torch.testing.assert_close(out.quantized[m], summed[m], atol=1e-5, rtol=1e-5)
+
+
+def test_codes_equal_an_independent_residual_loop():
+    # r = z; per level: c = argmin ||r - B_l||^2, r -= B_l[c]; written here, not with the library's helpers.
+    model = MMRQVAE(tiny_config(num_levels=3)).eval()
+    emb = tiny_embeddings()
+    model.initialize_codebooks(emb)
+    codes, out = model.get_codes(emb), model(emb)
+    for m in model.config.modalities:
+        with torch.no_grad():
+            z = model.encoders[m](emb[m]).double()
+        books = model.quantizers[m].codebooks.detach().double()
+        r, expected = z.clone(), []
+        for level in range(3):
+            c = ((r.unsqueeze(1) - books[level].unsqueeze(0)) ** 2).sum(-1).argmin(1)
+            expected.append(c)
+            r = r - books[level][c]
+        expected = torch.stack(expected, dim=1)
+        assert len(set(expected[:, 1].tolist())) > 1  # the later levels see different residuals
+        assert torch.equal(codes[m], expected), m
+        assert torch.equal(out.codes[m], expected), m
+        torch.testing.assert_close(out.quantized[m].double(), z - r, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("recon_loss", ["mmd", "mse"])
@@ -292,6 +325,8 @@ def test_resolve_collisions_moves_later_items_to_the_nearest_free_last_code():
     unchanged = [i for i in range(sids.shape[0]) if i not in moved]
     assert torch.equal(resolved[unchanged], sids[unchanged])
     assert torch.equal(resolved[moved, :, :-1], sids[moved, :, :-1])  # only the last level moves
+    # JSON-ready (assign_sids.py writes them): the increase of the chosen code, ≥ 0 since the old code was nearest
+    assert all(type(c["distance_increase"]) is float and c["distance_increase"] >= -1e-6 for c in changes), changes
 
     # Oracle: each moved item (in id order) takes the free (modality, code) with the least total squared error
     # ‖z_m − Σ_levels e‖² over modalities, against the IDs held before it.
@@ -301,9 +336,9 @@ def test_resolve_collisions_moves_later_items_to_the_nearest_free_last_code():
         with torch.no_grad():
             latents = {m: model.encoders[m](tables[m][item : item + 1])[0] for m in model.config.modalities}
 
-        def error(ids):
+        def error(ids, latents=latents):
             return sum(
-                float((latents[m] - sum(books[m][l, ids[i, l]] for l in range(ids.shape[1]))).pow(2).sum())
+                float((latents[m] - sum(books[m][lv, ids[i, lv]] for lv in range(ids.shape[1]))).pow(2).sum())
                 for i, m in enumerate(model.config.modalities)
             )
 
@@ -467,10 +502,14 @@ def test_restart_reseeds_every_dead_code_and_resets_its_optimizer_state():
     optimizer.step()
     masks = model.restart_dead_codes(emb, torch.Generator().manual_seed(0))["text"]
     assert masks[0][:3].all()
-    _reset_optimizer_rows(optimizer, books, torch.stack(masks))
     state = optimizer.state[books]
-    assert (state["exp_avg"][0, :3] == 0).all() and (state["exp_avg_sq"][0, :3] == 0).all()
-    assert (state["exp_avg_sq"][0, 3:] != 0).any()
+    state["exp_avg"].fill_(0.5)  # as after many steps where every code was picked
+    state["exp_avg_sq"].fill_(0.25)
+    _reset_optimizer_rows(optimizer, books, torch.stack(masks))
+    dead = torch.stack(masks)
+    # Both moments of the re-seeded rows, nothing else (docs/SID_QUALITY.md, "Optimizer state of re-seeded codes").
+    assert (state["exp_avg"][dead] == 0).all() and (state["exp_avg"][~dead] == 0.5).all()
+    assert (state["exp_avg_sq"][dead] == 0).all() and (state["exp_avg_sq"][~dead] == 0.25).all()
     codes = model.get_codes(emb)["text"]
     assert torch.bincount(codes[:, 0], minlength=8).min() > 0  # every level-1 code is picked again
 
@@ -491,6 +530,27 @@ def test_restart_reseeds_exactly_the_codes_below_min_usage(fraction, min_usage):
     assert int(masks[0].sum()) >= 2
 
 
+@pytest.mark.parametrize("batch_size", [None, 128])
+def test_restart_counts_the_last_level_as_training_assigns_it(batch_size):
+    # One level, so it is the last: argmin piles the vectors onto code 0, Sinkhorn (training) spreads them over all.
+    torch.manual_seed(0)
+    x = torch.randn(512, 4) * 0.1
+    codes = torch.randn(8, 4)
+    codes[0] = 0.0
+    counts = {}
+    for epsilon in (0.003, 0.0):
+        quantizer = MMRQVAE(tiny_config(num_levels=1, e_dim=4, sinkhorn_epsilon=epsilon)).quantizers["text"]
+        with torch.no_grad():
+            quantizer.codebooks[0] = codes
+        counts[epsilon] = quantizer.restart_dead_codes(x, torch.Generator().manual_seed(0), batch_size)[0]
+        if epsilon:
+            torch.testing.assert_close(quantizer.codebooks[0], codes)  # nothing moved
+    argmin_counts = torch.bincount(squared_distances(x, codes).argmin(1), minlength=8)
+    assert not counts[0.003].any()  # every code gets its balanced share from Sinkhorn
+    bar = 0.1 * 512 / 8
+    assert torch.equal(counts[0.0], argmin_counts < bar) and counts[0.0].any()  # argmin training: re-seeded
+
+
 def test_normalized_latents_have_norm_sqrt_e_dim_and_round_trip(tmp_path):
     config = tiny_config(normalize_latents=True)
     model, _ = train_mmrqvae(config, tiny_embeddings(), MMRQVAETrainingArguments(num_epochs=2, batch_size=32))
@@ -506,20 +566,49 @@ def test_normalized_latents_have_norm_sqrt_e_dim_and_round_trip(tmp_path):
         assert torch.equal(loaded.get_codes(tiny_embeddings())[m], codes)
 
 
-def test_low_perplexity_warns(caplog):
+def warnings_of_scripted_run(caplog, monkeypatch, perplexities, restart):
+    """`test_tiny_training_loss_falls`'s run (30 epochs; its loss halves, so the kept epoch is not the first), where
+    level 1's perplexity in epoch e reads `perplexities[min(e, len - 1)]` for both modalities (level 2: 8 of 8 codes;
+    warning bar 0.5 x 8 = 4). Returns the warning text and the history."""
     from transformers.utils import logging as hf_logging
 
+    import tokenization.train_rqvae as train_module
+
+    calls = iter(range(10**6))
+
+    def scripted_usage(codes, codebook_size):
+        p = perplexities[min(next(calls) // 2, len(perplexities) - 1)]  # two modalities per epoch
+        return {"utilization": [p / codebook_size, 1.0], "perplexity": [p, 8.0]}
+
+    monkeypatch.setattr(train_module, "codebook_usage", scripted_usage)
+    args = MMRQVAETrainingArguments(num_epochs=30, batch_size=32, learning_rate=1e-2, low_perplexity_fraction=0.5)
     hf_logging.enable_propagation()
     try:
         with caplog.at_level("WARNING"):
-            train_mmrqvae(
-                tiny_config(),
-                tiny_embeddings(),
-                MMRQVAETrainingArguments(num_epochs=1, batch_size=32, low_perplexity_fraction=1.0),
-            )
+            _, history = train_mmrqvae(tiny_config(dead_code_restart=restart), tiny_embeddings(), args)
     finally:
         hf_logging.disable_propagation()
-    assert "perplexity" in caplog.text and "collapsing" in caplog.text
+    return caplog.text, history
+
+
+def test_no_collapse_warning_while_the_restart_revives_the_codes(caplog, monkeypatch):
+    # The main job: with the restart on, level 1 starts below the bar and recovers.
+    text, history = warnings_of_scripted_run(caplog, monkeypatch, [2, 6], restart=True)
+    assert history["best_epoch"] >= 1  # the kept epoch is a recovered one
+    assert "perplexity" not in text, text
+
+
+def test_collapse_warning_when_usage_stays_low_despite_the_restart(caplog, monkeypatch):
+    text, _ = warnings_of_scripted_run(caplog, monkeypatch, [2], restart=True)
+    assert text.count("level 1 perplexity") == 2, text  # once per modality, at the end
+    assert "text level 1 perplexity 2.0 < 4.0" in text and "at the kept epoch" in text
+    assert "restart_usage_fraction" in text and "for more epochs" in text
+
+
+def test_collapse_warning_without_restart_says_to_turn_it_on(caplog, monkeypatch):
+    text, _ = warnings_of_scripted_run(caplog, monkeypatch, [6, 2], restart=False)
+    assert text.count("level 1 perplexity") == 2 and "epoch 1: text level 1 perplexity 2.0" in text, text
+    assert "set `dead_code_restart=True`" in text
 
 
 def test_initial_residuals_use_the_nearest_code():

@@ -149,10 +149,11 @@ class TestModel:
         torch.manual_seed(0)
         model = SASRecModel(tiny_config(hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1))
         sequences = cyclic_sequences(64)
-        calls = []
+        calls, states = [], []
 
         def eval_fn(m):  # a metric that peaks at epoch 3
             calls.append(m.training)
+            states.append({k: v.detach().clone() for k, v in m.state_dict().items()})  # the weights it was given
             return -abs(len(calls) - 3)
 
         args = SASRecTrainingArguments(num_epochs=8, batch_size=32, learning_rate=1e-2, patience=2, seed=0)
@@ -161,6 +162,11 @@ class TestModel:
         assert losses[-1] < losses[0] * 0.9, losses
         assert history["best_epoch"] == 3 and history["epochs_run"] == 5
         assert not model.training
+        # the returned model holds the weights validated at the best epoch, not the last epoch's
+        best, last = states[2], states[-1]
+        assert any(not torch.equal(best[k], last[k]) for k in best)
+        for key, value in model.state_dict().items():
+            torch.testing.assert_close(value, best[key], rtol=0, atol=0, msg=lambda m, key=key: f"{key}: {m}")
 
     def test_save_pretrained_round_trip(self, tmp_path):
         torch.manual_seed(0)

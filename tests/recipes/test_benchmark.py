@@ -1,0 +1,57 @@
+# Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
+"""recipes/benchmark.py at CI size: the headline runs and reports both prompt layouts; the token counts are exact
+(timings are never asserted)."""
+
+import json
+
+import pytest
+import torch
+from mmesid_testing import import_recipe
+
+
+def test_ci_headline_reports_both_layouts(tmp_path, capsys):
+    recipe = import_recipe("benchmark")
+    threads = torch.get_num_threads()
+    try:  # one thread: the CI size is tiny, and a busy machine's cores are shared
+        results = recipe.main(recipe.BenchmarkArguments(output_dir=str(tmp_path), threads=1))
+    finally:
+        torch.set_num_threads(threads)
+    head = results["train_info"]["headline"]
+    assert head["recipe"]["source"] == recipe.DEFAULT_FINETUNE_CONFIG and head["recipe"]["layout"] == "causal"
+    tokens = head["tokens_per_epoch"]
+    chat, causal = tokens["chat"], tokens["causal"]
+    assert chat["samples"] == causal["samples"] == 2290 and chat["users"] == causal["users"] == 120
+    assert causal["total"] < chat["total"] and tokens["chat_over_causal"] == chat["total"] / causal["total"]
+    assert chat["item_tokens"] == causal["item_tokens"]
+    # causal: per user the instruction's last token and one token per history item; the shared prompt once per step
+    assert causal["packed_shared_prompt"] - causal["shared_prompt_tokens"] == causal["users"] + causal["item_tokens"]
+    assert causal["total"] == causal["packed_shared_prompt"] + causal["shared_prompt_tokens"] * (causal["steps"] - 1)
+    training = head["training"]
+    assert training["chat"]["samples"] == training["causal"]["samples"] > 0  # the same users for both layouts
+    assert training["chat"]["users_per_step"] == head["recipe"]["per_device_train_batch_size"] == 8
+    assert training["causal"]["tokens"] < training["chat"]["tokens"]
+    assert training["causal_over_chat_samples_per_s"] > 0
+    ranking = head["ranking"]
+    assert ranking["layout"] == "causal" and ranking["users"] == 64 and ranking["batch_size"] == 32
+    assert ranking["full_split_minutes"] > 0
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["train_info"]["headline"]["tokens_per_epoch"]["causal"]["total"] == causal["total"]
+    assert saved["train_info"]["training_factors"] is None  # the older sections only on request
+    assert saved["meta_info"]["threads"] == 1 and "cpu" in saved["meta_info"]
+    out = capsys.readouterr().out
+    for row in ("[headline 1]", "[headline 2]", "[headline 3]"):
+        assert row in out
+    assert out.count("1 threads") >= 2  # every timing line names its hardware and thread count
+
+
+def test_recipe_config_reads_the_finetune_yaml(tmp_path):
+    recipe = import_recipe("benchmark")
+    config = recipe.recipe_config(recipe.DEFAULT_FINETUNE_CONFIG)
+    assert config["layout"] == "causal" and config["per_device_train_batch_size"] == 8
+    assert (config["lora_r"], config["lora_alpha"], config["lora_dropout"]) == (8, 16, 0.0)
+    partial = tmp_path / "finetune.yaml"
+    partial.write_text("layout: chat\nper_device_train_batch_size: 2\n")
+    config = recipe.recipe_config(str(partial))  # keys it lacks come from the fallback YAML
+    assert config["layout"] == "chat" and config["per_device_train_batch_size"] == 2 and config["lora_r"] == 8
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        recipe.recipe_config(str(tmp_path / "missing.yaml"))
