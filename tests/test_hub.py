@@ -423,12 +423,13 @@ def test_adapter_base_keeps_every_config_field(tiny_run, tmp_path):
 
     run = Run(tiny_run)
     tables = load_item_tables(run, ["collaborative", "text"])
-    processor = MMESIDProcessor(AutoTokenizer.from_pretrained(tiny_run / "backbone"), **tables.processor_kwargs())
+    processor = MMESIDProcessor(AutoTokenizer.from_pretrained(tiny_run / "backbone"), layout="causal",
+                                **tables.processor_kwargs())  # a non-default layout, which the processor carries
     trained = {"sid_projection": "none", "sid_init": "random", "fusion": "equal", "fusion_temperature": 0.5,
                "fusion_hidden_size": 16, "fusion_bottleneck_size": 4, "fusion_gate_init": "torch",
                "item_head_init": "zero", "item_token_sids": False, "head": "both", "generative_loss_weight": 0.5, "generative_id": "combined"}
     derived = {"text_config", "num_items", "modalities", "modality_dims", "num_levels", "codebook_size",
-               "codebook_dim", "item_token_id", "sid_token_offset"}  # from the backbone, processor and tables
+               "codebook_dim", "item_token_id", "sid_token_offset", "layout"}  # from the backbone, processor and tables
     fixed = {"pad_item_id": "must be 0", "tie_word_embeddings": "MME-SID has no LM head to tie"}
     assert set(trained) | derived | set(fixed) == set(MMESIDConfig.__annotations__), "a new field: add it here"
     assert all(MMESIDConfig.__dataclass_fields__[k].default != v for k, v in trained.items())
@@ -456,6 +457,7 @@ def test_adapter_base_keeps_every_config_field(tiny_run, tmp_path):
     saved.pop("text_config"), rebuilt.pop("text_config")
     assert rebuilt == saved
     assert {k: rebuilt[k] for k in trained} == trained
+    assert rebuilt["layout"] == "causal"  # from the saved processor
 
 
 def test_rqvae_card_row_says_the_collisions_before_resolution():
