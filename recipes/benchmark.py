@@ -185,6 +185,17 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _timed_steps(step, batches, device: torch.device) -> tuple[list, float]:
+    """`step` over `batches` after one untimed warm-up step: (each step's result, seconds)."""
+    step(batches[0])
+    _reset_peak(device)
+    _sync(device)
+    start = time.perf_counter()
+    results = [step(batch) for batch in batches]
+    _sync(device)
+    return results, time.perf_counter() - start
+
+
 def _synthetic_split(seed: int, num_users: int = 120, num_items: int = 400):
     rng = random.Random(seed)
     sequences = {u: [rng.randint(1, num_items) for _ in range(rng.randint(5, 40))] for u in range(1, num_users + 1)}
@@ -331,13 +342,7 @@ def time_layouts(model, processors: dict, rows: list[dict], config: dict, bf16: 
                 tokens = batch["input_ids"].numel() + batch.get("shared_prompt_ids", torch.empty(0)).numel()
                 return float(loss.detach()) * batch["labels"].numel(), batch["labels"].numel(), tokens
 
-            step(batches[0])  # warm-up
-            _reset_peak(device)
-            _sync(device)
-            start = time.perf_counter()
-            steps = [step(users) for users in batches]
-            _sync(device)
-            seconds = time.perf_counter() - start
+            steps, seconds = _timed_steps(step, batches, device)
             samples, tokens = sum(s[1] for s in steps), sum(s[2] for s in steps)
             results[name] = {
                 "users": len(rows), "samples": samples, "steps": len(batches), "users_per_step": users_per_step,
@@ -646,13 +651,7 @@ def time_factors(model, processor, train, args, device, tokens) -> dict:
             return float(loss.detach()) * batch["labels"].numel(), batch["input_ids"].numel()
 
         try:
-            step(batches[0])  # warm-up
-            _reset_peak(device)
-            _sync(device)
-            start = time.perf_counter()
-            results = [step(batch) for batch in batches]
-            _sync(device)
-            seconds = time.perf_counter() - start
+            results, seconds = _timed_steps(step, batches, device)
         finally:
             for module in dropouts.values():
                 module["default"] = torch.nn.Dropout(p=0.05)
