@@ -221,6 +221,18 @@ def load_item_counts(folder: str | os.PathLike, num_items: int | None = None) ->
     return counts
 
 
+def load_item_table(folder: str | os.PathLike, columns: Sequence[str] | None = None) -> pa.Table:
+    """`items.parquet` (`ITEM_SCHEMA`): one row per item, `item_id` 1..num_items in order (what the demo app shows:
+    titles, brands, training counts). `columns` selects some of `ITEM_SCHEMA`'s; `item_id` always comes first."""
+    path = data_file(folder, DATA_FILES["items"])
+    names = None if columns is None else ["item_id", *(c for c in columns if c != "item_id")]
+    table = pq.read_table(path, columns=names)
+    ids = table.column("item_id").to_numpy()
+    if not np.array_equal(ids, np.arange(1, ids.size + 1)):
+        raise ValueError(f"{path}: `item_id` must be 1..{ids.size} in order; re-run the data stage.")
+    return table
+
+
 def load_stats(folder: str | os.PathLike) -> dict:
     return read_json(data_file(folder, DATA_FILES["stats"]), "Data statistics")
 
@@ -236,6 +248,7 @@ __all__ = [
     "item_counts",
     "leave_one_out",
     "load_item_counts",
+    "load_item_table",
     "load_split_table",
     "load_stats",
     "load_train_sequences",

@@ -471,13 +471,15 @@ def build_model_folder(
     finetune_dir: str | os.PathLike | None = None,
     evaluation_results: str | os.PathLike | None = None,
     ablation_results: str | os.PathLike | None = None,
+    space_repo_id: str | None = None,
 ) -> Path:
     """`<run>/finetune/` -> the model repo folder (full model at the root, adapter under `adapter/`, card).
 
     `evaluation_results`: a `recipes/evaluate.py` `results.json` (MME-SID beside the baselines on the same users) whose
     table, protocol and `mmesid` row the card shows instead of the fine-tuning run's own test figures; copied to
     `eval_results.json`. `ablation_results`: a `recipes/ablation.py` `results.json` whose table the card shows under
-    "Ablations"; copied to `ablation_results.json`."""
+    "Ablations"; copied to `ablation_results.json`. `space_repo_id`: a Space running the demo app (`app.py`) for this
+    model, which the card links beside the command that runs the app locally."""
     run = Run(run_dir)
     finetune_dir = Path(finetune_dir) if finetune_dir else run.finetune
     full = finetune_dir / FULL_MODEL_SUBFOLDER
@@ -578,6 +580,7 @@ def build_model_folder(
         trainable_parameters=_fmt(train_config["train_info"].get("trainable_parameters")),
         train_samples=_fmt(train_config["train_info"].get("train_samples")),
         max_train_users=script.get("max_train_users"),
+        space_repo_id=space_repo_id,
         versions=_versions_block(results.get("run_info", {}).get("meta_info", {})),
         git_commit=results.get("run_info", {}).get("git_commit"),
         citation=CITATION,
@@ -802,14 +805,16 @@ def build_repo_folders(
     finetune_dir: str | os.PathLike | None = None,
     evaluation_results: str | os.PathLike | None = None,
     ablation_results: str | os.PathLike | None = None,
+    space_repo_id: str | None = None,
 ) -> dict[str, Path]:
     """Build, card and check the repo folders of a run under `output_dir` (default `<run>/hub/`); `finetune_dir`,
-    `evaluation_results` and `ablation_results` as in [`build_model_folder`]."""
+    `evaluation_results`, `ablation_results` and `space_repo_id` as in [`build_model_folder`]."""
     unknown = sorted(set(components) - set(COMPONENTS))
     if unknown:
         raise ValueError(f"`components` must be among {list(COMPONENTS)}, got {unknown}.")
-    for name, repo_id in (("model_repo_id", model_repo_id), ("dataset_repo_id", dataset_repo_id),
-                          ("rqvae_repo_id", rqvae_repo_id), ("base_model_id", base_model_id)):
+    repo_ids = {"model_repo_id": model_repo_id, "dataset_repo_id": dataset_repo_id, "rqvae_repo_id": rqvae_repo_id,
+                "base_model_id": base_model_id, **({"space_repo_id": space_repo_id} if space_repo_id else {})}
+    for name, repo_id in repo_ids.items():
         if repo_id.count("/") != 1 or Path(repo_id).is_absolute() or repo_id.startswith(("./", "../")):
             raise ValueError(f"`{name}` must be a Hub id `namespace/name`, got {repo_id!r}.")
     run_dir = Path(run_dir)
@@ -824,7 +829,7 @@ def build_repo_folders(
         folders["model"] = build_model_folder(
             run_dir, output_dir / "model", **links, base_model_id=base_model_id,
             training_config_path=training_config_path, finetune_dir=finetune_dir, evaluation_results=evaluation_results,
-            ablation_results=ablation_results,
+            ablation_results=ablation_results, space_repo_id=space_repo_id,
         )
     for kind, folder in folders.items():
         check_card(folder / "README.md", "dataset" if kind == "dataset" else "model")

@@ -63,7 +63,7 @@ from mmesid_artifacts.recipe_args import document, run_dir_field  # noqa: E402
 from modeling_mmesid import MMESIDForSequentialRecommendation, MMESIDProcessor, data, evaluation  # noqa: E402
 from modeling_mmesid.packing import MMESIDPackedCollator, count_tokens, group_samples_by_user  # noqa: E402
 from modeling_mmesid.precision import PRECISION_ENV, backbone_dtype, use_bf16  # noqa: E402
-from modeling_mmesid.trainer import MMESIDCollator, resolve_model_path  # noqa: E402
+from modeling_mmesid.trainer import MMESIDCollator, lora_config_for, resolve_model_path  # noqa: E402
 
 
 DEFAULT_FINETUNE_CONFIG = "recipes/configs/beauty-smollm2-135m/finetune-full-causal.yaml"
@@ -71,7 +71,7 @@ FALLBACK_FINETUNE_CONFIG = "recipes/configs/beauty-smollm2-135m/finetune-full-di
 # The `finetune.py` keys the headline takes from `--finetune_config` (the rest of a run's config does not change the
 # cost of a step, but for distillation's teacher, which the headline does not time).
 RECIPE_KEYS = ("per_device_train_batch_size", "layout", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules",
-               "dtype", "bf16", "activation_checkpointing", "max_grad_norm", "modalities")
+               "dtype", "bf16", "activation_checkpointing", "max_grad_norm", "modalities", "sid_trainable")
 SECTIONS = ("headline", "packing", "loop", "factors", "precision")
 EVALUATE_MODEL_BATCH_SIZE = 32  # recipes/evaluate.py's --model_batch_size default: users per ranking batch
 
@@ -100,6 +100,10 @@ class BenchmarkArguments:
     )
     rank_batch_size: int = field(
         default=EVALUATE_MODEL_BATCH_SIZE, metadata={"help": "Users per ranking batch (evaluate.py's default)."}
+    )
+    users_per_step_sweep: list[int] | None = field(
+        default=None, metadata={"help": "Headline 2: also time the config's layout at these users per step (same "
+                                "users; --train_users should hold a few steps of the largest)."}
     )
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads."})
     batch_users: int = field(default=2, metadata={"help": "packing/precision sections: users per packed batch."})
@@ -300,19 +304,26 @@ def sample_indices(total: int, size: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(total, size=min(size, total), replace=False))
 
 
-def time_layouts(model, processors: dict, rows: list[dict], config: dict, bf16: bool, device, samples_per_epoch: int
-                 ) -> dict:
+def time_layouts(model, processors: dict, rows: list[dict], config: dict, bf16: bool, device, samples_per_epoch: int,
+                 users_per_step_sweep: list[int] | None = None) -> dict:
     """Headline 2: training steps of every layout in `processors` on the same `rows` (`{items, start}` per user), in
     batches of the config's users per step: packed one-row batches collated inside the timed loop (the trainer's
-    `dataloader_num_workers: 0`), forward under bf16 autocast when `bf16`, backward, gradient clipping and an AdamW
-    step over LoRA (the config's) and MME-SID's modules. lr 0: the model leaves as it came. One untimed warm-up step
-    per layout. The distillation teacher of a config with `distill_weight` is not part of the step."""
-    from peft import LoraConfig, get_peft_model
+    `dataloader_num_workers: 0`), forward under bf16 autocast when `bf16`, backward, gradient clipping and a fused
+    AdamW step (finetune.py's optimizer) over finetune.py's adapter (`lora_config_for`: the config's LoRA, MME-SID's
+    modules, the SID rows as trainable tokens). lr 0: the model leaves as it came. One untimed warm-up step per
+    layout. The distillation teacher of a config with `distill_weight` is not part of the step.
+    `users_per_step_sweep`: the config's layout again at each of these users per step (`sweep` in the result), on the
+    same rows: what the step's fixed costs (per-op overhead, optimizer, score heads) cost at each size."""
+    from types import SimpleNamespace
+
+    from peft import get_peft_model
+    from trl import ModelConfig
 
     users_per_step = int(config["per_device_train_batch_size"])
-    lora = LoraConfig(r=config["lora_r"], lora_alpha=config["lora_alpha"], lora_dropout=config["lora_dropout"],
-                      target_modules=list(config["lora_target_modules"]),
-                      modules_to_save=model.non_backbone_module_names())
+    # finetune.py's adapter: LoRA, MME-SID's modules as `modules_to_save`, the SID rows as trainable tokens
+    model_args = ModelConfig(lora_r=config["lora_r"], lora_alpha=config["lora_alpha"],
+                             lora_dropout=config["lora_dropout"], lora_target_modules=list(config["lora_target_modules"]))
+    lora = lora_config_for(model, model_args, SimpleNamespace(sid_trainable=config.get("sid_trainable", True)))
     layout = model.config.layout
     peft_model = get_peft_model(model, lora)
     inner = peft_model.get_base_model()
@@ -320,15 +331,20 @@ def time_layouts(model, processors: dict, rows: list[dict], config: dict, bf16: 
     if checkpointing:
         inner.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=0.0)
+    # transformers' default `optim` with torch >= 2.8, which finetune.py keeps: adamw_torch_fused
+    optimizer = torch.optim.AdamW(trainable, lr=0.0, fused=True)
     max_grad_norm = config.get("max_grad_norm")
     peft_model.train()
-    batches = [rows[i : i + users_per_step] for i in range(0, len(rows), users_per_step)]
     results = {}
+    runs = [(name, name, users_per_step) for name in processors]
+    swept = config["layout"]
+    runs += [(swept, f"{swept}@{users}", users) for users in users_per_step_sweep or []]
     try:
-        for name, processor in processors.items():
+        for name, key, per_step in runs:
+            processor = processors[name]
             inner.config.layout = name
             collator = MMESIDPackedCollator(processor, one_row=True)
+            batches = [rows[i : i + per_step] for i in range(0, len(rows), per_step)]
 
             def step(users, collator=collator):
                 batch = {k: v.to(device) for k, v in collator(users).items()}
@@ -344,8 +360,8 @@ def time_layouts(model, processors: dict, rows: list[dict], config: dict, bf16: 
 
             steps, seconds = _timed_steps(step, batches, device)
             samples, tokens = sum(s[1] for s in steps), sum(s[2] for s in steps)
-            results[name] = {
-                "users": len(rows), "samples": samples, "steps": len(batches), "users_per_step": users_per_step,
+            results[key] = {
+                "users": len(rows), "samples": samples, "steps": len(batches), "users_per_step": per_step,
                 "seconds": seconds, "seconds_per_step": seconds / len(batches), "samples_per_s": samples / seconds,
                 "tokens": tokens, "tokens_per_step": tokens / len(batches), "tokens_per_s": tokens / seconds,
                 "epoch_minutes": samples_per_epoch / (samples / seconds) / 60, "mean_loss": sum(s[0] for s in steps) / samples,
@@ -358,6 +374,10 @@ def time_layouts(model, processors: dict, rows: list[dict], config: dict, bf16: 
         peft_model.unload()
     if "chat" in results and "causal" in results:
         results["causal_over_chat_samples_per_s"] = results["causal"]["samples_per_s"] / results["chat"]["samples_per_s"]
+    if users_per_step_sweep:
+        results["sweep"] = {str(u): results.pop(f"{swept}@{u}") for u in users_per_step_sweep}
+        for row in results["sweep"].values():
+            row["over_config_samples_per_s"] = row["samples_per_s"] / results[swept]["samples_per_s"]
     results.update(samples_per_epoch=samples_per_epoch, activation_checkpointing=checkpointing, bf16_autocast=bf16)
     return results
 
@@ -724,7 +744,7 @@ def run_headline(model, processors, users, grouped, test, config, bf16, dtype, a
     rows = [{"items": r["items"], "start": r["start"]} for r in grouped.select(sample_indices(len(grouped),
                                                                                                args.train_users,
                                                                                                args.seed))]
-    training = time_layouts(model, processors, rows, config, bf16, device, ch["samples"])
+    training = time_layouts(model, processors, rows, config, bf16, device, ch["samples"], args.users_per_step_sweep)
     tc, tl = training["chat"], training["causal"]
     print(f"[headline 2] training {tag}: {tc['users']} random users ({tc['samples']} samples) per layout, "
           f"{per_step} users per step ({tc['steps']} timed steps + 1 warm-up), LoRA r {config['lora_r']} alpha "
@@ -737,6 +757,11 @@ def run_headline(model, processors, users, grouped, test, config, bf16, dtype, a
               f"{t['epoch_minutes']:,.1f} min per full epoch ({training['samples_per_epoch']:,} samples, extrapolated), "
               f"loss {t['mean_loss']:.3f}, peak {t['peak_memory_mb']:,.0f} MB")
     print(f"  causal / chat: {training['causal_over_chat_samples_per_s']:.2f}x the samples/s")
+    for users, t in training.get("sweep", {}).items():
+        print(f"  {config['layout']} at {users} users per step: {t['samples_per_s']:.2f} samples/s "
+              f"({t['over_config_samples_per_s']:.2f}x the config's {per_step}), {t['tokens_per_s']:,.0f} tokens/s "
+              f"({t['tokens_per_step']:,.0f} tokens, {t['seconds_per_step']:.2f} s per step) -> "
+              f"{t['epoch_minutes']:,.1f} min per full epoch")
 
     ranking = time_recipe_ranking(model, processors[config["layout"]], test, args.rank_users, args.rank_batch_size,
                                   device, args.seed)

@@ -71,6 +71,16 @@ VARIANTS = {
         {"layout": "causal", "new_modules_learning_rate": 3e-3, "distill_weight": 0.5},
         "causal layout + 10x new-module learning rate + distill",
     ),
+    "causal_new_lr_distill_32u": (
+        {"layout": "causal", "new_modules_learning_rate": 3e-3, "distill_weight": 0.5,
+         "per_device_train_batch_size": 32},
+        "causal_new_lr_distill with 32 users per step (a quarter of the updates)",
+    ),
+    "causal_new_lr_distill_32u_2xlr": (
+        {"layout": "causal", "learning_rate": 6e-4, "new_modules_learning_rate": 6e-3, "distill_weight": 0.5,
+         "per_device_train_batch_size": 32},
+        "causal_new_lr_distill with 32 users per step and both learning rates doubled (square-root scaling)",
+    ),
 }
 
 

@@ -59,6 +59,9 @@ class ScriptArguments:
         default=None,
         metadata={"help": "A recipes/ablation.py results.json whose table the model card shows under Ablations."},
     )
+    space_repo_id: str | None = field(
+        default=None, metadata={"help": "A Space running the demo app (app.py) for this model; the model card links it."}
+    )
     private: bool = field(default=False, metadata={"help": "Create private repos."})
     dry_run: bool = field(default=False, metadata={"help": "Build and check the folders; push nothing."})
 
@@ -69,6 +72,7 @@ def main(args: ScriptArguments) -> dict:
         rqvae_repo_id=args.rqvae_repo_id, base_model_id=args.base_model_id, components=args.components,
         training_config_path=args.training_config, dataset_license=args.dataset_license,
         finetune_dir=args.finetune_dir, evaluation_results=args.eval_results, ablation_results=args.ablation_results,
+        space_repo_id=args.space_repo_id,
     )
     repo_ids = {"model": args.model_repo_id, "dataset": args.dataset_repo_id, "rqvae": args.rqvae_repo_id}
     for kind, folder in folders.items():

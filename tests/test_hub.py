@@ -207,8 +207,10 @@ def test_cards_validate_offline(published):
                    "`MMESIDForSequentialRecommendation`"),
                   f'model = AutoModel.from_pretrained("{MODEL_ID}", trust_remote_code=True)',
                   protocol, "| model | nDCG@5 | nDCG@10 | nDCG@20 | HR@5", "## Framework versions", "- transformers: ",
-                  "@inproceedings{wang2025mmesid", 'subfolder="adapter"'):
+                  "@inproceedings{wang2025mmesid", 'subfolder="adapter"', "## Try it in the browser",
+                  'pip install -e ".[demo]"', f"python app.py --model {MODEL_ID} --data {DATASET_ID}"):
         assert quote in text, quote
+    assert "huggingface.co/spaces/" not in text  # no Space given: the card shows the local command only
 
     dataset_card = check_card(folders["dataset"] / "README.md", "dataset")
     assert isinstance(dataset_card.data, DatasetCardData)
@@ -255,6 +257,8 @@ def test_refusals(published, tmp_path):
         build_repo_folders(run, tmp_path / "a", base_model_id=str(run / "backbone"))
     with pytest.raises(ValueError, match="`components` must be among"):
         build_repo_folders(run, tmp_path / "b", components=["weights"])
+    with pytest.raises(ValueError, match="`space_repo_id` must be a Hub id"):
+        build_repo_folders(run, tmp_path / "s", space_repo_id="https://huggingface.co/spaces/you/demo")
     with pytest.raises(FileNotFoundError, match="full model"):
         from modeling_mmesid.hub import build_model_folder
 
@@ -265,6 +269,17 @@ def test_refusals(published, tmp_path):
     args = publish.ScriptArguments(run_dir=str(run), output_dir=str(tmp_path / "push"), base_model_id=BACKBONE_ID)
     with pytest.raises(ValueError, match="placeholder namespace `org`"):
         publish.main(args)  # builds and checks, then refuses before any network call
+
+
+def test_card_links_the_demo_app_space(published, tmp_path):
+    """`--space_repo_id`: the card links the Space that runs the demo app, beside the command that runs it locally."""
+    publish = _load("mmesid_publish_recipe_space", REPO / "recipes" / "publish.py")
+    args = publish.ScriptArguments(run_dir=str(published["run"]), output_dir=str(tmp_path / "hub"),
+                                   base_model_id=BACKBONE_ID, components=["model"], space_repo_id="you/mmesid-demo",
+                                   dry_run=True)
+    card = (publish.main(args)["model"] / "README.md").read_text()
+    assert "The Space [you/mmesid-demo](https://huggingface.co/spaces/you/mmesid-demo) runs this model" in card
+    assert f"python app.py --model {MODEL_ID} --data {DATASET_ID}" in card
 
 
 def test_card_shows_an_evaluate_table(published, tmp_path):
@@ -378,6 +393,24 @@ def test_automodel_by_repo_id_offline_without_the_package(published):
     splits = data.load_splits(published["run"] / "data")
     assert out["splits"] == {k: v.num_rows for k, v in splits.items()}
     assert out["test0"] == splits["test"][0]
+
+
+def test_demo_app_serves_the_published_repos_by_id_offline(published):
+    """What the model card's "Try it in the browser" command loads: the model repo, and the dataset repo's item table
+    and test split (`modeling_mmesid.demo`, the logic of app.py), by repo id from the Hub cache."""
+    out = _run(f"""
+        import sys
+        sys.path.insert(0, {str(REPO)!r})
+        import json
+        from modeling_mmesid.demo import DemoRecommender
+        demo = DemoRecommender.load("{MODEL_ID}", "{DATASET_ID}")
+        print(json.dumps({{"top": [r.item_id for r in demo.rank({PROBE[0]}, k=5).items],
+                          "items": demo.catalog.num_items, "users": len(demo.test_users)}}))
+    """, published["cache"], cwd=published["root"])
+    from modeling_mmesid import data
+
+    assert out["top"] == published["top"][0].tolist()
+    assert out["items"] == 40 and out["users"] == data.load_splits(published["run"] / "data")["test"].num_rows
 
 
 def test_adapter_through_peft_and_rqvae_by_repo_id_offline(published):

@@ -13,7 +13,8 @@ def test_ci_headline_reports_both_layouts(tmp_path, capsys):
     recipe = import_recipe("benchmark")
     threads = torch.get_num_threads()
     try:  # one thread: the CI size is tiny, and a busy machine's cores are shared
-        results = recipe.main(recipe.BenchmarkArguments(output_dir=str(tmp_path), threads=1))
+        results = recipe.main(recipe.BenchmarkArguments(output_dir=str(tmp_path), threads=1,
+                                                        users_per_step_sweep=[3, 16]))
     finally:
         torch.set_num_threads(threads)
     head = results["train_info"]["headline"]
@@ -31,6 +32,13 @@ def test_ci_headline_reports_both_layouts(tmp_path, capsys):
     assert training["chat"]["users_per_step"] == head["recipe"]["per_device_train_batch_size"] == 8
     assert training["causal"]["tokens"] < training["chat"]["tokens"]
     assert training["causal_over_chat_samples_per_s"] > 0
+    # the sweep: the config's layout on the same users, in steps of 3 and of 16 users
+    for users, steps in (("3", 6), ("16", 1)):
+        row = training["sweep"][users]
+        assert row["users_per_step"] == int(users) and row["steps"] == steps
+        assert row["samples"] == training["causal"]["samples"]
+        assert row["tokens"] == training["causal"]["tokens"] + (steps - 2) * causal["shared_prompt_tokens"]
+        assert row["over_config_samples_per_s"] == row["samples_per_s"] / training["causal"]["samples_per_s"]
     ranking = head["ranking"]
     assert ranking["layout"] == "causal" and ranking["users"] == 64 and ranking["batch_size"] == 32
     assert ranking["full_split_minutes"] > 0
