@@ -81,6 +81,14 @@ VARIANTS = {
          "per_device_train_batch_size": 32},
         "causal_new_lr_distill with 32 users per step and both learning rates doubled (square-root scaling)",
     ),
+    "causal_new_lr_distill_equal_fusion": (
+        {"layout": "causal", "new_modules_learning_rate": 3e-3, "distill_weight": 0.5, "fusion": "equal"},
+        "causal_new_lr_distill with equal fusion weights (no frequency gate)",
+    ),
+    "causal_new_lr_distill_torch_gate": (
+        {"layout": "causal", "new_modules_learning_rate": 3e-3, "distill_weight": 0.5, "fusion_gate_init": "torch"},
+        "causal_new_lr_distill with the fusion gate in PyTorch's default init (official code)",
+    ),
 }
 
 
