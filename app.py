@@ -217,12 +217,15 @@ def build_app(recommender: DemoRecommender, k: int = 10):
 
     def recommend(history, target, top_k):
         top_k = int(top_k)
-        if recommender.can_rank:
-            ranking = render_ranking(recommender.rank(history, k=top_k, target=target))
+        ranked = recommender.rank(history, k=top_k, target=target) if recommender.can_rank else None
+        if ranked is not None:
+            ranking = render_ranking(ranked)
         else:
             ranking = render_note("ranking", f"This model has no ranking head (head {config.head!r}).")
         if recommender.can_generate:
-            generation = render_generation(recommender.generate(history, k=top_k, target=target))
+            explanation = ranked.explanation if ranked is not None else None
+            generation = render_generation(recommender.generate(history, k=top_k, target=target,
+                                                                explanation=explanation))
         else:
             generation = render_note("generation", f"This model has no generative head (head {config.head!r}); "
                                                    "recipes/finetune.py --head both trains one.")

@@ -160,6 +160,7 @@ class Ranking:
     target_rank: int | None = None
     num_candidates: int = 0
     seconds: float = 0.0
+    explanation: "Explanation | None" = field(default=None, repr=False)  # the pass it came from (for `generate`)
 
 
 @dataclass
@@ -307,18 +308,21 @@ class DemoRecommender:
         return Ranking(
             items=items, score_names=self.score_names, history=list(history), target=target,
             target_rank=explanation.rank_of(target) if target is not None else None, num_candidates=num_candidates,
-            seconds=time.perf_counter() - start,
+            seconds=time.perf_counter() - start, explanation=explanation,
         )
 
-    def generate(self, history: Sequence[int], k: int = 10, target: int | None = None) -> Generation:
+    def generate(self, history: Sequence[int], k: int = 10, target: int | None = None,
+                 explanation: Explanation | None = None) -> Generation:
         """The generative head's `k` beams (constrained beam search over the catalog's IDs, history excluded), best
-        first, each with its log-probability; with both heads, where the ranking head puts each beam's item."""
+        first, each with its log-probability; with both heads, where the ranking head puts each beam's item
+        (`explanation`: the same history's pass from `rank`, so that a query runs the backbone's ranking pass once)."""
         if not self.can_generate:
             raise ValueError(f"The model has no generative head (`config.head={self.config.head!r}`).")
         start = time.perf_counter()
         k = min(int(k), self.config.num_items - len(set(history)))
         items, scores = self.model.generate_items([list(history)], self.processor, k=k)
-        explanation = self.explain(history) if self.can_rank else None
+        if explanation is None and self.can_rank:
+            explanation = self.explain(history)
         beams = [
             Beam(rank=rank, item_id=item, title=self.catalog.title(item), log_prob=score, held_out=item == target,
                  ranking_rank=explanation.rank_of(item) if explanation is not None else None)

@@ -182,6 +182,11 @@ def test_beams_are_generate_items(recommender):
     assert [b.ranking_rank for b in generation.beams] == [explanation.rank_of(b.item_id) for b in generation.beams]
     full = explanation.item_logits.argsort(descending=True).tolist()
     assert generation.beams[0].ranking_rank == full.index(generation.beams[0].item_id) + 1
+    # the app hands `generate` the ranking's own pass: the same beams and ranks without a second backbone pass
+    ranking = recommender.rank(history, k=6, target=target)
+    reused = recommender.generate(history, k=6, target=target, explanation=ranking.explanation)
+    assert reused.beams == generation.beams
+    assert torch.equal(ranking.explanation.item_logits, explanation.item_logits)
 
 
 def test_heads_the_model_does_not_have_are_refused(tmp_path):
