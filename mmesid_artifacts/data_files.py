@@ -233,12 +233,37 @@ def load_item_table(folder: str | os.PathLike, columns: Sequence[str] | None = N
     return table
 
 
+# Where the known input files of a run come from (../shared/data/SOURCES.md). Keyed by the file name that
+# `data/stats.json` records under `source`.
+KNOWN_SOURCES = {
+    "Beauty_new.txt": {
+        "origin": "Applied-Machine-Learning-Lab/MME-SID @ bc95e1a : `dataset/Beauty_new.txt` (MME-SID's own Amazon "
+        "Beauty: 22,332 users, 12,086 items, 198,215 interactions, every user with at least 5 items)",
+        "license": "Apache-2.0 (the MME-SID repository); the interactions derive from the Amazon Review Data "
+        "(McAuley et al., 2015), released for research use",
+    },
+    "Beauty.txt": {
+        "origin": "RUCAIBox/CIKM2020-S3Rec @ 2a81540 : `data/Beauty.txt` (S3-Rec's Amazon Beauty)",
+        "license": "none stated by the repository; the interactions derive from the Amazon Review Data "
+        "(McAuley et al., 2015), released for research use",
+    },
+    "beauty_items.jsonl": {
+        "origin": "titles, brands and categories joined by asin from S3-Rec (RUCAIBox/CIKM2020-S3Rec @ 2a81540), "
+        "P5 datamaps (Wenyueh/LLM-RecSys-ID @ 2200ad9, MIT), TransRec (Linxyhaha/TransRec @ da14d53) and AtSpeed "
+        "(Linxyhaha/AtSpeed @ 07b4227) maps",
+        "license": "item metadata of the Amazon Review Data (McAuley et al., 2015), research use; the id maps are "
+        "MIT (P5) or carry no stated licence (S3-Rec, TransRec, AtSpeed)",
+    },
+}
+
+
 def load_stats(folder: str | os.PathLike) -> dict:
     return read_json(data_file(folder, DATA_FILES["stats"]), "Data statistics")
 
 
 __all__ = [
     "ITEM_SCHEMA",
+    "KNOWN_SOURCES",
     "SAMPLE_SCHEMA",
     "SPLITS",
     "TRAIN_SEQUENCE_SCHEMA",

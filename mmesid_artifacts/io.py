@@ -65,6 +65,28 @@ def require_file(path: str | os.PathLike, what: str, hint: str = "") -> Path:
     return path
 
 
+def safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The `__metadata__` of a safetensors file's header, read without loading any tensor."""
+    with Path(path).open("rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        return json.loads(f.read(size)).get("__metadata__", {})
+
+
+def parquet_strings(path: str | os.PathLike) -> str:
+    """Every string of a Parquet file, one per line: its schema metadata (as JSON) and the values of its string
+    columns, lists of strings included (what a scan for leaked paths or tokens must read)."""
+    table = pq.read_table(path)
+    parts = [json.dumps({k.decode(errors="replace"): v.decode(errors="replace")
+                         for k, v in (table.schema.metadata or {}).items()})]
+    for column, field in zip(table.columns, table.schema):
+        kind = field.type
+        while pa.types.is_list(kind) or pa.types.is_large_list(kind):
+            column, kind = column.combine_chunks().flatten(), kind.value_type
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            parts.extend(v for v in column.to_pylist() if v)
+    return "\n".join(parts)
+
+
 def read_json(path: str | os.PathLike, what: str = "JSON file", hint: str = "") -> dict:
     """A JSON file's content; a missing file or invalid JSON raises an error naming the file."""
     path = require_file(path, what, hint)
@@ -81,6 +103,8 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_parquet",
     "atomic_write_text",
+    "parquet_strings",
     "read_json",
     "require_file",
+    "safetensors_metadata",
 ]

@@ -1,29 +1,22 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
 """Hub publishing: build the three repo folders of a run, render their cards, check them, push them (or not).
 
-A run (`outputs/<run>/`, docs/CONTRACTS.md) becomes three Hub repositories:
+A run (`outputs/<run>/`, docs/RUN_FOLDER.md) becomes three Hub repositories:
 
 - **model** (`org/mmesid-beauty`): the full fine-tuned model at the root (`config.json` with `auto_map`, the three
-  Hub-side files, `model.safetensors`, processor/tokenizer files), so that
-  `AutoModel.from_pretrained(repo, trust_remote_code=True)` returns `MMESIDForSequentialRecommendation`; the LoRA
-  adapter with the MME-SID modules under `adapter/`; `training_config.json`, `results.json` and the card.
-  The adapter lives in a subfolder on purpose: with an `adapter_config.json` at the root, `transformers` treats the
-  repo as an adapter and loads `base_model_name_or_path` instead of the full model (`maybe_load_adapters`).
-- **dataset** (`org/mmesid-beauty-data`): `data/{train,validation,test}.parquet` (declared as the default config in
-  the card's YAML), `items.parquet`, `train_sequences.parquet`, `stats.json`, `embeddings/`, `sids/` and the card.
-- **rqvae** (`org/mmesid-beauty-rqvae`): the MM-RQ-VAE item tokenizer (`config.json`, `model.safetensors`), so that
-  semantic IDs can be regenerated. It has its own repo rather than a subfolder of the model repo: it is a different
-  model (`model_type="mmrqvae"`, loaded with `mmesid` installed, not through remote code), with its own card, and the
-  model repo stays a plain `transformers` repo.
+  Hub-side files, weights, processor files), so `AutoModel.from_pretrained(repo, trust_remote_code=True)` returns
+  `MMESIDForSequentialRecommendation`; the LoRA adapter under `adapter/` (with an `adapter_config.json` at the root,
+  `transformers` would load `base_model_name_or_path` instead of the full model); `training_config.json`,
+  `results.json` and the card.
+- **dataset** (`org/mmesid-beauty-data`): the splits under `data/` (the card's default config), `items.parquet`,
+  `train_sequences.parquet`, `stats.json`, `embeddings/`, `sids/` and the card.
+- **rqvae** (`org/mmesid-beauty-rqvae`): the MM-RQ-VAE item tokenizer, to regenerate semantic IDs. A repo of its own:
+  it is another model (`model_type="mmrqvae"`, loaded with `mmesid` installed, not through remote code).
 
-Every folder is checked before anything is pushed (`check_no_leaks`): no local path, no token, no pickle. Cards are
-rendered from `hub_cards/*.md` by `huggingface_hub` (`ModelCard.from_template`, `DatasetCard.from_template`) and
-checked offline (`check_card`); `RepoCard.validate` (which calls the Hub) runs only before a real push. The token comes
-from `HF_TOKEN` or `hf auth login`, never from an argument.
-
-Loading what is published lives beside this module: `hub_cache.py` lays a repo folder out as `huggingface_hub`
-caches a download (to load by repo id offline), `adapters.py` rebuilds the model the LoRA adapter applies to. The run
-folder's layout comes from `mmesid_artifacts.Run` (docs/RUN_FOLDER.md).
+Cards are rendered from the `hub_cards/` templates by `huggingface_hub` (`ModelCard.from_template`) and checked
+offline (`check_card`); every folder is checked for local paths, tokens and pickles (`check_no_leaks`) before
+anything is pushed. The token comes from `HF_TOKEN` or `hf auth login`, never from an argument. Loading what is
+published: `hub_cache.py` (the Hub cache layout, offline) and `adapters.py` (the adapter's base model).
 """
 
 import json
@@ -46,7 +39,9 @@ from huggingface_hub import (
 from huggingface_hub.repocard_data import model_index_to_eval_results
 from transformers.utils import logging
 
-from mmesid_artifacts import SPLITS, Run
+from mmesid_artifacts import SPLITS, Run, atomic_write_json, read_json
+from mmesid_artifacts.data_files import KNOWN_SOURCES
+from mmesid_artifacts.io import parquet_strings, safetensors_metadata
 from mmesid_artifacts.run import DATA_FILES, FULL_MODEL_SUBFOLDER, SIDS_FILES
 
 from .adapters import ADAPTER_SUBFOLDER
@@ -54,7 +49,6 @@ from .adapters import ADAPTER_SUBFOLDER
 
 logger = logging.get_logger(__name__)
 
-HUB_CARDS_DIR = Path(__file__).resolve().parents[1] / "hub_cards"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_CLASS = "MMESIDForSequentialRecommendation"
 DEFAULT_BASE_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -79,28 +73,6 @@ LEAK_PATTERNS = {
 # Absolute paths inside the JSON metadata we write ourselves are rewritten before the leak check runs.
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.\-<>:/~])/(?=[\w.])[^\s'\"]*")
 
-# Where the known input files of a run come from (../shared/data/SOURCES.md). Keyed by the file name that
-# `data/stats.json` records under `source`.
-KNOWN_SOURCES = {
-    "Beauty_new.txt": {
-        "origin": "Applied-Machine-Learning-Lab/MME-SID @ bc95e1a : `dataset/Beauty_new.txt` (MME-SID's own Amazon "
-        "Beauty: 22,332 users, 12,086 items, 198,215 interactions, every user with at least 5 items)",
-        "license": "Apache-2.0 (the MME-SID repository); the interactions derive from the Amazon Review Data "
-        "(McAuley et al., 2015), released for research use",
-    },
-    "Beauty.txt": {
-        "origin": "RUCAIBox/CIKM2020-S3Rec @ 2a81540 : `data/Beauty.txt` (S3-Rec's Amazon Beauty)",
-        "license": "none stated by the repository; the interactions derive from the Amazon Review Data "
-        "(McAuley et al., 2015), released for research use",
-    },
-    "beauty_items.jsonl": {
-        "origin": "titles, brands and categories joined by asin from S3-Rec (RUCAIBox/CIKM2020-S3Rec @ 2a81540), "
-        "P5 datamaps (Wenyueh/LLM-RecSys-ID @ 2200ad9, MIT), TransRec (Linxyhaha/TransRec @ da14d53) and AtSpeed "
-        "(Linxyhaha/AtSpeed @ 07b4227) maps",
-        "license": "item metadata of the Amazon Review Data (McAuley et al., 2015), research use; the id maps are "
-        "MIT (P5) or carry no stated licence (S3-Rec, TransRec, AtSpeed)",
-    },
-}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -108,31 +80,30 @@ KNOWN_SOURCES = {
 
 
 def hub_cards_dir() -> Path:
-    """The `hub_cards/` templates: top-level in a source checkout (editable install), or inside the package if a
-    wheel ships a copy there (`modeling_mmesid/hub_cards/`)."""
-    for folder in (HUB_CARDS_DIR, Path(__file__).resolve().parent / "hub_cards"):
+    """The card templates: `modeling_mmesid/hub_cards/` in an installed wheel (`pyproject.toml` ships the top-level
+    `hub_cards/` there), the top-level `hub_cards/` in a source checkout or an editable install."""
+    package = Path(__file__).resolve().parent
+    folders = (package / "hub_cards", package.parent / "hub_cards")
+    for folder in folders:
         if (folder / "model_card.md").is_file():
             return folder
     raise FileNotFoundError(
-        f"Card templates not found in `{HUB_CARDS_DIR}`: `hub_cards/` ships with the source checkout. Publish from a "
-        "checkout of mmesid (`pip install -e .`)."
+        f"Card templates (`hub_cards/model_card.md`) not found in {[str(f) for f in folders]}; reinstall mmesid."
     )
-
-
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(f"`{path}` not found.")
-    return json.loads(path.read_text())
-
-
-def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def _copy(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src, dst)
+
+
+def _fresh_folder(path: str | os.PathLike) -> Path:
+    """`path` as an empty folder (a previous build removed)."""
+    path = Path(path)
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
 
 
 def scrub_local_paths(obj, replacements: Sequence[tuple[str, str]] = ()):
@@ -155,8 +126,7 @@ def scrub_local_paths(obj, replacements: Sequence[tuple[str, str]] = ()):
 
 def _path_replacements(run_dir: Path) -> list[tuple[str, str]]:
     run_dir = run_dir.resolve()
-    pairs = [(str(run_dir), f"outputs/{run_dir.name}"), (str(REPO_ROOT) + os.sep, ""), (str(REPO_ROOT), ".")]
-    return pairs
+    return [(str(run_dir), f"outputs/{run_dir.name}"), (str(REPO_ROOT) + os.sep, ""), (str(REPO_ROOT), ".")]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -176,29 +146,6 @@ def _leaks_in_text(text: str, secrets: Sequence[str]) -> list[str]:
     return found
 
 
-def _parquet_strings(path: Path) -> str:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path)
-    parts = [json.dumps({k.decode(errors="replace"): v.decode(errors="replace")
-                         for k, v in (table.schema.metadata or {}).items()})]
-    for column, field in zip(table.columns, table.schema):
-        kind = field.type
-        while pa.types.is_list(kind) or pa.types.is_large_list(kind):
-            column, kind = column.combine_chunks().flatten(), kind.value_type
-        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-            parts.extend(v for v in column.to_pylist() if v)
-    return "\n".join(parts)
-
-
-def _safetensors_header(path: Path) -> str:
-    with path.open("rb") as f:
-        size = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(size))
-    return json.dumps(header.get("__metadata__", {}))
-
-
 def check_no_leaks(folder: str | os.PathLike, secrets: Iterable[str] | None = None) -> None:
     """Fail the publish if a folder about to be published holds a local path, a token or a pickle.
 
@@ -211,10 +158,9 @@ def check_no_leaks(folder: str | os.PathLike, secrets: Iterable[str] | None = No
     """
     folder = Path(folder)
     if secrets is None:
-        secrets = [os.environ.get("HF_TOKEN", ""), os.environ.get("HUGGING_FACE_HUB_TOKEN", "")]
         home = str(Path.home())
-        if len(home) > 1:
-            secrets.append(home + os.sep)
+        secrets = [os.environ.get("HF_TOKEN", ""), os.environ.get("HUGGING_FACE_HUB_TOKEN", ""),
+                   home + os.sep if len(home) > 1 else ""]
     secrets = [s for s in secrets if s and len(s) >= 4]
     problems = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
@@ -226,9 +172,9 @@ def check_no_leaks(folder: str | os.PathLike, secrets: Iterable[str] | None = No
         if suffix in TEXT_SUFFIXES or path.name.startswith("."):
             text = path.read_text(errors="replace")
         elif suffix == ".safetensors":
-            text = _safetensors_header(path)
+            text = json.dumps(safetensors_metadata(path))
         elif suffix == ".parquet":
-            text = _parquet_strings(path)
+            text = parquet_strings(path)
         else:
             problems.append(f"{rel}: unexpected file type {suffix!r}; not published")
             continue
@@ -237,6 +183,10 @@ def check_no_leaks(folder: str | os.PathLike, secrets: Iterable[str] | None = No
         raise ValueError(
             f"Refusing to publish `{folder.name}/`: {len(problems)} problem(s):\n  " + "\n  ".join(problems)
         )
+
+
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
 
 
 def check_card(path: str | os.PathLike, repo_type: str = "model") -> RepoCard:
@@ -266,13 +216,10 @@ def check_card(path: str | os.PathLike, repo_type: str = "model") -> RepoCard:
         if not configs:
             raise ValueError(f"`{path}`: a dataset card must declare `configs` (splits for `load_dataset`).")
         for config in configs:
-            files = config["data_files"]
-            files = files if isinstance(files, list) else [files]
-            for entry in files:
-                for pattern in ([entry["path"]] if isinstance(entry, dict) else [entry]):
-                    for one in pattern if isinstance(pattern, list) else [pattern]:
-                        if not list(path.parent.glob(one)):
-                            raise ValueError(f"`{path}`: config {config['config_name']!r} names missing {one!r}.")
+            for entry in _as_list(config["data_files"]):
+                for one in _as_list(entry["path"] if isinstance(entry, dict) else entry):
+                    if not list(path.parent.glob(one)):
+                        raise ValueError(f"`{path}`: config {config['config_name']!r} names missing {one!r}.")
     if "{{" in card.text or "}}" in card.text:
         raise ValueError(f"`{path}`: unrendered template placeholders left in the card.")
     return card
@@ -292,6 +239,12 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def _label(key: str) -> str:
+    """`ndcg@10` -> `nDCG@10`."""
+    name, k = key.split("@")
+    return f"{METRIC_NAMES[name]}@{k}"
+
+
 def _metric_keys(metrics: dict) -> list[str]:
     keys = [k for k in metrics if k.split("@")[0] in METRIC_NAMES and "@" in k]
     return sorted(keys, key=lambda k: (list(METRIC_NAMES).index(k.split("@")[0]), int(k.split("@")[1])))
@@ -300,7 +253,7 @@ def _metric_keys(metrics: dict) -> list[str]:
 def metrics_table(results: dict[str, dict]) -> str:
     """Markdown table `model | nDCG@5 | ...` of a `results.json` `results` block."""
     keys = _metric_keys(next(iter(results.values()), {}))
-    head = "| model | " + " | ".join(f"{METRIC_NAMES[k.split('@')[0]]}@{k.split('@')[1]}" for k in keys) + " |"
+    head = "| model | " + " | ".join(_label(k) for k in keys) + " |"
     rows = [f"| {name} | " + " | ".join(f"{m[k]:.4f}" for k in keys) + " |" for name, m in results.items()]
     return "\n".join([head, "|" + "---|" * (len(keys) + 1), *rows])
 
@@ -315,9 +268,8 @@ def ablation_table(results: dict) -> str:
     if not variants:
         raise ValueError("ablation results hold no finished variant")
     reference = variants.get("full")
-    names = [f"{METRIC_NAMES[k.split('@')[0]]}@{k.split('@')[1]}" for k in ABLATION_COLUMNS]
     lines = [f"Protocol: {results.get('protocol', '')}", "",
-             "| variant | " + " | ".join(names) + " | nDCG@10 vs full | samples | what |",
+             "| variant | " + " | ".join(map(_label, ABLATION_COLUMNS)) + " | nDCG@10 vs full | samples | what |",
              "|---|" + "---|" * (len(ABLATION_COLUMNS) + 3)]
     for name, v in variants.items():
         m = v["metrics"]
@@ -339,7 +291,7 @@ def eval_results(metrics: dict, dataset_repo_id: str, dataset_name: str, split: 
             dataset_name=dataset_name,
             dataset_split=split,
             metric_type=key.replace("@", "_at_"),
-            metric_name=f"{METRIC_NAMES[key.split('@')[0]]}@{key.split('@')[1]}",
+            metric_name=_label(key),
             metric_value=round(float(metrics[key]), 6),
         )
         for key in _metric_keys(metrics)
@@ -356,16 +308,11 @@ def _versions_block(meta_info: dict) -> str:
 
 def _stats_rows(stats: dict) -> list[tuple[str, str]]:
     labels = {
-        "num_users": "users",
-        "num_items": "items",
-        "num_interactions": "interactions",
-        "num_train_samples": "training samples",
-        "num_empty_history_samples": "training samples with an empty history",
-        "num_validation": "validation users",
-        "num_test": "test users",
+        "num_users": "users", "num_items": "items", "num_interactions": "interactions",
+        "num_train_samples": "training samples", "num_empty_history_samples": "training samples with an empty history",
+        "num_validation": "validation users", "num_test": "test users",
         "num_short_users": "users with fewer than 3 items (training only)",
-        "num_items_with_title": "items with a title",
-        "num_items_with_image": "items with an image",
+        "num_items_with_title": "items with a title", "num_items_with_image": "items with an image",
         "max_train_samples_per_user": "training samples per user, at most",
     }
     return [(label, _fmt(stats[key])) for key, label in labels.items() if key in stats]
@@ -381,9 +328,7 @@ def _source_notes(stats: dict) -> tuple[list[dict], bool]:
             known = False
             entry = {"origin": f"`{base}`, supplied by the publisher", "license": "stated by the publisher"}
         notes.append({"role": role, "file": base, **entry})
-    if not notes:
-        known = False
-    return notes, known
+    return notes, known and bool(notes)
 
 
 def _dataset_name(stats: dict, run_name: str) -> str:
@@ -429,26 +374,13 @@ def training_config(
     if adapter_config.is_file():
         cfg = json.loads(adapter_config.read_text())
         tokens = cfg.get("trainable_token_indices") or {}
-        lora = {
-            "peft_type": cfg.get("peft_type"),
-            "r": cfg.get("r"),
-            "lora_alpha": cfg.get("lora_alpha"),
-            "lora_dropout": cfg.get("lora_dropout"),
-            "target_modules": sorted(cfg.get("target_modules") or []),
-            "modules_to_save": cfg.get("modules_to_save"),
-            "trainable_token_indices": {k: f"{len(v)} ids, {min(v)}..{max(v)}" for k, v in tokens.items()},
-            "peft_version": cfg.get("peft_version"),
-        }
+        lora = {k: cfg.get(k) for k in ("peft_type", "r", "lora_alpha", "lora_dropout", "modules_to_save",
+                                         "peft_version")}
+        lora["target_modules"] = sorted(cfg.get("target_modules") or [])
+        lora["trainable_token_indices"] = {k: f"{len(v)} ids, {min(v)}..{max(v)}" for k, v in tokens.items()}
     train_info = {k: v for k, v in results.get("train_info", {}).items() if k != "log_history"}
-    out = {
-        "base_model": base_model_id,
-        "finetune_config_file": yaml_name,
-        "finetune_config": finetune_yaml,
-        "script_arguments": script,
-        "lora": lora,
-        "run_info": run_info,
-        "train_info": train_info,
-    }
+    out = {"base_model": base_model_id, "finetune_config_file": yaml_name, "finetune_config": finetune_yaml,
+           "script_arguments": script, "lora": lora, "run_info": run_info, "train_info": train_info}
     return scrub_local_paths(out, replacements)
 
 
@@ -460,26 +392,28 @@ def _repo_links(model_repo_id: str, dataset_repo_id: str, rqvae_repo_id: str) ->
     return {"model_repo_id": model_repo_id, "dataset_repo_id": dataset_repo_id, "rqvae_repo_id": rqvae_repo_id}
 
 
+def _render_card(card_class, card_data, template: str, out: Path, model_repo_id: str, dataset_repo_id: str,
+                 rqvae_repo_id: str, **values) -> Path:
+    """Render `hub_cards/<template>` with the three repo ids and the citation into `out/README.md`; returns `out`."""
+    card = card_class.from_template(card_data, template_path=str(hub_cards_dir() / template), citation=CITATION,
+                                    **_repo_links(model_repo_id, dataset_repo_id, rqvae_repo_id), **values)
+    card.save(out / "README.md")
+    return out
+
+
 def build_model_folder(
-    run_dir: str | os.PathLike,
-    output_dir: str | os.PathLike,
-    model_repo_id: str,
-    dataset_repo_id: str,
-    rqvae_repo_id: str,
-    base_model_id: str = DEFAULT_BASE_MODEL_ID,
-    training_config_path: str | os.PathLike | None = None,
-    finetune_dir: str | os.PathLike | None = None,
-    evaluation_results: str | os.PathLike | None = None,
-    ablation_results: str | os.PathLike | None = None,
+    run_dir: str | os.PathLike, output_dir: str | os.PathLike, model_repo_id: str, dataset_repo_id: str,
+    rqvae_repo_id: str, base_model_id: str = DEFAULT_BASE_MODEL_ID,
+    training_config_path: str | os.PathLike | None = None, finetune_dir: str | os.PathLike | None = None,
+    evaluation_results: str | os.PathLike | None = None, ablation_results: str | os.PathLike | None = None,
     space_repo_id: str | None = None,
 ) -> Path:
     """`<run>/finetune/` -> the model repo folder (full model at the root, adapter under `adapter/`, card).
 
-    `evaluation_results`: a `recipes/evaluate.py` `results.json` (MME-SID beside the baselines on the same users) whose
-    table, protocol and `mmesid` row the card shows instead of the fine-tuning run's own test figures; copied to
-    `eval_results.json`. `ablation_results`: a `recipes/ablation.py` `results.json` whose table the card shows under
-    "Ablations"; copied to `ablation_results.json`. `space_repo_id`: a Space running the demo app (`app.py`) for this
-    model, which the card links beside the command that runs the app locally."""
+    `evaluation_results`: a `recipes/evaluate.py` `results.json` whose table (MME-SID beside the baselines) and
+    `mmesid` row the card shows instead of the fine-tuning run's own figures (copied to `eval_results.json`);
+    `ablation_results`: a `recipes/ablation.py` `results.json`, shown under "Ablations" (`ablation_results.json`);
+    `space_repo_id`: a Space running the demo app (`app.py`), which the card links."""
     run = Run(run_dir)
     finetune_dir = Path(finetune_dir) if finetune_dir else run.finetune
     full = finetune_dir / FULL_MODEL_SUBFOLDER
@@ -488,10 +422,7 @@ def build_model_folder(
             f"`{full}/config.json` not found: the model repo needs the full model. Run `recipes/finetune.py` with "
             "`--save_full_model true` (the default)."
         )
-    out = Path(output_dir)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    out = _fresh_folder(output_dir)
     replacements = _path_replacements(run.root)
 
     for src in sorted(p for p in full.iterdir() if p.is_file()):
@@ -510,58 +441,52 @@ def build_model_folder(
     config.pop("_name_or_path", None)
     if isinstance(config.get("text_config"), dict) and "_name_or_path" in config["text_config"]:
         config["text_config"]["_name_or_path"] = base_model_id
-    _write_json(out / "config.json", config)
+    atomic_write_json(out / "config.json", config)
 
     has_adapter = (finetune_dir / "adapter_config.json").is_file()
     if has_adapter:
         adapter = json.loads((finetune_dir / "adapter_config.json").read_text())
         adapter["base_model_name_or_path"] = base_model_id  # never the local path (or None) training saw
-        _write_json(out / ADAPTER_SUBFOLDER / "adapter_config.json", adapter)
+        atomic_write_json(out / ADAPTER_SUBFOLDER / "adapter_config.json", adapter)
         for src in finetune_dir.glob("adapter_model*.safetensors"):
             _copy(src, out / ADAPTER_SUBFOLDER / src.name)
 
-    results = _read_json(finetune_dir / "results.json")
+    results = read_json(finetune_dir / "results.json")
     train_config = training_config(finetune_dir, results, base_model_id, replacements, training_config_path)
-    _write_json(out / "training_config.json", train_config)
-    _write_json(out / "results.json", scrub_local_paths(results, replacements))
+    atomic_write_json(out / "training_config.json", train_config)
+    atomic_write_json(out / "results.json", scrub_local_paths(results, replacements))
 
     shown = results
     if evaluation_results is not None:
-        shown = _read_json(Path(evaluation_results))
+        shown = read_json(Path(evaluation_results))
         if "mmesid" not in shown.get("results", {}):
             raise ValueError(f"{evaluation_results}: no `mmesid` row in `results`; pass an evaluate.py run with --model.")
-        _write_json(out / "eval_results.json", scrub_local_paths(shown, replacements))
+        atomic_write_json(out / "eval_results.json", scrub_local_paths(shown, replacements))
     ablation = None
     if ablation_results is not None:
-        ablation_json = _read_json(Path(ablation_results))
+        ablation_json = read_json(Path(ablation_results))
         try:
             ablation = ablation_table(ablation_json)
         except (KeyError, ValueError) as error:
             raise ValueError(f"{ablation_results}: not a recipes/ablation.py results.json ({error!r})") from error
-        _write_json(out / "ablation_results.json", scrub_local_paths(ablation_json, replacements))
-    stats = _read_json(run.stats_file)
+        atomic_write_json(out / "ablation_results.json", scrub_local_paths(ablation_json, replacements))
+    stats = read_json(run.stats_file)
     metrics = shown["results"]["mmesid"] if "mmesid" in shown["results"] else next(iter(shown["results"].values()))
     dataset_name = _dataset_name(stats, run.root.name)
     card_data = ModelCardData(
-        model_name=model_repo_id.split("/")[-1],
-        base_model=base_model_id,
-        datasets=[dataset_repo_id],
-        library_name="transformers",
-        license="apache-2.0",
-        tags=TAGS,
+        model_name=model_repo_id.split("/")[-1], base_model=base_model_id, datasets=[dataset_repo_id],
+        library_name="transformers", license="apache-2.0", tags=TAGS,
         metrics=sorted({k.split("@")[0] for k in _metric_keys(metrics)}),
         eval_results=eval_results(metrics, dataset_repo_id, dataset_name),
     )
     script = train_config.get("script_arguments", {})
     gguf = script.get("gguf_file")
-    hyper = {**{k: v for k, v in train_config["finetune_config"].items()
-                if k not in {"run_dir", "output_dir", "model_name_or_path"}}}
-    card = ModelCard.from_template(
-        card_data,
-        template_path=str(hub_cards_dir() / "model_card.md"),
+    hyper = {k: v for k, v in train_config["finetune_config"].items()
+             if k not in {"run_dir", "output_dir", "model_name_or_path"}}
+    return _render_card(
+        ModelCard, card_data, "model_card.md", out, model_repo_id, dataset_repo_id, rqvae_repo_id,
         model_class=MODEL_CLASS,
         base_model_id=base_model_id,
-        **_repo_links(model_repo_id, dataset_repo_id, rqvae_repo_id),
         dataset_name=dataset_name,
         protocol=shown.get("protocol", ""),
         metrics_table=metrics_table({k: v for k, v in shown["results"].items()}),
@@ -583,28 +508,18 @@ def build_model_folder(
         space_repo_id=space_repo_id,
         versions=_versions_block(results.get("run_info", {}).get("meta_info", {})),
         git_commit=results.get("run_info", {}).get("git_commit"),
-        citation=CITATION,
     )
-    card.save(out / "README.md")
-    return out
 
 
 def build_dataset_folder(
-    run_dir: str | os.PathLike,
-    output_dir: str | os.PathLike,
-    model_repo_id: str,
-    dataset_repo_id: str,
-    rqvae_repo_id: str,
-    license: str | None = None,
+    run_dir: str | os.PathLike, output_dir: str | os.PathLike, model_repo_id: str, dataset_repo_id: str,
+    rqvae_repo_id: str, license: str | None = None,
 ) -> Path:
     """`<run>/{data,embeddings,sids}` -> the dataset repo folder. `license` defaults to `"other"` (research-use
     Amazon Review Data) for the known Amazon sources and to `"unknown"` otherwise."""
     run = Run(run_dir)
-    stats = _read_json(run.stats_file)
-    out = Path(output_dir)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    stats = read_json(run.stats_file)
+    out = _fresh_folder(output_dir)
     replacements = _path_replacements(run.root)
 
     for split in SPLITS:
@@ -627,7 +542,7 @@ def build_dataset_folder(
             _copy(run.data / name, out / name)
             files.append({"path": name, "what": what, "made_by": "`recipes/prepare_data.py`"})
             configs.append({"config_name": config_name, "data_files": [{"split": "train", "path": name}]})
-    _write_json(out / DATA_FILES["stats"], scrub_local_paths(stats, replacements))
+    atomic_write_json(out / DATA_FILES["stats"], scrub_local_paths(stats, replacements))
     files.append({"path": DATA_FILES["stats"], "what": "counts, split protocol, sha256 fingerprint of the sequences",
                   "made_by": "`recipes/prepare_data.py`"})
 
@@ -637,7 +552,7 @@ def build_dataset_folder(
         sidecar = src.with_suffix(".json")
         meta = scrub_local_paths(json.loads(sidecar.read_text()), replacements) if sidecar.is_file() else {}
         if meta:
-            _write_json(out / "embeddings" / sidecar.name, meta)
+            atomic_write_json(out / "embeddings" / sidecar.name, meta)
         embeddings.append({"modality": src.stem, "encoder": meta.get("encoder", "not recorded"),
                            "dim": meta.get("dim"), "num_masked": meta.get("num_masked")})
         files.append({"path": f"embeddings/{src.name}", "what": f"{src.stem} item embeddings, key `embeddings` "
@@ -653,7 +568,7 @@ def build_dataset_folder(
         if not src.is_file():
             continue
         if src.suffix == ".json":
-            _write_json(out / "sids" / name, scrub_local_paths(json.loads(src.read_text()), replacements))
+            atomic_write_json(out / "sids" / name, scrub_local_paths(json.loads(src.read_text()), replacements))
         else:
             _copy(src, out / "sids" / name)
         what = {
@@ -676,18 +591,12 @@ def build_dataset_folder(
     size_category = "n<1K" if size < 1_000 else "1K<n<10K" if size < 10_000 else "10K<n<100K" if size < 100_000 \
         else "100K<n<1M"
     card_data = DatasetCardData(
-        license=license,
-        license_name="amazon-review-data-research" if license == "other" and amazon else None,
-        pretty_name=dataset_name,
-        size_categories=[size_category],
-        task_categories=["other"],
-        tags=TAGS,
+        license=license, license_name="amazon-review-data-research" if license == "other" and amazon else None,
+        pretty_name=dataset_name, size_categories=[size_category], task_categories=["other"], tags=TAGS,
         configs=configs,
     )
-    card = DatasetCard.from_template(
-        card_data,
-        template_path=str(hub_cards_dir() / "dataset_card.md"),
-        **_repo_links(model_repo_id, dataset_repo_id, rqvae_repo_id),
+    return _render_card(
+        DatasetCard, card_data, "dataset_card.md", out, model_repo_id, dataset_repo_id, rqvae_repo_id,
         dataset_name=dataset_name,
         stats_rows=_stats_rows(stats),
         split_protocol=stats.get("protocol", ""),
@@ -700,19 +609,12 @@ def build_dataset_folder(
         num_items_with_image=stats.get("num_items_with_image", 0),
         embeddings=embeddings,
         sid_meta=sid_meta,
-        citation=CITATION,
     )
-    card.save(out / "README.md")
-    return out
 
 
 def build_rqvae_folder(
-    run_dir: str | os.PathLike,
-    output_dir: str | os.PathLike,
-    model_repo_id: str,
-    dataset_repo_id: str,
-    rqvae_repo_id: str,
-    rqvae_dir: str | os.PathLike | None = None,
+    run_dir: str | os.PathLike, output_dir: str | os.PathLike, model_repo_id: str, dataset_repo_id: str,
+    rqvae_repo_id: str, rqvae_dir: str | os.PathLike | None = None,
 ) -> Path:
     """`<run>/rqvae/` -> the MM-RQ-VAE repo folder (`config.json`, `model.safetensors`, card)."""
     run = Run(run_dir)
@@ -722,19 +624,16 @@ def build_rqvae_folder(
             f"`{src}` has no `config.json` + `model.safetensors`; run `recipes/train_rqvae.py` first, or publish "
             "without it (`--components model dataset`)."
         )
-    out = Path(output_dir)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    out = _fresh_folder(output_dir)
     replacements = _path_replacements(run.root)
     config = json.loads((src / "config.json").read_text())
     config.pop("_name_or_path", None)
-    _write_json(out / "config.json", config)
+    atomic_write_json(out / "config.json", config)
     _copy(src / "model.safetensors", out / "model.safetensors")
     results = {}
     if (src / "results.json").is_file():
         results = scrub_local_paths(json.loads((src / "results.json").read_text()), replacements)
-        _write_json(out / "results.json", results)
+        atomic_write_json(out / "results.json", results)
     diagnostics = {}
     if run.diagnostics_file.is_file():
         diagnostics = json.loads(run.diagnostics_file.read_text())
@@ -743,17 +642,10 @@ def build_rqvae_folder(
             diagnostics["collision_resolution"] = {
                 k: v for k, v in diagnostics["collision_resolution"].items() if k != "changes"
             }
-    card_data = ModelCardData(
-        model_name=rqvae_repo_id.split("/")[-1],
-        datasets=[dataset_repo_id],
-        library_name="mmesid",
-        license="apache-2.0",
-        tags=[*TAGS, "rq-vae", "item-tokenizer"],
-    )
-    card = ModelCard.from_template(
-        card_data,
-        template_path=str(hub_cards_dir() / "rqvae_card.md"),
-        **_repo_links(model_repo_id, dataset_repo_id, rqvae_repo_id),
+    card_data = ModelCardData(model_name=rqvae_repo_id.split("/")[-1], datasets=[dataset_repo_id],
+                              library_name="mmesid", license="apache-2.0", tags=[*TAGS, "rq-vae", "item-tokenizer"])
+    return _render_card(
+        ModelCard, card_data, "rqvae_card.md", out, model_repo_id, dataset_repo_id, rqvae_repo_id,
         config_rows=[(k, json.dumps(config[k])) for k in (
             "modalities", "input_dims", "hidden_dims", "e_dim", "num_levels", "codebook_size", "recon_loss",
             "beta", "alignment_weight", "alignment_anchor", "kmeans_method", "sinkhorn_epsilon", "dead_code_restart",
@@ -761,10 +653,7 @@ def build_rqvae_folder(
         diagnostics=json.dumps(diagnostics, indent=2)[:4000] if diagnostics else "",
         diagnostics_rows=_diagnostics_rows(diagnostics),
         meta_info=_versions_block((results.get("run_info") or {}).get("meta_info") or {}),
-        citation=CITATION,
     )
-    card.save(out / "README.md")
-    return out
 
 
 def _diagnostics_rows(diagnostics: dict) -> list[tuple[str, ...]]:
@@ -793,18 +682,12 @@ def _diagnostics_rows(diagnostics: dict) -> list[tuple[str, ...]]:
 
 
 def build_repo_folders(
-    run_dir: str | os.PathLike,
-    output_dir: str | os.PathLike | None = None,
-    model_repo_id: str = "org/mmesid-beauty",
-    dataset_repo_id: str = "org/mmesid-beauty-data",
-    rqvae_repo_id: str = "org/mmesid-beauty-rqvae",
-    base_model_id: str = DEFAULT_BASE_MODEL_ID,
-    components: Sequence[str] = COMPONENTS,
-    training_config_path: str | os.PathLike | None = None,
-    dataset_license: str | None = None,
-    finetune_dir: str | os.PathLike | None = None,
-    evaluation_results: str | os.PathLike | None = None,
-    ablation_results: str | os.PathLike | None = None,
+    run_dir: str | os.PathLike, output_dir: str | os.PathLike | None = None,
+    model_repo_id: str = "org/mmesid-beauty", dataset_repo_id: str = "org/mmesid-beauty-data",
+    rqvae_repo_id: str = "org/mmesid-beauty-rqvae", base_model_id: str = DEFAULT_BASE_MODEL_ID,
+    components: Sequence[str] = COMPONENTS, training_config_path: str | os.PathLike | None = None,
+    dataset_license: str | None = None, finetune_dir: str | os.PathLike | None = None,
+    evaluation_results: str | os.PathLike | None = None, ablation_results: str | os.PathLike | None = None,
     space_repo_id: str | None = None,
 ) -> dict[str, Path]:
     """Build, card and check the repo folders of a run under `output_dir` (default `<run>/hub/`); `finetune_dir`,

@@ -240,8 +240,7 @@ def test_card_templates_live_in_hub_cards():
 def test_missing_templates_error(monkeypatch, tmp_path):
     from modeling_mmesid import hub
 
-    monkeypatch.setattr(hub, "HUB_CARDS_DIR", tmp_path / "nowhere")
-    monkeypatch.setattr(hub, "__file__", str(tmp_path / "pkg" / "hub.py"))
+    monkeypatch.setattr(hub, "__file__", str(tmp_path / "pkg" / "hub.py"))  # neither pkg/hub_cards nor hub_cards
     with pytest.raises(FileNotFoundError, match="hub_cards"):
         hub.hub_cards_dir()
 
