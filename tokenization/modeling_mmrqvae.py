@@ -52,8 +52,8 @@ def sinkhorn_assign(distances: torch.Tensor, epsilon: float = 0.003, num_iters: 
 
     NOTE: like the official code, the plan is exponentiated directly in float64: the rescaled distances lie in
     [-1, 1], so `exp(±1 / epsilon)` stays inside float64's range for the official epsilon (0.003; smaller values would
-    overflow and are refused). This is ~50x faster on CPU than the log domain (two reductions per iteration instead
-    of two `logsumexp`s), and gives the same assignments.
+    overflow and are refused). This is much faster on CPU than the log domain (two reductions per iteration instead
+    of two `logsumexp`s; docs/SPEED.md, "Stage 1"), and gives the same assignments.
     """
     if epsilon < 1.0 / 700:
         raise ValueError(f"`epsilon` must be at least 1/700 (float64 range of exp(1/epsilon)), got {epsilon}.")

@@ -182,8 +182,8 @@ class SASRecModel(SASRecPreTrainedModel):
     every position of each user's sequence at once, as the original SASRec does. With causal attention and right
     padding, position `t` sees exactly the prefix sample `items[:t + 1]` (tested), so the objective is the same set
     of prefix samples (127,845 with a non-empty history on Beauty_new) while the encoder reads 22k user sequences
-    padded to their batch's longest instead of 131k samples padded to 50: 6.4x faster per epoch than RecBole on a
-    2-core CPU (`recipes/benchmark_sasrec.py`). Batches hold 256 *targets*, so the optimizer takes RecBole's number
+    padded to their batch's longest instead of 131k samples padded to 50, which is much faster per epoch than RecBole
+    (`recipes/benchmark_sasrec.py`; docs/SPEED.md, "Stage 1"). Batches hold 256 *targets*, so the optimizer takes RecBole's number
     of steps per epoch.
     NOTE: the padding column is excluded from the softmax (RecBole keeps it as an ordinary logit).
     """
@@ -319,8 +319,7 @@ class SASRecTrainingArguments:
         `stopping_step`). The best weights are restored at the end.
     eval_every (`int`, defaults to 1): epochs between validation runs.
     seed (`int`, defaults to 42): seed of the shuffling, dropout and init.
-    progress_bar (`bool`, defaults to `True`): a progress bar over each epoch's batches (an epoch takes minutes on a
-        loaded CPU).
+    progress_bar (`bool`, defaults to `True`): a progress bar over each epoch's batches.
     """
 
     num_epochs: int = field(default=300, metadata={"help": "Upper bound on epochs (RecBole `epochs`)."})

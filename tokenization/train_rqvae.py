@@ -124,8 +124,8 @@ def _reset_optimizer_rows(optimizer: torch.optim.Optimizer, codebooks: torch.nn.
     The zeroed second moment also makes the fresh code's first steps long: the step count (shared by all rows) runs
     on, so its bias correction is ~1 and the next k steps divide by `sqrt((1 - beta2^k) g²)`: 3-6x a normal step
     while k ≤ 100 (1.9x at k = 300). That is kept on purpose: a re-seeded code reaches its new cluster sooner, and
-    level 1 of the Beauty main job ends with 1.23-1.36x the perplexity it reaches with the second moment kept (two
-    seeds; docs/SID_QUALITY.md, "Optimizer state of re-seeded codes")."""
+    level 1 of the Beauty main job ends with a higher perplexity than with the second moment kept
+    (docs/SID_QUALITY.md, "Optimizer state of re-seeded codes")."""
     if not dead.any():
         return
     state = optimizer.state.get(codebooks, {})
