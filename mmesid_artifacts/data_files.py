@@ -9,6 +9,8 @@ are kept for training only (all their items are the training prefix), as the off
 
 Writing `data/` (with the item table built from raw inputs) is `modeling_mmesid.data.write_dataset`'s job; what is
 here is what every later stage reads, so that none of them imports the data-preparation code.
+`KNOWN_SOURCES` records where the known raw input files come from and under what licence (the dataset card's
+provenance rows).
 """
 
 import hashlib
