@@ -4,6 +4,7 @@ r"""Publish a run to the Hugging Face Hub: the model (full weights + LoRA adapte
 Builds `<run_dir>/hub/{model,dataset,rqvae}` (the exact repo folders, cards rendered from `hub_cards/`), checks
 them (card metadata, no local path/token/pickle) and, without `--dry-run`, creates the repos and uploads the folders.
 The token comes from `HF_TOKEN` or `hf auth login`, never from an argument. See `modeling_mmesid/hub.py`.
+It needs no source checkout: with mmesid installed from its wheel, the card templates ship inside the package.
 
 Commands:
     # build and check the folders only (offline)
