@@ -62,6 +62,7 @@ def trainer_for(model, processor, teacher=None):
 
 def golden_outputs(layout: str, head: str) -> dict[str, torch.Tensor]:
     """The recorded quantities of one case, computed with the current API."""
+    from modeling_mmesid import MMESIDRecommender
     from modeling_mmesid.evaluation import pad_histories
     from modeling_mmesid.trainer import MMESIDCollator
 
@@ -70,19 +71,23 @@ def golden_outputs(layout: str, head: str) -> dict[str, torch.Tensor]:
     model, processor = build_case(layout, head)
     with torch.no_grad():
         if head != "generative":
-            out[f"{key}.scores_cached"] = model.score_histories(HISTORIES, processor, batch_size=3)
-            out[f"{key}.scores_plain"] = model.score_histories(HISTORIES, processor, batch_size=3, use_cache=False)
+            # a fresh recommender per path, as each call of the old API built its own state
+            out[f"{key}.scores_cached"] = MMESIDRecommender(model, processor).score_histories(HISTORIES, batch_size=3)
+            out[f"{key}.scores_plain"] = MMESIDRecommender(model, processor).score_histories(
+                HISTORIES, batch_size=3, use_cache=False
+            )
             padded, lengths = pad_histories(HISTORIES)
-            out[f"{key}.scorer"] = model.as_scorer(processor, batch_size=4)(padded, lengths)
-            out[f"{key}.recommend_rank"] = model.recommend(HISTORIES, processor, k=7, batch_size=3)
+            out[f"{key}.scorer"] = MMESIDRecommender(model, processor).as_scorer(batch_size=4)(padded, lengths)
+            out[f"{key}.recommend_rank"] = MMESIDRecommender(model, processor).recommend(HISTORIES, k=7, batch_size=3)
+        recommender = MMESIDRecommender(model, processor)
         if head != "ranking":
-            items, scores = model.generate_items(HISTORIES, processor, k=5, batch_size=3)
+            items, scores = recommender.generate_items(HISTORIES, k=5, batch_size=3)
             out[f"{key}.generate_items"], out[f"{key}.generate_scores"] = items, scores
-            items, scores = model.generate_items(HISTORIES, processor, k=4, batch_size=4, use_cache=False)
+            items, scores = recommender.generate_items(HISTORIES, k=4, batch_size=4, use_cache=False)
             out[f"{key}.generate_items_nocache"], out[f"{key}.generate_scores_nocache"] = items, scores
         if head == "both":
-            out[f"{key}.recommend_rerank"] = model.recommend(
-                HISTORIES, processor, k=3, method="rerank", num_candidates=6, batch_size=3
+            out[f"{key}.recommend_rerank"] = recommender.recommend(
+                HISTORIES, k=3, method="rerank", num_candidates=6, batch_size=3
             )
         batch = MMESIDCollator(processor)(SAMPLES)
         outputs = model(**{k: v for k, v in batch.items() if k != "history"})
