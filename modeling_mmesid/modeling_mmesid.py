@@ -14,17 +14,13 @@ Hub-side file: imports only `torch`, `transformers` and the sibling configuratio
 import functools
 import inspect
 import math
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from transformers import (
     AutoModel,
-    GenerationConfig,
     GenerationMixin,
-    LogitsProcessor,
-    LogitsProcessorList,
     PreTrainedConfig,
     PreTrainedModel,
 )
@@ -138,6 +134,25 @@ class MMESIDOutput(ModelOutput):
     # after the ranking fields, so that a ranking model's tuple output keeps its positions
     logits: torch.FloatTensor | None = None
     generative_loss: torch.FloatTensor | None = None
+
+
+def check_packed_rows(config: MMESIDConfig, attn_implementation: str) -> None:
+    """Refuse prefix-tree packed rows (a 4D `attention_mask`, one readout per sample; `prefix_packing=True` in
+    training) where they are not exact: with an attention implementation whose 4D-mask path is not tested exact, and
+    with a generative head (a packed row holds several samples whose targets' ID tokens would each need their own
+    branch of the tree, not built)."""
+    if config.head != "ranking":
+        raise ValueError(
+            f"The generative head (`config.head={config.head!r}`) does not support prefix-tree packed rows (a 4D "
+            "`attention_mask`, `readout_positions`): train with `prefix_packing=False` (or `head='ranking'`)."
+        )
+    if attn_implementation not in PACKED_MASK_ATTENTION:
+        raise ValueError(
+            f"Prefix-tree packed rows (a 4D `attention_mask`, `prefix_packing=True`) are tested exact only with the "
+            f"`eager` and `sdpa` attention implementations, got {attn_implementation!r}. Load the backbone with "
+            "`attn_implementation=\"sdpa\"` (or call `model.set_attn_implementation(\"sdpa\")`), or train without "
+            "`prefix_packing`."
+        )
 
 
 def _buffer_name(modality: str) -> str:
@@ -431,13 +446,8 @@ class MMESIDModel(MMESIDPreTrainedModel):
         is_4d = attention_mask is not None and attention_mask.dim() == 4
         if is_4d and position_ids is None:
             raise ValueError("A 4D `attention_mask` (packed rows) needs explicit `position_ids`.")
-        attn_implementation = self.language_model.config._attn_implementation
-        if is_4d and attn_implementation not in PACKED_MASK_ATTENTION:
-            raise ValueError(
-                f"A 4D `attention_mask` (packed rows) is tested exact only with the `eager` and `sdpa` attention "
-                f"implementations, got {attn_implementation!r}. Load the backbone with `attn_implementation=\"sdpa\"` "
-                "(or call `model.set_attn_implementation(\"sdpa\")`), or train without `prefix_packing`."
-            )
+        if is_4d:
+            check_packed_rows(self.config, self.language_model.config._attn_implementation)
         if shared_prompt_ids is not None and past_key_values is not None:
             raise ValueError("Pass either `shared_prompt_ids` or `cache`, not both.")
         num_shared = shared_prompt_ids.shape[-1] if shared_prompt_ids is not None else 0
@@ -786,6 +796,7 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
         readout_positions: torch.LongTensor | None = None,
         past_key_values: Cache | None = None,
         compute_item_logits: bool | None = None,
+        num_items_in_batch: torch.Tensor | int | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> MMESIDOutput:
         r"""
@@ -812,6 +823,10 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
         compute_item_logits (`bool`, *optional*):
             Score every item with the ranking heads. Defaults to `True` unless `config.head="generative"`;
             `generate` sets it to `False` (a decoding step never needs the catalog-wide scores).
+        num_items_in_batch (`torch.Tensor` or `int`, *optional*):
+            Labelled samples of the whole optimizer step (what `Trainer` counts over its accumulated micro-batches).
+            When given, `loss` is this micro-batch's per-sample losses summed over that count, so accumulating `n`
+            micro-batches gives the gradient of the mean over all their samples; otherwise the mean over this batch.
         """
         config = self.config
         generative = config.head != "ranking"
@@ -819,24 +834,22 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
             compute_item_logits = config.head != "generative"
         teacher_forced = generative and labels is not None
         num_prompt = None
-        if teacher_forced:
-            if readout_positions is not None or (attention_mask is not None and attention_mask.dim() == 4):
-                raise ValueError(
-                    f"The generative head (`config.head={config.head!r}`) does not support prefix-tree packed rows "
-                    "(4D `attention_mask`, `readout_positions`); train with `prefix_packing=False`."
-                )
-            if attention_mask is not None:
-                torch_compilable_check(
-                    attention_mask[:, -1].bool().all(),
-                    lambda: "The generative head appends the target's ID to each prompt, so prompts must be "
-                    "left-padded (the processor's padding); got right padding in `attention_mask`.",
-                )
+        if labels is not None:
             labels = labels.to(self.model.sids.device)
             num_items = config.num_items
             torch_compilable_check(
                 ((labels == -100) | ((labels >= 1) & (labels <= num_items))).all(),
                 lambda: f"`labels` must be item ids in 1..{num_items} or -100, got {labels.tolist()}.",
             )
+        if teacher_forced:
+            if readout_positions is not None or (attention_mask is not None and attention_mask.dim() == 4):
+                check_packed_rows(config, self.model.language_model.config._attn_implementation)
+            if attention_mask is not None:
+                torch_compilable_check(
+                    attention_mask[:, -1].bool().all(),
+                    lambda: "The generative head appends the target's ID to each prompt, so prompts must be "
+                    "left-padded (the processor's padding); got right padding in `attention_mask`.",
+                )
             response = self.generative_token_ids(labels.clamp(min=1))  # (batch, id_length)
             source = input_ids if input_ids is not None else inputs_embeds
             num_prompt = source.shape[1]
@@ -892,20 +905,8 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
             logits = self.generative_logits(hidden_states[:, -1:])  # (batch, 1, vocab)
 
         loss = None
-        if labels is not None and compute_item_logits:
-            labels = labels.to(item_logits.device)
-            num_items = config.num_items
-            torch_compilable_check(
-                ((labels == -100) | ((labels >= 1) & (labels <= num_items))).all(),
-                lambda: f"`labels` must be item ids in 1..{num_items} or -100, got {labels.tolist()}.",
-            )
-            loss = nn.functional.cross_entropy(item_logits.float(), labels, ignore_index=-100)
-        if generative_loss is not None:
-            if config.head == "generative" or loss is None:
-                loss = generative_loss
-            else:
-                loss = loss + config.generative_loss_weight * generative_loss
-
+        if labels is not None:
+            loss = self.training_loss(item_logits, generative_loss, labels, num_items_in_batch)
         return MMESIDOutput(
             loss=loss,
             item_logits=item_logits,
@@ -919,6 +920,39 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
             generative_loss=generative_loss,
             **{CACHE_NAME: _output_cache(outputs)},
         )
+
+    def training_loss(
+        self,
+        item_logits: torch.Tensor | None,
+        generative_loss: torch.Tensor | None,
+        labels: torch.LongTensor,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | None:
+        """The training loss: the item cross-entropy (paper Eq. 10), plus `config.generative_loss_weight` times the
+        generative loss with `head="both"` (the generative loss alone with `head="generative"`). The mean over the
+        labelled samples, or, given `num_items_in_batch`, their sum over that count."""
+        config = self.config
+        loss = per_sample = None
+        if item_logits is not None:
+            labels = labels.to(item_logits.device)
+            reduction = "mean" if num_items_in_batch is None else "none"
+            per_sample = nn.functional.cross_entropy(item_logits.float(), labels, ignore_index=-100, reduction=reduction)
+            loss = per_sample
+        if num_items_in_batch is None:
+            if generative_loss is not None:
+                if config.head == "generative" or loss is None:
+                    return generative_loss
+                loss = loss + config.generative_loss_weight * generative_loss
+            return loss
+        # per-sample losses of this micro-batch, summed, over the samples of the whole optimizer step
+        total = torch.zeros((), device=labels.device)
+        if per_sample is not None:
+            total = total + per_sample.sum()
+        if generative_loss is not None:
+            # per-sample mean over the ID's positions, averaged over the labelled samples: times their count
+            weight = 1.0 if config.head == "generative" else config.generative_loss_weight
+            total = total + weight * generative_loss * (labels != -100).sum()
+        return total / torch.as_tensor(num_items_in_batch, device=total.device).clamp(min=1)
 
     def prepare_inputs_for_generation(
         self, input_ids, next_sequence_length=None, attention_mask=None, inputs_embeds=None, **kwargs
@@ -1059,6 +1093,5 @@ __all__ = [
     "MMESIDModel",
     "MMESIDOutput",
     "MMESIDPreTrainedModel",
-    "SIDTrie",
-    "SIDTrieLogitsProcessor",
+    "check_packed_rows",
 ]

@@ -13,7 +13,7 @@ from transformers import AddedToken
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
-from .configuration_mmesid import KNOWN_MODALITIES, sid_token_id
+from .configuration_mmesid import KNOWN_MODALITIES
 
 
 DEFAULT_MODALITIES = KNOWN_MODALITIES  # the paper's order: collaborative, image, text
@@ -145,12 +145,6 @@ class MMESIDProcessor(ProcessorMixin):
                 f"some of them at other ids (first {sid_ids[:3]}...). Start from the backbone's original tokenizer."
             )
 
-    def sid_token_ids(self, sids: torch.Tensor) -> torch.Tensor:
-        """Token ids of semantic IDs: `sids` of shape `(..., num_modalities, num_levels)` -> same shape."""
-        m = torch.arange(len(self.modalities), device=sids.device).view(-1, 1)
-        l = torch.arange(self.num_levels, device=sids.device).view(1, -1)  # noqa: E741
-        return sid_token_id(self.sid_token_offset, self.num_levels, self.codebook_size, m, l, sids)
-
     @property
     def pad_token_id(self) -> int:
         """The id that pads prompts and packed rows (never attended to): the text tokenizer's pad token, else its
@@ -229,7 +223,7 @@ class MMESIDProcessor(ProcessorMixin):
         r"""
         The tokens every prompt starts with, whatever the history (the instruction prompt up to where the empty and
         non-empty renderings part: 32 tokens with SmolLM2's chat template). The model computes them once and shares
-        their keys/values (`shared_prompt_ids=` in the forward, and the inference cache of `score_histories`).
+        their keys/values (`shared_prompt_ids=` in the forward, and the inference cache of `MMESIDRecommender`).
 
         Every prompt keeps at least one token of its own after it, whose hidden state is the user representation.
         """
@@ -331,12 +325,6 @@ class MMESIDProcessor(ProcessorMixin):
         elif return_tensors is not None:
             raise ValueError(f"`return_tensors` must be 'pt' or None, got {return_tensors!r}.")
         return BatchFeature(data=data)
-
-    def batch_decode(self, *args, **kwargs):
-        return self.tokenizer.batch_decode(*args, **kwargs)
-
-    def decode(self, *args, **kwargs):
-        return self.tokenizer.decode(*args, **kwargs)
 
     @property
     def model_input_names(self):

@@ -15,7 +15,7 @@ rank of each user's target (its tie block `(first, last)`, `evaluation.target_ra
 The three heads (`MMESIDConfig.head`): `"ranking"` as above; `"both"` trains the sum of the two losses and evaluates
 with the ranking head; `"generative"` trains the SID cross-entropy and evaluates from the beams of constrained beam
 search (`max(eval_ks)` beams; a target not generated is a miss). `prefix_packing` is refused with a generative head
-(`check_generative_packing`).
+(`modeling_mmesid.check_packed_rows`).
 """
 
 import importlib.util
@@ -33,9 +33,10 @@ from trl import SFTConfig, SFTTrainer
 from mmesid_artifacts import atomic_write_json, atomic_write_text
 
 from .evaluation import DEFAULT_KS, metrics_from_ranks, pad_histories, ranks_from_recommendations, target_ranks
-from .modeling_mmesid import PACKED_MASK_ATTENTION
+from .modeling_mmesid import check_packed_rows
 from .packing import MMESIDPackedCollator, group_samples_by_user
 from .precision import use_bf16
+from .recommender_mmesid import MMESIDRecommender, length_sorted_batches, unwrap_model
 
 
 # written into every checkpoint: the training samples seen up to it, where a resumed run's count goes on from
@@ -91,7 +92,7 @@ class MMESIDTrainingConfig(SFTConfig):
 
     eval_cached_ranking (`bool`, *optional*, defaults to `True`):
         Rank validation/test users through the batched ranking path
-        ([`MMESIDForSequentialRecommendation.score_histories`]: the shared prompt's KV cache, every item token and the
+        ([`MMESIDRecommender.score_histories`]: the shared prompt's KV cache, every item token and the
         item score table computed once per evaluation) instead of the per-sample forward with the full prompt. Same
         scores up to float rounding (tests/test_equivalence.py); `False` is the plain path.
 
@@ -227,28 +228,6 @@ def compute_ranking_metrics(eval_pred: EvalPrediction, ks=DEFAULT_KS) -> dict[st
     return metrics
 
 
-def check_prefix_packing_attention(config) -> None:
-    """Refuse `prefix_packing` with an attention implementation whose 4D-mask path is not tested exact
-    (tests/test_equivalence.py covers `eager` and `sdpa`; flash attention reads a 4D mask as padding)."""
-    attn_implementation = config.text_config._attn_implementation
-    if attn_implementation not in PACKED_MASK_ATTENTION:
-        raise ValueError(
-            f"`prefix_packing=True` needs the `eager` or `sdpa` attention implementation (its 4D tree mask is tested "
-            f"exact only with those), got {attn_implementation!r}. Load the backbone with "
-            "`attn_implementation=\"sdpa\"` or set `prefix_packing=False`."
-        )
-
-
-def check_generative_packing(config) -> None:
-    """Refuse `prefix_packing` with a generative head: a packed row holds several samples whose targets' ID tokens
-    would each need their own branch of the tree (not built), so the generative loss has no packed form here."""
-    if config.head != "ranking":
-        raise ValueError(
-            f"`prefix_packing=True` is not supported with the generative head (`head={config.head!r}`): the packed "
-            "rows carry no response tokens. Set `prefix_packing=False` (or train `head='ranking'`)."
-        )
-
-
 def samples_seen_at(checkpoint: str | os.PathLike) -> int:
     """The training samples seen up to `checkpoint` (its `SAMPLES_SEEN_FILE`), where a resumed run's count goes on.
 
@@ -281,7 +260,7 @@ def length_sorted(dataset):
     if dataset is None or "history" not in getattr(dataset, "column_names", ()):
         return dataset
     lengths = [len(h) for h in dataset["history"]]
-    return dataset.select(sorted(range(len(lengths)), key=lengths.__getitem__))
+    return dataset.select([i for batch in length_sorted_batches(lengths, max(len(lengths), 1)) for i in batch])
 
 
 class MMESIDTrainer(SFTTrainer):
@@ -323,8 +302,8 @@ class MMESIDTrainer(SFTTrainer):
                 f"{self.model.config.layout!r}`; build the model from this processor (`from_backbone`)."
             )
         if packing:
-            check_generative_packing(self.model.config)
-            check_prefix_packing_attention(self.model.config)
+            base = unwrap_model(self.model)
+            check_packed_rows(base.config, base.model.language_model.config._attn_implementation)
         # `compute_loss` divides by `num_items_in_batch` itself: make `Trainer` count it and not divide the loss by
         # the accumulation steps (what it does for models whose forward takes `**kwargs`), whatever the model declares
         self.model_accepts_loss_kwargs = True
@@ -354,35 +333,14 @@ class MMESIDTrainer(SFTTrainer):
         """
         inputs = dict(inputs)
         history = inputs.pop("history", None)
-        outputs = model(**inputs)
+        outputs = model(**inputs, num_items_in_batch=num_items_in_batch)
         loss = outputs.loss
         mode = "train" if self.model.training else "eval"
         alpha = self.distill_alpha() if mode == "train" and outputs.item_logits is not None else 0.0
-        if num_items_in_batch is not None or alpha > 0:
-            # per-sample losses of this micro-batch, summed, over the samples of the whole optimizer step
-            labels = inputs["labels"].to(outputs.loss.device)
-            valid = labels != -100
-            loss_sum = torch.zeros((), device=outputs.loss.device)
-            if outputs.item_logits is not None:
-                logits = outputs.item_logits.float()
-                per_sample = nn.functional.cross_entropy(logits, labels, ignore_index=-100, reduction="none")
-                if alpha > 0:
-                    kl = self.distillation_kl(logits, history) * valid
-                    per_sample = (1 - alpha) * per_sample + alpha * self.args.distill_temperature**2 * kl
-                    self._metrics[mode]["distill_weight"].append(alpha)
-                    self._metrics[mode]["distill_kl"].append(kl.detach().mean().item())
-                loss_sum = loss_sum + per_sample.sum()
-            if outputs.generative_loss is not None:
-                # per-sample mean over the ID's positions, averaged over the labelled samples: times their count
-                head = self.model.config.head
-                weight = 1.0 if head == "generative" else self.model.config.generative_loss_weight
-                loss_sum = loss_sum + weight * outputs.generative_loss * valid.sum()
-            if num_items_in_batch is not None:
-                loss = loss_sum / torch.as_tensor(num_items_in_batch, device=loss_sum.device).clamp(min=1)
-                if self.args.average_tokens_across_devices:
-                    loss = loss * self.accelerator.num_processes
-            else:
-                loss = loss_sum / valid.sum().clamp(min=1)
+        if alpha > 0:
+            loss = self.distilled_loss(outputs, inputs["labels"], history, alpha, num_items_in_batch, mode)
+        if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+            loss = loss * self.accelerator.num_processes
         if outputs.generative_loss is not None:
             self._metrics[mode]["generative_loss"].append(
                 self.accelerator.gather_for_metrics(outputs.generative_loss.detach()[None]).mean().item()
@@ -397,6 +355,25 @@ class MMESIDTrainer(SFTTrainer):
             for head, value in enumerate(picked.tolist()):
                 self._metrics[mode][f"fusion_weight_{head}"].append(value)
         return (loss, outputs) if return_outputs else loss
+
+    def distilled_loss(self, outputs, labels, history, alpha: float, num_items_in_batch, mode: str) -> torch.Tensor:
+        """The model's loss with each sample's item cross-entropy mixed with the distillation of the teacher's
+        softmax: `(1 - alpha) * CE + alpha * T^2 * KL`, summed over the samples and divided by `num_items_in_batch`
+        (or their count), plus the generative term as the model weighs it."""
+        labels = labels.to(outputs.item_logits.device)
+        valid = labels != -100
+        logits = outputs.item_logits.float()
+        per_sample = nn.functional.cross_entropy(logits, labels, ignore_index=-100, reduction="none")
+        kl = self.distillation_kl(logits, history) * valid
+        per_sample = (1 - alpha) * per_sample + alpha * self.args.distill_temperature**2 * kl
+        self._metrics[mode]["distill_weight"].append(alpha)
+        self._metrics[mode]["distill_kl"].append(kl.detach().mean().item())
+        loss_sum = torch.zeros((), device=logits.device) + per_sample.sum()
+        if outputs.generative_loss is not None:
+            loss_sum = loss_sum + self.model.config.generative_loss_weight * outputs.generative_loss * valid.sum()
+        if num_items_in_batch is not None:
+            return loss_sum / torch.as_tensor(num_items_in_batch, device=loss_sum.device).clamp(min=1)
+        return loss_sum / valid.sum().clamp(min=1)
 
     def distill_alpha(self) -> float:
         """The distillation weight at the current step: `distill_weight`, decaying linearly to 0 over
@@ -470,8 +447,7 @@ class MMESIDTrainer(SFTTrainer):
         if self.args.new_modules_learning_rate is None or self.optimizer is not None:
             return super().create_optimizer(model)
         opt_model = self.model if model is None else model
-        base = opt_model.get_base_model() if hasattr(opt_model, "get_base_model") else opt_model
-        module_names = self.accelerator.unwrap_model(base).non_backbone_module_names()
+        module_names = self.accelerator.unwrap_model(unwrap_model(opt_model)).non_backbone_module_names()
         decay = set(self.get_decay_parameter_names(opt_model))
         groups = {}
         for name, parameter in opt_model.named_parameters():
@@ -505,35 +481,33 @@ class MMESIDTrainer(SFTTrainer):
         return super().evaluate(dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
 
     def evaluation_loop(self, *args, **kwargs):
-        # the cached ranking tables hold the current weights: build them once per evaluation, drop them after
-        self._ranking_state = None
+        # the recommender's cached tables hold the current weights: build them once per evaluation, drop them after
+        self._recommender = None
         try:
             return super().evaluation_loop(*args, **kwargs)
         finally:
-            self._ranking_state = None
+            self._recommender = None
+
+    def recommender(self, model) -> MMESIDRecommender:
+        """The evaluation's [`MMESIDRecommender`] (the shared prompt's KV cache, the item tokens, the item score table
+        and the trie computed once per evaluation)."""
+        if getattr(self, "_recommender", None) is None:
+            self._recommender = MMESIDRecommender(self.accelerator.unwrap_model(model), self.processing_class)
+        return self._recommender
 
     def _cached_item_logits(self, model, history: torch.Tensor) -> torch.Tensor:
-        """Fused item logits through the batched ranking path (`score_histories`): the shared prompt's KV cache, the
-        item tokens and the item score table computed once per evaluation. The PEFT adapters are injected in place,
-        so the base model's methods see them."""
-        unwrapped = self.accelerator.unwrap_model(model)
-        base = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
-        if getattr(self, "_ranking_state", None) is None:
-            self._ranking_state = base.prepare_ranking(self.processing_class)
+        """Fused item logits through the batched ranking path (`MMESIDRecommender.score_histories`)."""
         rows = [h[h != 0].tolist() for h in history]  # right-padded with 0, item ids start at 1
-        return base.score_histories(
-            rows, self.processing_class, batch_size=max(len(rows), 1), ranking_state=self._ranking_state
-        )
+        return self.recommender(model).score_histories(rows, batch_size=max(len(rows), 1))
 
     def _generated_ranks(self, model, history: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Tie blocks of the targets among the beams of constrained beam search (`recommend(method="generate")`,
         `max(eval_ks)` beams, at most `num_items`; a target not generated is a miss, `+inf`, 0 at every k even where
         `k` exceeds the catalog)."""
-        unwrapped = self.accelerator.unwrap_model(model)
-        base = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
+        recommender = self.recommender(model)
         rows = [h[h != 0].tolist() for h in history]
-        k = min(max(self.args.eval_ks), base.config.num_items)
-        items = base.recommend(rows, self.processing_class, k=k, method="generate", batch_size=max(len(rows), 1))
+        k = min(max(self.args.eval_ks), recommender.config.num_items)
+        items = recommender.recommend(rows, k=k, method="generate", batch_size=max(len(rows), 1))
         return ranks_from_recommendations(items.to(labels.device), labels)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):

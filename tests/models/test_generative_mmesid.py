@@ -18,8 +18,14 @@ from transformers import (
 )
 from transformers.modeling_outputs import CausalLMOutput
 
-from modeling_mmesid import MMESIDConfig, MMESIDForSequentialRecommendation
-from modeling_mmesid.modeling_mmesid import SIDTrie, SIDTrieLogitsProcessor, _compact_beams
+from modeling_mmesid import MMESIDConfig, MMESIDForSequentialRecommendation, MMESIDRecommender
+from modeling_mmesid.generation_mmesid import (
+    SIDTrie,
+    SIDTrieLogitsProcessor,
+    _compact_beams,
+    generative_codes,
+    generative_position_token_ids,
+)
 
 
 NUM_ITEMS = 50
@@ -97,14 +103,14 @@ def test_collision_suffix_gives_every_item_one_id(tokenizer_dir):
         sids[item, 0] = torch.tensor([item // 8, item % 8])
     sids[[3, 9, 20], 0] = torch.tensor([5, 5])  # ... except three items sharing (5, 5), like item 45
     model, _ = build(tokenizer_dir, sids=sids, head="generative")
-    codes = model.generative_codes()
+    codes = generative_codes(model.model.sids, model.config)
     assert codes.shape == (NUM_ITEMS + 1, 3)
     assert codes[[3, 9, 20, 45]].tolist() == [[5, 5, 0], [5, 5, 1], [5, 5, 2], [5, 5, 3]]  # rank by item id
     assert codes[10].tolist() == [1, 2, 0]
     assert len({tuple(r) for r in codes[1:].tolist()}) == NUM_ITEMS
     # token ids: levels 0, 1 of the collaborative block, then the suffix on level 0's tokens
     offset = model.config.sid_token_offset
-    assert model.generative_position_token_ids().tolist() == [offset, offset + 8, offset]
+    assert generative_position_token_ids(model.config).tolist() == [offset, offset + 8, offset]
     assert model.generative_token_ids(torch.tensor([9])).tolist() == [[offset + 5, offset + 8 + 5, offset + 1]]
 
 
@@ -112,7 +118,7 @@ def test_collision_suffix_refuses_more_collisions_than_codes(tokenizer_dir):
     sids = torch.zeros(NUM_ITEMS + 1, 2, 2, dtype=torch.long)  # all 50 items share one ID; 8 suffix codes
     model, _ = build(tokenizer_dir, sids=sids, head="generative")
     with pytest.raises(ValueError, match=r"50 items share one `generative_id='collaborative'` ID.*'combined'"):
-        model.generative_codes()
+        generative_codes(model.model.sids, model.config)
 
 
 def test_trie_children_items_and_paths_hand_computed():
@@ -296,15 +302,16 @@ def test_every_beam_of_every_user_is_a_catalog_item_not_in_the_history(tokenizer
     model, processor = build(tokenizer_dir, head="generative")
     histories = HISTORIES + random_histories(12)
     for k in (1, 10, 20):
-        items, scores = model.generate_items(histories, processor, k=k, batch_size=5)
+        items, scores = MMESIDRecommender(model, processor).generate_items(histories, k=k, batch_size=5)
         check_beams(model, histories, items, k)
         assert (scores[:, :-1] >= scores[:, 1:] - 1e-6).all()  # best first
         assert torch.isfinite(scores).all()
     # the trie maps every item's ID back to the item (one to one)
-    trie, codes = model._generative_index()
-    assert torch.equal(trie.items(codes[1:]), torch.arange(1, NUM_ITEMS + 1))
+    index = MMESIDRecommender(model, processor).generative_index()
+    assert torch.equal(index.trie.items(index.codes[1:]), torch.arange(1, NUM_ITEMS + 1))
     # the ranked list equals `recommend(method="generate")`
-    assert torch.equal(model.recommend(histories, processor, k=20, method="generate", batch_size=5), items)
+    recommended = MMESIDRecommender(model, processor).recommend(histories, k=20, method="generate", batch_size=5)
+    assert torch.equal(recommended, items)
 
 
 def test_unconstrained_decoding_fails_the_beam_check(tokenizer_dir, monkeypatch):
@@ -313,7 +320,7 @@ def test_unconstrained_decoding_fails_the_beam_check(tokenizer_dir, monkeypatch)
     model, processor = build(tokenizer_dir, head="generative")
     histories = HISTORIES + random_histories(12)
     monkeypatch.setattr(SIDTrieLogitsProcessor, "__call__", PassThrough.__call__)
-    items, _ = model.generate_items(histories, processor, k=10, batch_size=5)
+    items, _ = MMESIDRecommender(model, processor).generate_items(histories, k=10, batch_size=5)
     with pytest.raises(AssertionError):
         check_beams(model, histories, items, 10)
 
@@ -321,8 +328,8 @@ def test_unconstrained_decoding_fails_the_beam_check(tokenizer_dir, monkeypatch)
 def test_generation_with_shared_prompt_cache_equals_full_prompts(tokenizer_dir):
     model, processor = build(tokenizer_dir, head="both")
     histories = HISTORIES + random_histories(6)
-    cached = model.generate_items(histories, processor, k=8, batch_size=3, use_cache=True)
-    full = model.generate_items(histories, processor, k=8, batch_size=10, use_cache=False)
+    cached = MMESIDRecommender(model, processor).generate_items(histories, k=8, batch_size=3, use_cache=True)
+    full = MMESIDRecommender(model, processor).generate_items(histories, k=8, batch_size=10, use_cache=False)
     assert torch.equal(cached[0], full[0])
     torch.testing.assert_close(cached[1], full[1], rtol=1e-4, atol=1e-4)
 
@@ -333,7 +340,7 @@ def test_beam_scores_are_the_log_probabilities_of_the_items(tokenizer_dir, histo
     generative head (over all its SID tokens) at each token, computed here by teacher forcing the returned item,
     without the trie and whatever the excluded history (issue 29: not renormalized over the allowed codes)."""
     model, processor = build(tokenizer_dir, head="generative")
-    items, scores = model.generate_items([history], processor, k=3)
+    items, scores = MMESIDRecommender(model, processor).generate_items([history], k=3)
     inputs = dict(processor([history] * 3))
     with torch.no_grad():
         out = model(**inputs, labels=items[0])
@@ -345,7 +352,7 @@ def test_beam_scores_are_the_log_probabilities_of_the_items(tokenizer_dir, histo
 def test_k_beyond_the_candidates_pads_with_zero(tokenizer_dir):
     model, processor = build(tokenizer_dir, head="generative")
     history = list(range(1, NUM_ITEMS - 2))  # 47 items seen: 3 candidates left
-    items, scores = model.generate_items([history], processor, k=5)
+    items, scores = MMESIDRecommender(model, processor).generate_items([history], k=5)
     assert sorted(items[0, :3].tolist()) == [48, 49, 50] and items[0, 3:].tolist() == [0, 0]
     assert torch.isinf(scores[0, 3:]).all()
 
@@ -378,32 +385,32 @@ def test_generate_items_compacts_a_repeated_beam(tokenizer_dir, monkeypatch):
                                sequences_scores=torch.tensor([-1.0, -1e9, -3.0, -4.0]))
 
     monkeypatch.setattr(model, "generate", fake_generate)
-    items, scores = model.generate_items([[1]], processor, k=4)
+    items, scores = MMESIDRecommender(model, processor).generate_items([[1]], k=4)
     assert items.tolist() == [[5, 7, 9, 0]] and scores[0, :3].tolist() == [-1.0, -3.0, -4.0]
     assert ranks_from_recommendations(items, torch.tensor([9])).tolist() == [[3, 3]]
-    assert model.recommend([[1]], processor, k=4, method="generate").tolist() == [[5, 7, 9, 0]]
+    assert MMESIDRecommender(model, processor).recommend([[1]], k=4, method="generate").tolist() == [[5, 7, 9, 0]]
 
 
 def test_recommend_method_refusals(tokenizer_dir):
     ranking, processor = build(tokenizer_dir)
     with pytest.raises(ValueError, match=r"`method='generate'` needs a generative head, but `config.head='ranking'`"):
-        ranking.recommend(HISTORIES, processor, method="generate")
+        MMESIDRecommender(ranking, processor).recommend(HISTORIES, method="generate")
     with pytest.raises(ValueError, match=r"`method` must be 'rank', 'generate' or 'rerank', got 'beam'"):
-        ranking.recommend(HISTORIES, processor, method="beam")
+        MMESIDRecommender(ranking, processor).recommend(HISTORIES, method="beam")
     generative, processor = build(tokenizer_dir, head="generative")
     with pytest.raises(ValueError, match=r"`method='rank'` needs the ranking head"):
-        generative.recommend(HISTORIES, processor, method="rank")
+        MMESIDRecommender(generative, processor).recommend(HISTORIES, method="rank")
     with pytest.raises(ValueError, match=r"`k` must be in 1..50"):
-        generative.recommend(HISTORIES, processor, k=51, method="generate")
+        MMESIDRecommender(generative, processor).recommend(HISTORIES, k=51, method="generate")
 
 
 def test_generative_model_saves_and_loads(tokenizer_dir, tmp_path):
     model, processor = build(tokenizer_dir, head="both")
-    before = model.generate_items(HISTORIES, processor, k=5)[0]
+    before = MMESIDRecommender(model, processor).generate_items(HISTORIES, k=5)[0]
     model.save_pretrained(tmp_path)
     loaded = MMESIDForSequentialRecommendation.from_pretrained(tmp_path).eval()
     assert loaded.config.head == "both"
-    assert torch.equal(loaded.generate_items(HISTORIES, processor, k=5)[0], before)
+    assert torch.equal(MMESIDRecommender(loaded, processor).generate_items(HISTORIES, k=5)[0], before)
 
 
 # ----------------------------------------------------------------------------------------------- training
@@ -423,7 +430,7 @@ def test_generative_head_trains_and_then_generates_the_targets(tokenizer_dir):
         losses.append(loss.item())
     model.eval()
     assert losses[-1] < 0.1 * losses[0], losses
-    items, _ = model.generate_items(histories, processor, k=5)
+    items, _ = MMESIDRecommender(model, processor).generate_items(histories, k=5)
     check_beams(model, histories, items, 5)
     for row, target in zip(items.tolist(), [3, 8, 33, 45]):
         assert target in row, (target, row)  # each user's target among its 5 beams (of 50 items)
@@ -463,7 +470,7 @@ def test_trainer_loss_and_evaluation_for_each_head(tokenizer_dir, tmp_path, head
 
 def test_trainer_refuses_generative_head_with_prefix_packing(tokenizer_dir, tmp_path):
     model, processor = build(tokenizer_dir, head="both")
-    with pytest.raises(ValueError, match=r"`prefix_packing=True` is not supported with the generative head"):
+    with pytest.raises(ValueError, match=r"generative head \(`config.head='both'`\) does not support prefix-tree packed"):
         _trainer(model, processor, tmp_path, prefix_packing=True)
 
 
@@ -472,18 +479,19 @@ def test_rerank_orders_the_beams_by_the_ranking_head(tokenizer_dir):
     scores, computed here from `score_histories` and the beams independently."""
     model, processor = build(tokenizer_dir, head="both")
     histories = HISTORIES + random_histories(6)
-    beams, _ = model.generate_items(histories, processor, k=12, batch_size=4)
-    logits = model.score_histories(histories, processor)
-    reranked = model.recommend(histories, processor, k=5, method="rerank", num_candidates=12, batch_size=4)
+    recommender = MMESIDRecommender(model, processor)
+    beams, _ = recommender.generate_items(histories, k=12, batch_size=4)
+    logits = recommender.score_histories(histories)
+    reranked = recommender.recommend(histories, k=5, method="rerank", num_candidates=12, batch_size=4)
     for row, history in enumerate(histories):
         candidates = [int(i) for i in beams[row] if i > 0]
         expected = sorted(candidates, key=lambda i: -float(logits[row, i]))[:5]
         assert reranked[row].tolist() == expected
         assert not set(expected) & set(history)
-    same_set = model.recommend(histories, processor, k=12, method="rerank", batch_size=4)
+    same_set = recommender.recommend(histories, k=12, method="rerank", batch_size=4)
     assert torch.equal(same_set.sort(-1).values, beams.sort(-1).values)
     assert not torch.equal(same_set, beams)  # the ranking head reorders the beams
     with pytest.raises(ValueError, match=r"`num_candidates` must be at least `k` \(5\), got 3"):
-        model.recommend(histories, processor, k=5, method="rerank", num_candidates=3)
+        recommender.recommend(histories, k=5, method="rerank", num_candidates=3)
     with pytest.raises(ValueError, match=r"`method='rerank'` needs both heads"):
-        build(tokenizer_dir, head="generative")[0].recommend(histories, processor, method="rerank")
+        MMESIDRecommender(build(tokenizer_dir, head="generative")[0], processor).recommend(histories, method="rerank")
