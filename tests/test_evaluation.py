@@ -270,11 +270,10 @@ def test_generated_miss_in_a_small_catalog_scores_zero():
                                         3, ks=(1, 3, 5))
     assert _only_metrics(m) == {key: 0.0 for key in ZERO if int(key.split("@")[1]) <= 5}
 
-    base = SimpleNamespace(config=SimpleNamespace(num_items=3),
-                           recommend=lambda rows, processor, k, method, batch_size: torch.tensor([[1, 2, 0]] * len(rows)))
-    trainer = SimpleNamespace(accelerator=SimpleNamespace(unwrap_model=lambda m: m), processing_class=None,
-                              args=SimpleNamespace(eval_ks=[5, 10, 20]))
-    ranks = MMESIDTrainer._generated_ranks(trainer, base, torch.tensor([[0], [1]]), torch.tensor([3, 2]))
+    recommender = SimpleNamespace(config=SimpleNamespace(num_items=3),
+                                  recommend=lambda rows, k, method, batch_size: torch.tensor([[1, 2, 0]] * len(rows)))
+    trainer = SimpleNamespace(recommender=lambda model: recommender, args=SimpleNamespace(eval_ks=[5, 10, 20]))
+    ranks = MMESIDTrainer._generated_ranks(trainer, None, torch.tensor([[0], [1]]), torch.tensor([3, 2]))
     assert ranks.tolist() == [[math.inf, math.inf], [2, 2]]
     m = evaluation.metrics_from_ranks(ranks.float(), ks=(5, 10, 20))  # as `prediction_step` returns them
     assert m["hr@5"] == m["hr@20"] == 0.5
