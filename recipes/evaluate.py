@@ -126,12 +126,12 @@ def main(args: EvaluateArguments) -> dict:
 
         model = AutoModel.from_pretrained(args.model, trust_remote_code=True).eval()
         processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=True)
-        recommender = MMESIDRecommender(model, processor, batch_size=args.model_batch_size)
+        mmesid = MMESIDRecommender(model, processor, batch_size=args.model_batch_size)
         unknown = sorted(set(args.methods) - {"rank", "generate", "rerank"})
         if unknown or not args.methods:
             raise ValueError(f"`--methods` must be a non-empty subset of rank, generate, rerank; got {args.methods}.")
         if "rank" in args.methods:
-            scorers["mmesid"] = recommender.as_scorer()
+            scorers["mmesid"] = mmesid.as_scorer()
     results = {}
     for name, scorer in scorers.items():
         tic = time.time()
@@ -146,8 +146,7 @@ def main(args: EvaluateArguments) -> dict:
         extra = {"num_candidates": args.rerank_candidates} if method == "rerank" else {}
 
         def recommender(histories, method=method, extra=extra):
-            return recommender.recommend(histories, k=k, method=method, exclude_history=not args.no_mask_history,
-                                         **extra)
+            return mmesid.recommend(histories, k=k, method=method, exclude_history=not args.no_mask_history, **extra)
 
         results[f"mmesid-{method}"] = evaluation.evaluate_recommender(
             recommender, split, num_items, batch_size=args.model_batch_size
