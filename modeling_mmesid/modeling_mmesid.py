@@ -32,7 +32,7 @@ from transformers.utils import ModelOutput, TransformersKwargs, auto_docstring, 
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_mmesid import MMESIDConfig, sid_token_id
-from .generation_mmesid import CACHE_NAME, generative_token_table
+from .generation_mmesid import CACHE_NAME
 from .recommender_mmesid import MMESIDRecommender  # noqa: F401  (imported so that `save_pretrained` copies its file)
 
 
@@ -747,11 +747,6 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
         return item_logits + padding, modality_logits, fusion_weights
 
     # ------------------------------------------------------------------ generative head
-    def generative_token_ids(self, item_ids: torch.LongTensor) -> torch.LongTensor:
-        """Token ids of the generated IDs of `item_ids`: shape `(*item_ids.shape, generative_id_length)`."""
-        tokens = generative_token_table(self.model.sids, self.config)
-        return tokens[item_ids.to(tokens.device)].to(item_ids.device)
-
     def generative_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
         r"""
         Next-token scores of the generative head: a head tied to the SID rows of the input embeddings,
@@ -796,6 +791,7 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
         readout_positions: torch.LongTensor | None = None,
         past_key_values: Cache | None = None,
         compute_item_logits: bool | None = None,
+        generative_labels: torch.LongTensor | None = None,
         num_items_in_batch: torch.Tensor | int | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> MMESIDOutput:
@@ -813,8 +809,6 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
         labels (`torch.LongTensor` of shape `(batch_size,)` or `(num_samples,)`, *optional*):
             Id of each user's next item, in `1..num_items` (`-100` = ignored). When given, the cross-entropy over
             all items is returned as `loss` (mean over the samples). With `readout_positions`, one per readout.
-            With a generative head (`config.head`), the target's ID tokens are appended to each (left-padded) prompt
-            as the response (teacher forcing) and their cross-entropy is `generative_loss`.
         shared_prompt_ids (`torch.LongTensor` of shape `(1, prompt_length)`, *optional*):
             The prompt every row starts with, computed once per batch (see [`MMESIDModel.forward`]).
         readout_positions (`torch.LongTensor` of shape `(num_samples, 2)`, *optional*):
@@ -823,6 +817,10 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
         compute_item_logits (`bool`, *optional*):
             Score every item with the ranking heads. Defaults to `True` unless `config.head="generative"`;
             `generate` sets it to `False` (a decoding step never needs the catalog-wide scores).
+        generative_labels (`torch.LongTensor` of shape `(batch_size, generative_id_length)`, *optional*):
+            Token ids of each target's generated ID (`-100` = ignored), whose tokens but the last end `input_ids`
+            (the response, teacher-forced: [`MMESIDProcessor.add_response`]). With a generative head
+            (`config.head`), their cross-entropy is `generative_loss`; the user state is read before the response.
         num_items_in_batch (`torch.Tensor` or `int`, *optional*):
             Labelled samples of the whole optimizer step (what `Trainer` counts over its accumulated micro-batches).
             When given, `loss` is this micro-batch's per-sample losses summed over that count, so accumulating `n`
@@ -832,7 +830,7 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
         generative = config.head != "ranking"
         if compute_item_logits is None:
             compute_item_logits = config.head != "generative"
-        teacher_forced = generative and labels is not None
+        teacher_forced = generative and generative_labels is not None
         num_prompt = None
         if labels is not None:
             labels = labels.to(self.model.sids.device)
@@ -841,29 +839,17 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
                 ((labels == -100) | ((labels >= 1) & (labels <= num_items))).all(),
                 lambda: f"`labels` must be item ids in 1..{num_items} or -100, got {labels.tolist()}.",
             )
+        if generative and labels is not None and generative_labels is None:
+            raise ValueError(
+                f"The generative head (`config.head={config.head!r}`) trains on `generative_labels`, the targets' ID "
+                "tokens appended to the prompts: build the batch with `MMESIDCollator(processor, response_ids=...)` "
+                "or `processor.add_response`."
+            )
         if teacher_forced:
             if readout_positions is not None or (attention_mask is not None and attention_mask.dim() == 4):
                 check_packed_rows(config, self.model.language_model.config._attn_implementation)
-            if attention_mask is not None:
-                torch_compilable_check(
-                    attention_mask[:, -1].bool().all(),
-                    lambda: "The generative head appends the target's ID to each prompt, so prompts must be "
-                    "left-padded (the processor's padding); got right padding in `attention_mask`.",
-                )
-            response = self.generative_token_ids(labels.clamp(min=1))  # (batch, id_length)
             source = input_ids if input_ids is not None else inputs_embeds
-            num_prompt = source.shape[1]
-            teacher = response[:, :-1].to(source.device)
-            if input_ids is not None:
-                input_ids = torch.cat([input_ids, teacher], dim=1)
-            else:
-                teacher_embeds = self.get_input_embeddings()(teacher).to(inputs_embeds.dtype)
-                inputs_embeds = torch.cat([inputs_embeds, teacher_embeds], dim=1)
-            if attention_mask is not None:
-                attention_mask = torch.cat([attention_mask, torch.ones_like(teacher, dtype=attention_mask.dtype)], 1)
-            if position_ids is not None:
-                steps = torch.arange(1, teacher.shape[1] + 1, device=position_ids.device)
-                position_ids = torch.cat([position_ids, position_ids[:, -1:] + steps], dim=1)
+            num_prompt = source.shape[1] - (generative_labels.shape[1] - 1)  # the response's tokens end each row
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -897,7 +883,7 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
         logits = generative_loss = None
         if teacher_forced:
             logits = self.generative_logits(hidden_states[:, num_prompt - 1 :])  # (batch, id_length, vocab)
-            targets = response.to(logits.device).masked_fill((labels == -100).to(logits.device)[:, None], -100)
+            targets = generative_labels.to(logits.device)
             generative_loss = nn.functional.cross_entropy(
                 logits.flatten(0, 1), targets.flatten(), ignore_index=-100
             )

@@ -326,6 +326,40 @@ class MMESIDProcessor(ProcessorMixin):
             raise ValueError(f"`return_tensors` must be 'pt' or None, got {return_tensors!r}.")
         return BatchFeature(data=data)
 
+    def add_response(self, inputs: dict, response_ids: torch.LongTensor, labels: torch.LongTensor | None = None) -> dict:
+        r"""
+        Teacher forcing of a generated response (the generative head's training data): each prompt of `inputs`
+        (left-padded, as [`~MMESIDProcessor.__call__`] returns them) is followed by its response's tokens but the last,
+        and `generative_labels` holds every token of the response, whose next-token scores the model reads from the
+        prompt's final token on.
+
+        Args:
+            inputs (`dict`): the processor's `input_ids`, `attention_mask` and `item_ids`.
+            response_ids (`torch.LongTensor` of shape `(batch_size, response_length)`):
+                Token ids of each row's response (the target item's generated ID).
+            labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+                The item labels; rows labelled `-100` get `-100` in `generative_labels` (ignored).
+
+        Returns:
+            `dict` with `input_ids` and `attention_mask` extended by `response_length - 1` columns, `generative_labels`
+            `(batch_size, response_length)` and the other entries of `inputs` unchanged.
+        """
+        input_ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        if not bool(mask[:, -1].bool().all()):
+            raise ValueError(
+                "The response follows each prompt, so prompts must be left-padded (the processor's padding); got "
+                "right padding in `attention_mask`."
+            )
+        teacher = response_ids[:, :-1].to(input_ids.device)
+        out = dict(inputs)
+        out["input_ids"] = torch.cat([input_ids, teacher], dim=1)
+        out["attention_mask"] = torch.cat([mask, torch.ones_like(teacher, dtype=mask.dtype)], dim=1)
+        targets = response_ids
+        if labels is not None:
+            targets = response_ids.masked_fill((labels == -100).to(response_ids.device)[:, None], -100)
+        out["generative_labels"] = targets
+        return out
+
     @property
     def model_input_names(self):
         return ["input_ids", "attention_mask", "item_ids"]

@@ -33,6 +33,7 @@ from trl import SFTConfig, SFTTrainer
 from mmesid_artifacts import atomic_write_json, atomic_write_text
 
 from .evaluation import DEFAULT_KS, metrics_from_ranks, pad_histories, ranks_from_recommendations, target_ranks
+from .generation_mmesid import generative_token_table
 from .modeling_mmesid import check_packed_rows
 from .packing import MMESIDPackedCollator, group_samples_by_user
 from .precision import use_bf16
@@ -202,19 +203,31 @@ class MMESIDTrainingConfig(SFTConfig):
 
 
 class MMESIDCollator:
-    """Rows `{history, target}` -> model inputs: the processor's prompt tensors, `labels` and the padded history.
+    """Rows `{history, target}` -> model inputs: the processor's prompt tensors, `labels` and the padded history;
+    with `response_ids` (a generative head), the target's ID as the teacher-forced response
+    ([`MMESIDProcessor.add_response`]: `generative_labels`).
 
     `history` (`(batch, max_len)`, right-padded with 0) is not a model input: `MMESIDTrainer` pops it and masks
     those items when ranking.
+
+    Args:
+        processor ([`MMESIDProcessor`]): renders the prompts.
+        response_ids (`torch.LongTensor` of shape `(num_items + 1, generative_id_length)`, *optional*):
+            Token ids of every item's generated ID (`generation_mmesid.generative_token_table`); `MMESIDTrainer`
+            sets it for a model with a generative head.
     """
 
-    def __init__(self, processor):
+    def __init__(self, processor, response_ids: torch.LongTensor | None = None):
         self.processor = processor
+        self.response_ids = response_ids
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         histories = [list(r["history"]) for r in rows]
         batch = dict(self.processor(histories))
-        batch["labels"] = torch.tensor([int(r["target"]) for r in rows], dtype=torch.long)
+        labels = torch.tensor([int(r["target"]) for r in rows], dtype=torch.long)
+        if self.response_ids is not None:
+            batch = self.processor.add_response(batch, self.response_ids[labels.clamp(min=1)], labels)
+        batch["labels"] = labels
         batch["history"], _ = pad_histories(histories)
         return batch
 
@@ -301,9 +314,13 @@ class MMESIDTrainer(SFTTrainer):
                 f"The processor's `layout={layout!r}` differs from the model's `config.layout="
                 f"{self.model.config.layout!r}`; build the model from this processor (`from_backbone`)."
             )
+        base = unwrap_model(self.model)
         if packing:
-            base = unwrap_model(self.model)
             check_packed_rows(base.config, base.model.language_model.config._attn_implementation)
+        collator = getattr(self.data_collator, "per_sample_collator", None) or self.data_collator
+        if base.config.head != "ranking" and isinstance(collator, MMESIDCollator) and collator.response_ids is None:
+            # the generative head trains on the targets' ID tokens: the collator appends them (teacher forcing)
+            collator.response_ids = generative_token_table(base.model.sids, base.config).cpu()
         # `compute_loss` divides by `num_items_in_batch` itself: make `Trainer` count it and not divide the loss by
         # the accumulation steps (what it does for models whose forward takes `**kwargs`), whatever the model declares
         self.model_accepts_loss_kwargs = True

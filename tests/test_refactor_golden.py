@@ -64,6 +64,7 @@ def golden_outputs(layout: str, head: str) -> dict[str, torch.Tensor]:
     """The recorded quantities of one case, computed with the current API."""
     from modeling_mmesid import MMESIDRecommender
     from modeling_mmesid.evaluation import pad_histories
+    from modeling_mmesid.generation_mmesid import generative_token_table
     from modeling_mmesid.trainer import MMESIDCollator
 
     key = f"{layout}.{head}"
@@ -89,7 +90,8 @@ def golden_outputs(layout: str, head: str) -> dict[str, torch.Tensor]:
             out[f"{key}.recommend_rerank"] = recommender.recommend(
                 HISTORIES, k=3, method="rerank", num_candidates=6, batch_size=3
             )
-        batch = MMESIDCollator(processor)(SAMPLES)
+        response_ids = generative_token_table(model.model.sids, model.config) if head != "ranking" else None
+        batch = MMESIDCollator(processor, response_ids=response_ids)(SAMPLES)
         outputs = model(**{k: v for k, v in batch.items() if k != "history"})
         out[f"{key}.forward_loss"] = outputs.loss
         if outputs.generative_loss is not None:

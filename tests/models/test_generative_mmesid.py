@@ -25,6 +25,7 @@ from modeling_mmesid.generation_mmesid import (
     _compact_beams,
     generative_codes,
     generative_position_token_ids,
+    generative_token_table,
 )
 
 
@@ -111,7 +112,8 @@ def test_collision_suffix_gives_every_item_one_id(tokenizer_dir):
     # token ids: levels 0, 1 of the collaborative block, then the suffix on level 0's tokens
     offset = model.config.sid_token_offset
     assert generative_position_token_ids(model.config).tolist() == [offset, offset + 8, offset]
-    assert model.generative_token_ids(torch.tensor([9])).tolist() == [[offset + 5, offset + 8 + 5, offset + 1]]
+    tokens = generative_token_table(model.model.sids, model.config)
+    assert tokens[[9]].tolist() == [[offset + 5, offset + 8 + 5, offset + 1]]
 
 
 def test_collision_suffix_refuses_more_collisions_than_codes(tokenizer_dir):
@@ -244,18 +246,24 @@ def test_beam_search_ranks_items_by_the_models_probabilities(renormalize):
 
 
 # ----------------------------------------------------------------------------------------------- loss
-def _inputs(processor, histories=HISTORIES):
+def _inputs(processor, histories=HISTORIES, model=None, labels=None):
+    """The processor's prompts and `labels`; given a model with a generative head, the targets' ID tokens appended as
+    the response (`generative_labels`), as `MMESIDCollator` builds training batches."""
     inputs = dict(processor(histories))
-    inputs["labels"] = torch.tensor([5 + 9 * i for i in range(len(histories))])
+    labels = torch.tensor([5 + 9 * i for i in range(len(histories))]) if labels is None else labels
+    if model is not None and model.config.head != "ranking":
+        table = generative_token_table(model.model.sids, model.config)
+        inputs = processor.add_response(inputs, table[labels.clamp(min=1)], labels)
+    inputs["labels"] = labels
     return inputs
 
 
 def test_generative_loss_equals_teacher_forced_cross_entropy_over_sid_tokens(tokenizer_dir):
     model, processor = build(tokenizer_dir, head="both", generative_loss_weight=0.3)
-    inputs = _inputs(processor)
-    out = model(**inputs)
+    out = model(**_inputs(processor, model=model))
     # by hand: the prompt plus the target's ID tokens but the last, one forward, softmax over the SID rows only
-    response = model.generative_token_ids(inputs["labels"])  # (4, 3)
+    inputs = _inputs(processor)  # the prompts alone
+    response = generative_token_table(model.model.sids, model.config)[inputs["labels"]]  # (4, 3)
     ids = torch.cat([inputs["input_ids"], response[:, :-1]], 1)
     mask = torch.cat([inputs["attention_mask"], torch.ones_like(response[:, :-1])], 1)
     hidden = model.model(input_ids=ids, attention_mask=mask, item_ids=inputs["item_ids"]).last_hidden_state
@@ -275,26 +283,30 @@ def test_generative_loss_equals_teacher_forced_cross_entropy_over_sid_tokens(tok
 
 def test_generative_only_head_skips_item_scores_and_ignores_unlabelled_rows(tokenizer_dir):
     model, processor = build(tokenizer_dir, head="generative")
-    inputs = _inputs(processor)
+    inputs = _inputs(processor, model=model)
     out = model(**inputs)
     assert out.item_logits is None and out.fusion_weights is None
     assert out.loss is out.generative_loss
     labels = inputs["labels"].clone()
     labels[1] = -100
-    partial = model(**{**inputs, "labels": labels}).loss
+    partial = model(**_inputs(processor, model=model, labels=labels)).loss
     kept = [0, 2, 3]
-    sub = model(**_inputs(processor, [HISTORIES[i] for i in kept]) | {"labels": inputs["labels"][kept]})
+    sub = model(**_inputs(processor, [HISTORIES[i] for i in kept], model=model, labels=inputs["labels"][kept]))
     torch.testing.assert_close(partial, sub.loss, rtol=1e-4, atol=1e-4)
 
 
 def test_generative_head_refuses_packed_rows_and_right_padding(tokenizer_dir):
     model, processor = build(tokenizer_dir, head="generative")
-    inputs = _inputs(processor)
+    inputs = _inputs(processor, model=model)
     with pytest.raises(ValueError, match=r"does not support prefix-tree packed rows"):
         model(**inputs, readout_positions=torch.zeros(4, 2, dtype=torch.long))
-    right = {**inputs, "attention_mask": inputs["attention_mask"].flip(-1)}
+    prompts = _inputs(processor)
+    with pytest.raises(ValueError, match=r"trains on `generative_labels`"):
+        model(**prompts)  # labels without the response
+    right = {**prompts, "attention_mask": prompts["attention_mask"].flip(-1)}
+    response = inputs["generative_labels"]
     with pytest.raises(ValueError, match="must be left-padded"):
-        model(**right)
+        processor.add_response(right, response, prompts["labels"])
 
 
 # ----------------------------------------------------------------------------------------------- decoding
@@ -341,10 +353,9 @@ def test_beam_scores_are_the_log_probabilities_of_the_items(tokenizer_dir, histo
     without the trie and whatever the excluded history (issue 29: not renormalized over the allowed codes)."""
     model, processor = build(tokenizer_dir, head="generative")
     items, scores = MMESIDRecommender(model, processor).generate_items([history], k=3)
-    inputs = dict(processor([history] * 3))
     with torch.no_grad():
-        out = model(**inputs, labels=items[0])
-    tokens = model.generative_token_ids(items[0])  # (3, id_length)
+        out = model(**_inputs(processor, [history] * 3, model=model, labels=items[0]))
+    tokens = generative_token_table(model.model.sids, model.config)[items[0]]  # (3, id_length)
     expected = torch.log_softmax(out.logits, -1).gather(-1, tokens[..., None])[..., 0].sum(-1)
     torch.testing.assert_close(scores[0], expected, rtol=1e-4, atol=1e-4)
 
@@ -381,7 +392,8 @@ def test_generate_items_compacts_a_repeated_beam(tokenizer_dir, monkeypatch):
     prompt = torch.zeros(4, 3, dtype=torch.long)  # `generate_items` reads only the last `generative_id_length` tokens
 
     def fake_generate(**kwargs):
-        return SimpleNamespace(sequences=torch.cat([prompt, model.generative_token_ids(beams)], 1),
+        tokens = generative_token_table(model.model.sids, model.config)[beams]
+        return SimpleNamespace(sequences=torch.cat([prompt, tokens], 1),
                                sequences_scores=torch.tensor([-1.0, -1e9, -3.0, -4.0]))
 
     monkeypatch.setattr(model, "generate", fake_generate)
@@ -417,8 +429,7 @@ def test_generative_model_saves_and_loads(tokenizer_dir, tmp_path):
 def test_generative_head_trains_and_then_generates_the_targets(tokenizer_dir):
     model, processor = build(tokenizer_dir, head="generative")
     histories = [[1, 2], [7], [30, 31, 32], [44]]
-    inputs = dict(processor(histories))
-    inputs["labels"] = torch.tensor([3, 8, 33, 45])
+    inputs = _inputs(processor, histories, model=model, labels=torch.tensor([3, 8, 33, 45]))
     model.train()
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     losses = []
@@ -455,11 +466,11 @@ def _trainer(model, processor, tmp_path, **overrides):
 
 @pytest.mark.parametrize("head", ["ranking", "generative", "both"])
 def test_trainer_loss_and_evaluation_for_each_head(tokenizer_dir, tmp_path, head):
-    from modeling_mmesid.trainer import MMESIDCollator
 
     model, processor = build(tokenizer_dir, head=head)
     trainer = _trainer(model, processor, tmp_path)
-    batch = MMESIDCollator(processor)([{"history": h, "target": t} for h, t in [([1], 2), ([7], 8), ([], 4)]])
+    batch = trainer.data_collator([{"history": h, "target": t} for h, t in [([1], 2), ([7], 8), ([], 4)]])
+    assert ("generative_labels" in batch) == (head != "ranking")  # the trainer gives the collator the ID tokens
     expected = model(**{k: v for k, v in batch.items() if k != "history"}).loss
     # one micro-batch normalized by its own 3 samples: the forward's mean loss
     torch.testing.assert_close(trainer.compute_loss(model, batch, num_items_in_batch=torch.tensor(3)), expected)
