@@ -369,6 +369,129 @@ class MMESIDModel(MMESIDPreTrainedModel):
         special_item_mask = self.get_placeholder_mask(input_ids, inputs_embeds, item_features)
         return inputs_embeds.masked_scatter(special_item_mask, item_features)
 
+    # ------------------------------------------------------------------ item tables
+    @torch.no_grad()
+    def set_item_tables(
+        self,
+        modality_embeddings: dict[str, torch.Tensor],
+        sids: torch.Tensor,
+        item_counts: torch.Tensor | None = None,
+    ) -> None:
+        r"""
+        Write the per-item tables (persistent buffers).
+
+        Args:
+            modality_embeddings (`dict[str, torch.Tensor]`):
+                For each of `config.modalities`, `(num_items + 1, modality_dim)` raw embeddings; row 0 is padding.
+            sids (`torch.LongTensor` of shape `(num_items + 1, num_modalities, num_levels)`):
+                Semantic IDs, modalities in `config.modalities` order (`sids/sids.safetensors`).
+            item_counts (`torch.LongTensor` of shape `(num_items + 1,)`, *optional*):
+                Training-interaction count per item (frequency-aware fusion). Defaults to zeros.
+        """
+        config = self.config
+        rows = config.num_items + 1
+        if sorted(modality_embeddings) != sorted(config.modalities):
+            raise ValueError(
+                f"`modality_embeddings` has modalities {sorted(modality_embeddings)}, expected {config.modalities}."
+            )
+        for modality, dim in zip(config.modalities, config.modality_dims):
+            table = modality_embeddings[modality]
+            if tuple(table.shape) != (rows, dim):
+                raise ValueError(
+                    f"`modality_embeddings[{modality!r}]` has shape {tuple(table.shape)}, expected ({rows}, {dim}) "
+                    "(`num_items + 1` rows, row 0 = padding)."
+                )
+            if not torch.isfinite(table).all():
+                raise ValueError(f"`modality_embeddings[{modality!r}]` contains NaN or Inf.")
+            buffer = self.modality_embeddings(modality)
+            buffer.copy_(table.to(buffer.device, buffer.dtype))
+        expected = (rows, config.num_modalities, config.num_levels)
+        if tuple(sids.shape) != expected:
+            raise ValueError(
+                f"`sids` has shape {tuple(sids.shape)}, expected {expected} (items + 1, modalities, levels)."
+            )
+        if sids.min() < 0 or sids.max() >= config.codebook_size:
+            raise ValueError(
+                f"`sids` must be codes in 0..{config.codebook_size - 1}, got values in {int(sids.min())}..{int(sids.max())}."
+            )
+        self.sids.copy_(sids.to(self.sids.device, torch.long))
+        if item_counts is None:
+            self.item_counts.zero_()
+        else:
+            if tuple(item_counts.shape) != (rows,):
+                raise ValueError(f"`item_counts` has shape {tuple(item_counts.shape)}, expected ({rows},).")
+            if item_counts.min() < 0:
+                raise ValueError("`item_counts` must be non-negative.")
+            self.item_counts.copy_(item_counts.to(self.item_counts.device, torch.long))
+
+    @torch.no_grad()
+    def init_sid_embeddings(self, codebooks: dict[str, torch.Tensor], seed: int = 0) -> None:
+        r"""
+        Write the trained MM-RQ-VAE codebooks into the backbone's input-embedding rows of the SID tokens (paper §3.2:
+        code embeddings initialized from the codebooks, then trained). Call after construction (`post_init`).
+
+        When `codebook_dim != hidden_size`, the codebooks go through a fixed (semi-)orthogonal matrix drawn from
+        `seed` (`config.sid_projection="orthogonal"`): for `D <= H` its rows are orthonormal, an exact isometry that
+        keeps every distance and inner product of the codebook; for `D > H` its columns are orthonormal and the
+        result is scaled by `sqrt(D / H)`, a Johnson-Lindenstrauss projection that keeps norms in expectation and
+        distances approximately. The rows are data saved with the model, so the matrix is not needed afterwards.
+
+        Args:
+            codebooks (`dict[str, torch.Tensor]`):
+                For each of `config.modalities`, `(num_levels, codebook_size, codebook_dim)` code vectors
+                (`sids/codebooks.safetensors`, key `codebooks.<modality>`).
+            seed (`int`, *optional*, defaults to 0):
+                Seed of the projection when `codebook_dim != hidden_size`.
+        """
+        config = self.config
+        if config.sid_init != "codebook":
+            raise ValueError(
+                f"`init_sid_embeddings` writes codebooks, but `config.sid_init={config.sid_init!r}` asks to keep the "
+                "random init of the SID rows; set `sid_init='codebook'` or do not call it."
+            )
+        if config.sid_token_offset is None:
+            raise ValueError("`config.sid_token_offset` is not set; build the config from `MMESIDProcessor`.")
+        if sorted(codebooks) != sorted(config.modalities):
+            raise ValueError(f"`codebooks` has modalities {sorted(codebooks)}, expected {config.modalities}.")
+        hidden_size = config.text_config.hidden_size
+        expected = (config.num_levels, config.codebook_size, config.codebook_dim)
+        weight = self.get_input_embeddings().weight
+        projection = self._sid_projection(config.codebook_dim, hidden_size, seed)
+        block = config.num_levels * config.codebook_size
+        for index, modality in enumerate(config.modalities):
+            codebook = codebooks[modality]
+            if tuple(codebook.shape) != expected:
+                raise ValueError(
+                    f"`codebooks[{modality!r}]` has shape {tuple(codebook.shape)}, expected {expected} "
+                    "(num_levels, codebook_size, codebook_dim)."
+                )
+            rows = codebook.reshape(block, -1).float()
+            if projection is not None:
+                rows = rows @ projection
+            start = sid_token_id(config.sid_token_offset, config.num_levels, config.codebook_size, index, 0, 0)
+            weight[start : start + block] = rows.to(weight.device, weight.dtype)
+
+    def sid_embedding_rows(self) -> torch.Tensor:
+        """SID rows of the input embeddings, `(num_modalities, num_levels, codebook_size, hidden_size)`."""
+        config = self.config
+        weight = self.get_input_embeddings().weight
+        n = config.num_sid_tokens
+        return weight[config.sid_token_offset : config.sid_token_offset + n].reshape(
+            config.num_modalities, config.num_levels, config.codebook_size, -1
+        )
+
+    @staticmethod
+    def _sid_projection(codebook_dim: int, hidden_size: int, seed: int) -> torch.Tensor | None:
+        if codebook_dim == hidden_size:
+            return None
+        generator = torch.Generator().manual_seed(seed)
+        gaussian = torch.randn(max(codebook_dim, hidden_size), min(codebook_dim, hidden_size), generator=generator)
+        q, r = torch.linalg.qr(gaussian)  # orthonormal columns
+        q = q * torch.sign(torch.diagonal(r))  # unique (Haar) orthogonal factor
+        if codebook_dim < hidden_size:
+            return q.T.contiguous()  # (D, H), orthonormal rows: isometry
+        return q * math.sqrt(codebook_dim / hidden_size)  # (D, H), JL scaling
+
     # ------------------------------------------------------------------ shared prompt
     def encode_shared_prompt(self, shared_prompt_ids: torch.LongTensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         r"""
@@ -549,108 +672,7 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
         projections = [f"modality_projections.{m}" for m in self.config.modalities]
         return projections + ["item_fusion", "item_head", "fusion_gate"]
 
-    # ------------------------------------------------------------------ data
-    @torch.no_grad()
-    def set_item_tables(
-        self,
-        modality_embeddings: dict[str, torch.Tensor],
-        sids: torch.Tensor,
-        item_counts: torch.Tensor | None = None,
-    ) -> None:
-        r"""
-        Write the per-item tables (persistent buffers).
-
-        Args:
-            modality_embeddings (`dict[str, torch.Tensor]`):
-                For each of `config.modalities`, `(num_items + 1, modality_dim)` raw embeddings; row 0 is padding.
-            sids (`torch.LongTensor` of shape `(num_items + 1, num_modalities, num_levels)`):
-                Semantic IDs, modalities in `config.modalities` order (`sids/sids.safetensors`).
-            item_counts (`torch.LongTensor` of shape `(num_items + 1,)`, *optional*):
-                Training-interaction count per item (frequency-aware fusion). Defaults to zeros.
-        """
-        config = self.config
-        rows = config.num_items + 1
-        if sorted(modality_embeddings) != sorted(config.modalities):
-            raise ValueError(
-                f"`modality_embeddings` has modalities {sorted(modality_embeddings)}, expected {config.modalities}."
-            )
-        for modality, dim in zip(config.modalities, config.modality_dims):
-            table = modality_embeddings[modality]
-            if tuple(table.shape) != (rows, dim):
-                raise ValueError(
-                    f"`modality_embeddings[{modality!r}]` has shape {tuple(table.shape)}, expected ({rows}, {dim}) "
-                    "(`num_items + 1` rows, row 0 = padding)."
-                )
-            if not torch.isfinite(table).all():
-                raise ValueError(f"`modality_embeddings[{modality!r}]` contains NaN or Inf.")
-            buffer = self.model.modality_embeddings(modality)
-            buffer.copy_(table.to(buffer.device, buffer.dtype))
-        expected = (rows, config.num_modalities, config.num_levels)
-        if tuple(sids.shape) != expected:
-            raise ValueError(
-                f"`sids` has shape {tuple(sids.shape)}, expected {expected} (items + 1, modalities, levels)."
-            )
-        if sids.min() < 0 or sids.max() >= config.codebook_size:
-            raise ValueError(
-                f"`sids` must be codes in 0..{config.codebook_size - 1}, got values in {int(sids.min())}..{int(sids.max())}."
-            )
-        self.model.sids.copy_(sids.to(self.model.sids.device, torch.long))
-        if item_counts is None:
-            self.model.item_counts.zero_()
-        else:
-            if tuple(item_counts.shape) != (rows,):
-                raise ValueError(f"`item_counts` has shape {tuple(item_counts.shape)}, expected ({rows},).")
-            if item_counts.min() < 0:
-                raise ValueError("`item_counts` must be non-negative.")
-            self.model.item_counts.copy_(item_counts.to(self.model.item_counts.device, torch.long))
-
-    @torch.no_grad()
-    def init_sid_embeddings(self, codebooks: dict[str, torch.Tensor], seed: int = 0) -> None:
-        r"""
-        Write the trained MM-RQ-VAE codebooks into the backbone's input-embedding rows of the SID tokens (paper §3.2:
-        code embeddings initialized from the codebooks, then trained). Call after construction (`post_init`).
-
-        When `codebook_dim != hidden_size`, the codebooks go through a fixed (semi-)orthogonal matrix drawn from
-        `seed` (`config.sid_projection="orthogonal"`): for `D <= H` its rows are orthonormal, an exact isometry that
-        keeps every distance and inner product of the codebook; for `D > H` its columns are orthonormal and the
-        result is scaled by `sqrt(D / H)`, a Johnson-Lindenstrauss projection that keeps norms in expectation and
-        distances approximately. The rows are data saved with the model, so the matrix is not needed afterwards.
-
-        Args:
-            codebooks (`dict[str, torch.Tensor]`):
-                For each of `config.modalities`, `(num_levels, codebook_size, codebook_dim)` code vectors
-                (`sids/codebooks.safetensors`, key `codebooks.<modality>`).
-            seed (`int`, *optional*, defaults to 0):
-                Seed of the projection when `codebook_dim != hidden_size`.
-        """
-        config = self.config
-        if config.sid_init != "codebook":
-            raise ValueError(
-                f"`init_sid_embeddings` writes codebooks, but `config.sid_init={config.sid_init!r}` asks to keep the "
-                "random init of the SID rows; set `sid_init='codebook'` or do not call it."
-            )
-        if config.sid_token_offset is None:
-            raise ValueError("`config.sid_token_offset` is not set; build the config from `MMESIDProcessor`.")
-        if sorted(codebooks) != sorted(config.modalities):
-            raise ValueError(f"`codebooks` has modalities {sorted(codebooks)}, expected {config.modalities}.")
-        hidden_size = config.text_config.hidden_size
-        expected = (config.num_levels, config.codebook_size, config.codebook_dim)
-        weight = self.get_input_embeddings().weight
-        projection = self._sid_projection(config.codebook_dim, hidden_size, seed)
-        block = config.num_levels * config.codebook_size
-        for index, modality in enumerate(config.modalities):
-            codebook = codebooks[modality]
-            if tuple(codebook.shape) != expected:
-                raise ValueError(
-                    f"`codebooks[{modality!r}]` has shape {tuple(codebook.shape)}, expected {expected} "
-                    "(num_levels, codebook_size, codebook_dim)."
-                )
-            rows = codebook.reshape(block, -1).float()
-            if projection is not None:
-                rows = rows @ projection
-            start = sid_token_id(config.sid_token_offset, config.num_levels, config.codebook_size, index, 0, 0)
-            weight[start : start + block] = rows.to(weight.device, weight.dtype)
-
+    # ------------------------------------------------------------------ item table
     @torch.no_grad()
     def init_item_head(self, batch_size: int = 4096) -> None:
         r"""
@@ -678,27 +700,6 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
         else:
             raise ValueError(f"Unknown `config.item_head_init` {mode!r}.")
         weight.copy_(rows)
-
-    def sid_embedding_rows(self) -> torch.Tensor:
-        """SID rows of the input embeddings, `(num_modalities, num_levels, codebook_size, hidden_size)`."""
-        config = self.config
-        weight = self.get_input_embeddings().weight
-        n = config.num_sid_tokens
-        return weight[config.sid_token_offset : config.sid_token_offset + n].reshape(
-            config.num_modalities, config.num_levels, config.codebook_size, -1
-        )
-
-    @staticmethod
-    def _sid_projection(codebook_dim: int, hidden_size: int, seed: int) -> torch.Tensor | None:
-        if codebook_dim == hidden_size:
-            return None
-        generator = torch.Generator().manual_seed(seed)
-        gaussian = torch.randn(max(codebook_dim, hidden_size), min(codebook_dim, hidden_size), generator=generator)
-        q, r = torch.linalg.qr(gaussian)  # orthonormal columns
-        q = q * torch.sign(torch.diagonal(r))  # unique (Haar) orthogonal factor
-        if codebook_dim < hidden_size:
-            return q.T.contiguous()  # (D, H), orthonormal rows: isometry
-        return q * math.sqrt(codebook_dim / hidden_size)  # (D, H), JL scaling
 
     # ------------------------------------------------------------------ scoring
     def get_fusion_weights(self) -> torch.Tensor:
@@ -740,11 +741,35 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
                 weight = self.model.modality_projections[modality].weight.float()  # (hidden, d_m)
                 scores.append((h.float() @ weight) @ self.model.modality_embeddings(modality).float().T)
             modality_logits = torch.stack(scores, dim=-1)
+            item_logits, fusion_weights = self.fuse_scores(modality_logits)
+        return item_logits, modality_logits, fusion_weights
+
+    def fuse_scores(self, modality_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 8's fusion of the unfused scores `(batch_size, num_items + 1, num_modalities + 1)` by each item's
+        weights: `(item_logits (batch_size, num_items + 1), fusion_weights)`, float32, padding column `-inf`."""
+        with torch.autocast(device_type=modality_logits.device.type, enabled=False):
             fusion_weights = self.get_fusion_weights()
             item_logits = (modality_logits * fusion_weights.float()).sum(-1)
         padding = torch.zeros_like(item_logits[:1])
         padding[:, self.config.pad_item_id] = float("-inf")
-        return item_logits + padding, modality_logits, fusion_weights
+        return item_logits + padding, fusion_weights
+
+    @torch.no_grad()
+    def item_score_table(self) -> torch.Tensor:
+        r"""
+        The item side of Eq. 8 folded into one table: `T[j] = w_0(j) e_j + sum_m w_m(j) W_m x_m(j)`, so that
+        `item_logits = h @ T.T` (the fusion weights depend only on the item). Shape `(num_items + 1, hidden_size)`.
+        Equal to [`~MMESIDForSequentialRecommendation.score_items`] up to float rounding; computed once per
+        catalog ([`MMESIDRecommender.prepare_ranking`]) instead of once per user.
+        """
+        with torch.autocast(device_type=self.item_head.weight.device.type, enabled=False):
+            weights = self.get_fusion_weights().float()  # (num_items + 1, num_modalities + 1)
+            table = weights[:, :1] * self.item_head.weight.float()
+            for index, modality in enumerate(self.config.modalities, start=1):
+                projection = self.model.modality_projections[modality]
+                items = projection(self.model.modality_embeddings(modality).to(projection.weight.dtype))
+                table = table + weights[:, index : index + 1] * items.float()
+        return table  # float32: the scores it gives are ranked
 
     # ------------------------------------------------------------------ generative head
     def generative_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -960,24 +985,6 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
         model_inputs["compute_item_logits"] = False
         return model_inputs
 
-    # ------------------------------------------------------------------ inference
-    @torch.no_grad()
-    def item_score_table(self) -> torch.Tensor:
-        r"""
-        The item side of Eq. 8 folded into one table: `T[j] = w_0(j) e_j + sum_m w_m(j) W_m x_m(j)`, so that
-        `item_logits = h @ T.T` (the fusion weights depend only on the item). Shape `(num_items + 1, hidden_size)`.
-        Equal to [`~MMESIDForSequentialRecommendation.score_items`] up to float rounding; computed once per
-        evaluation instead of once per user.
-        """
-        with torch.autocast(device_type=self.item_head.weight.device.type, enabled=False):
-            weights = self.get_fusion_weights().float()  # (num_items + 1, num_modalities + 1)
-            table = weights[:, :1] * self.item_head.weight.float()
-            for index, modality in enumerate(self.config.modalities, start=1):
-                projection = self.model.modality_projections[modality]
-                items = projection(self.model.modality_embeddings(modality).to(projection.weight.dtype))
-                table = table + weights[:, index : index + 1] * items.float()
-        return table  # float32: the scores it gives are ranked
-
     # ------------------------------------------------------------------ building
     @classmethod
     def from_backbone(
@@ -1067,9 +1074,9 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
             setattr(model.model, _buffer_name(modality), nn.Buffer(torch.zeros(num_rows, dim, device=device)))
         model.model.sids = nn.Buffer(torch.zeros(sids.shape, dtype=torch.long, device=device))
         model.model.item_counts = nn.Buffer(torch.zeros(num_rows, dtype=torch.long, device=device))
-        model.set_item_tables(modality_embeddings, sids, item_counts)
+        model.model.set_item_tables(modality_embeddings, sids, item_counts)
         if config.sid_init == "codebook":
-            model.init_sid_embeddings(codebooks, seed=codebook_seed)
+            model.model.init_sid_embeddings(codebooks, seed=codebook_seed)
         model.init_item_head()
         return model
 

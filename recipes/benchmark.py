@@ -624,9 +624,7 @@ def catalog_projected_scores(self, user_embeddings):
             projection = self.model.modality_projections[modality]
             scores.append(h @ projection(self.model.modality_embeddings(modality).float()).T)
         modality_logits = torch.stack(scores, dim=-1)
-        weights = self.get_fusion_weights()
-        item_logits = (modality_logits * weights.float()).sum(-1)
-    item_logits[:, self.config.pad_item_id] = float("-inf")
+    item_logits, weights = self.fuse_scores(modality_logits)
     return item_logits, modality_logits, weights
 
 

@@ -285,14 +285,14 @@ def test_init_weights_covers_every_parameter(tester):
 def test_sid_rows_equal_codebooks(tiny_tokenizer):
     tester = MMESIDModelTester(tiny_tokenizer, codebook_dim=32)  # codebook_dim == hidden_size: rows are copied
     model = tester.create_model()
-    rows = model.sid_embedding_rows()
+    rows = model.model.sid_embedding_rows()
     for m, modality in enumerate(tester.modalities):
         torch.testing.assert_close(rows[m], tester.codebooks[modality], rtol=0, atol=0)
 
 
 def test_projected_sid_rows_keep_codebook_geometry(tester, model):
     # codebook_dim 20 < hidden 32: the orthogonal projection is an isometry.
-    rows = model.sid_embedding_rows()
+    rows = model.model.sid_embedding_rows()
     for m, modality in enumerate(tester.modalities):
         for level in range(tester.num_levels):
             codes = tester.codebooks[modality][level]
@@ -509,7 +509,7 @@ def test_ablation_switches(tiny_tokenizer, name, kwargs):
             model.get_input_embeddings().weight[row] -= 1.0
     assert out.modality_logits.shape == (len(HISTORIES), 51, m + 1)
     out.loss.backward()
-    rows = model.sid_embedding_rows().detach()
+    rows = model.model.sid_embedding_rows().detach()
     if model.config.sid_init == "codebook":
         assert torch.allclose(
             rows[0, 0] @ rows[0, 0].T,
@@ -518,7 +518,7 @@ def test_ablation_switches(tiny_tokenizer, name, kwargs):
         )
     else:
         with pytest.raises(ValueError, match=r"`config.sid_init='random'`"):
-            model.init_sid_embeddings(tester.codebooks)
+            model.model.init_sid_embeddings(tester.codebooks)
         assert not torch.allclose(
             rows[0, 0] @ rows[0, 0].T,
             tester.codebooks[modalities[0]][0] @ tester.codebooks[modalities[0]][0].T,
