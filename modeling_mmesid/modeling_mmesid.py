@@ -312,6 +312,18 @@ class MMESIDModel(MMESIDPreTrainedModel):
                 parts.append(sid_embeds[..., index, :].to(dtype))
         return self.item_fusion(torch.cat(parts, dim=-1))
 
+    @torch.no_grad()
+    def catalog_item_features(self, dtype: torch.dtype | None = None, chunk_size: int = 4096) -> torch.Tensor:
+        """The fused token of every item (`get_item_features`), `(num_items + 1, hidden_size)` with row 0 (padding)
+        zero, computed `chunk_size` items at a time (bounded memory on large catalogs); `dtype` defaults to the
+        input embeddings'."""
+        embeddings = self.get_input_embeddings().weight
+        out = torch.zeros(self.config.num_items + 1, embeddings.shape[-1], dtype=dtype or embeddings.dtype,
+                          device=embeddings.device)
+        for chunk in torch.arange(1, self.config.num_items + 1, device=embeddings.device).split(chunk_size):
+            out[chunk] = self.get_item_features(chunk).to(out.dtype)
+        return out
+
     def get_placeholder_mask(
         self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor, item_features: torch.Tensor
     ) -> torch.Tensor:
@@ -694,9 +706,7 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
             projection = self.model.modality_projections["collaborative"]
             rows[1:] = projection(self.model.modality_embeddings("collaborative")[1:].to(projection.weight.dtype))
         elif mode == "item_tokens":
-            ids = torch.arange(1, self.config.num_items + 1, device=weight.device)
-            for chunk in ids.split(batch_size):
-                rows[chunk] = self.model.get_item_features(chunk).to(rows.dtype)
+            rows = self.model.catalog_item_features(rows.dtype, chunk_size=batch_size).to(rows.device)
         else:
             raise ValueError(f"Unknown `config.item_head_init` {mode!r}.")
         weight.copy_(rows)

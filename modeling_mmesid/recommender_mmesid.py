@@ -26,10 +26,6 @@ from .generation_mmesid import (
 )
 
 
-# items whose fused tokens one call of the item MLP computes (bounded memory on large catalogs)
-ITEM_CHUNK = 4096
-
-
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Indices of `lengths` in batches of `batch_size`, shortest first (stable): a batch is padded to its longest
     prompt, so users of similar lengths batch with the least padding. The one length bucketing of inference,
@@ -130,19 +126,12 @@ class MMESIDRecommender:
     def prepare_ranking(self) -> RankingState:
         """The ranking state of the model's current weights (built at the first call, then reused)."""
         if self._ranking_state is None:
-            model, device = self.model, self.device
             prompt_ids, prompt_cache = self.shared_prompt()
-            items = torch.arange(1, self.config.num_items + 1, device=device)
-            embeddings = model.get_input_embeddings().weight
-            item_tokens = torch.zeros(self.config.num_items + 1, embeddings.shape[-1], dtype=embeddings.dtype,
-                                      device=device)
-            for chunk in items.split(ITEM_CHUNK):
-                item_tokens[chunk] = model.model.get_item_features(chunk).to(item_tokens.dtype)
             self._ranking_state = RankingState(
                 prompt_ids=prompt_ids,
                 prompt_cache=prompt_cache,
-                item_tokens=item_tokens,
-                score_table=model.item_score_table(),
+                item_tokens=self.model.model.catalog_item_features(),
+                score_table=self.model.item_score_table(),
             )
         return self._ranking_state
 
