@@ -6,9 +6,13 @@ IDs", CIKM 2025 (arXiv 2509.02017), Stage 2. The skeleton follows LLaVA: `MMESID
 the backbone's input embeddings at `<item>` placeholders; `MMESIDForSequentialRecommendation` pools the final prompt
 token and scores every catalog item with four heads and frequency-aware fusion. An optional generative head
 (`config.head`) generates the next item's semantic ID instead, under a prefix trie of the catalog's IDs
-(`SIDTrie`, `SIDTrieLogitsProcessor`), so its cost per user does not grow with the catalog.
+(generation_mmesid.py), so its cost per user does not grow with the catalog.
 
-Hub-side file: imports only `torch`, `transformers` and the sibling configuration file.
+The model computes tensors from tensors. Inference over item histories (prompts from the processor, length-sorted
+batches, the cached prompt, item tokens, score table and trie) is `MMESIDRecommender` (recommender_mmesid.py).
+
+Hub-side file: imports only `torch`, `transformers` and its sibling files (configuration, generation, recommender);
+`save_pretrained` copies them with it.
 """
 
 import functools

@@ -102,8 +102,8 @@ class MMESIDTrainingConfig(SFTConfig):
         user in one prefix tree (the batch's trees side by side in one row, no padding), with a 4D attention mask so
         that each sample sees exactly its own history, and the shared prompt computed once per batch
         (`modeling_mmesid/packing.py`). Same loss and gradients as per-sample training on the same samples
-        (tests/test_equivalence.py), ~6.6x fewer tokens per epoch on Beauty_new. The training split is grouped per
-        user, so `per_device_train_batch_size` counts *users* (Beauty_new: 6.7 samples per user on average).
+        (tests/test_equivalence.py), with far fewer tokens per epoch (docs/SPEED.md). The training split is grouped
+        per user, so `per_device_train_batch_size` counts *users*.
 
     > [!NOTE]
     > Defaults changed from `SFTConfig`, and why:
@@ -487,9 +487,9 @@ class MMESIDTrainer(SFTTrainer):
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
         """`Trainer.evaluate` over the users sorted by history length: a batch is padded to its longest prompt, so
-        random batches (users of 1 to 50 items) are mostly padding. The metrics are means over users, so the order
-        does not change them (up to float rounding of the padded shapes); measured on the main job's 200 validation
-        users: docs/SPEED.md, "Ranking"."""
+        random batches of users with short and long histories are mostly padding. The metrics are means over users, so
+        the order does not change them (up to float rounding of the padded shapes); timings: docs/SPEED.md,
+        "Ranking"."""
         dataset = self.eval_dataset if eval_dataset is None else eval_dataset
         if isinstance(dataset, dict):
             dataset = {name: length_sorted(d) for name, d in dataset.items()}

@@ -22,7 +22,7 @@ Older sections (`--sections all`, or any of packing, loop, factors, precision), 
 - precision: bf16 against float32 on the same model, users and batches (loss, top-10 agreement, epoch, split time).
 
 Commands:
-    python recipes/benchmark.py                          # CI size: tiny random Llama, synthetic data, < 1 min on CPU
+    python recipes/benchmark.py                          # CI size: tiny random Llama, synthetic data
     python recipes/benchmark.py --full                   # Beauty_new, SmolLM2-135M-Instruct from the GGUF: headline
     python recipes/benchmark.py --full --sections all    # + the older sections (longer)
     python recipes/benchmark.py --full --finetune_config recipes/configs/beauty-smollm2-135m/finetune-full-distill.yaml

@@ -1,5 +1,5 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
-"""Cost per user of full ranking vs constrained beam search over semantic IDs, as the catalog grows (issue 16).
+"""Cost per user of full ranking vs constrained beam search over semantic IDs, as the catalog grows.
 
 Synthetic catalogs of 10,000 / 100,000 / 1,000,000 items with random semantic IDs (one modality, 4 levels x 256
 codes, so the generated ID is 4 codes + the collision suffix), a tiny random Llama backbone (2 layers, 32 hidden) and
@@ -14,7 +14,7 @@ Ratios: each latency against the 10,000-item catalog's (the goal: beam search wi
 search against ranking on the same catalog.
 
 Commands:
-    OMP_NUM_THREADS=1 python recipes/benchmark_generative.py                  # 10k / 100k / 1M, about 2-3 min on CPU
+    OMP_NUM_THREADS=1 python recipes/benchmark_generative.py                  # 10k / 100k / 1M
     python recipes/benchmark_generative.py --sizes 10000 100000 --users 16    # quicker
 Writes `results.json` (run_info with the figures) to `--output_dir`.
 """

@@ -1,5 +1,5 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
-"""Tests of the generative head (issue 16): semantic-ID targets with a collision suffix, the prefix trie, constrained
+"""Tests of the generative head: semantic-ID targets with a collision suffix, the prefix trie, constrained
 beam search through `model.generate`, the joint loss, training, and the trainer's handling of the three heads."""
 
 import math
@@ -167,7 +167,7 @@ def test_logits_processor_keeps_only_children_and_excludes_history():
     assert torch.isfinite(step2[1]).nonzero().flatten().tolist() == [15, 17]
 
 
-# Issue 29's example: items 1=(0,0), 2=(0,1), 3=(1,0), 4=(1,1); the model gives 0.5/0.5 at the first level, 0.9/0.1
+# The example: items 1=(0,0), 2=(0,1), 3=(1,0), 4=(1,1); the model gives 0.5/0.5 at the first level, 0.9/0.1
 # under code 0 and 0.5/0.5 under code 1; the history is {1}. The model's own probabilities rank 3 and 4 (0.25) above
 # 2 (0.05); renormalizing over the allowed codes gave item 2 the excluded item 1's mass (0.5) and ranked it first.
 EXAMPLE_CODES = torch.tensor([[0, 0], [0, 1], [1, 0], [1, 1]])
@@ -350,7 +350,7 @@ def test_generation_with_shared_prompt_cache_equals_full_prompts(tokenizer_dir):
 def test_beam_scores_are_the_log_probabilities_of_the_items(tokenizer_dir, history):
     """Every beam's score is the model's log-probability of its item: the sum over the ID of the log-softmax of the
     generative head (over all its SID tokens) at each token, computed here by teacher forcing the returned item,
-    without the trie and whatever the excluded history (issue 29: not renormalized over the allowed codes)."""
+    without the trie and whatever the excluded history (not renormalized over the allowed codes)."""
     model, processor = build(tokenizer_dir, head="generative")
     items, scores = MMESIDRecommender(model, processor).generate_items([history], k=3)
     with torch.no_grad():
@@ -369,7 +369,7 @@ def test_k_beyond_the_candidates_pads_with_zero(tokenizer_dir):
 
 
 def test_dropped_beams_move_to_the_end_of_the_list():
-    """Issue 29: a repeated placeholder beam, a beam that is no item or a beam with a non-finite score was set to 0
+    """A repeated placeholder beam, a beam that is no item or a beam with a non-finite score was set to 0
     where it stood, so a later item was counted one rank too low. The kept beams move to the front in their order."""
     found = torch.tensor([[5, 5, 7, 9], [0, 3, 3, 8], [4, 6, 2, 1]])
     beam_scores = torch.tensor([[-1.0, -2.0, -3.0, -4.0], [-1.0, -2.0, -1e9, float("-inf")], [-1.0, -2.0, -3.0, -4.0]])

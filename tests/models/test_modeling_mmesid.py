@@ -446,7 +446,7 @@ def test_recommend_masks_history(tester, model):
 
 
 def test_recommend_keeps_history_items_only_when_asked(tester, model):
-    """Issue 29: `exclude_history=False` must return history items. The item table's row of one history item per
+    """`exclude_history=False` must return history items. The item table's row of one history item per
     user is steered along that user's `h` so that the item is the user's best-scored (checked independently with
     `score_histories`): it comes first with `exclude_history=False` and is absent with the default `True`."""
     histories = [[1, 2, 3], [4], [50, 7, 7, 9, 11]]

@@ -1,4 +1,4 @@
-"""Issue 29: the generate and rerank rows of one head=both model under the old beam scores (renormalized over the
+"""The generate and rerank rows of one head=both model under the old beam scores (renormalized over the
 allowed codes at each step) and the corrected ones (the model's own probabilities), on the users evaluate.py samples
 (`--max_users 500`, seed 0, test split). Same model, same users: the difference is the scoring alone."""
 
