@@ -623,7 +623,7 @@ class MMESIDModel(MMESIDPreTrainedModel):
             if self.training and self.language_model.is_activation_checkpointing:
                 # Checkpointed layers drop caches: prepend the prompt to every row instead (same outputs).
                 prepended = True
-                prompt_embeds = self.get_input_embeddings()(shared_prompt_ids.reshape(1, -1).to(device))
+                prompt_embeds = self.embed_inputs(shared_prompt_ids.reshape(1, -1).to(device))
                 inputs_embeds = torch.cat([prompt_embeds.to(dtype).expand(batch_size, -1, -1), inputs_embeds], 1)
                 prompt_positions = torch.arange(num_shared, device=device)[None].expand(batch_size, -1)
                 position_ids = torch.cat([prompt_positions, position_ids.to(device)], dim=1)

@@ -88,6 +88,12 @@ class MMESIDRecommender:
         self.model = unwrap_model(model)
         self.processor = processor
         self.config = self.model.config
+        if not hasattr(getattr(self.model, "model", None), "embed_inputs"):
+            raise TypeError(
+                f"{type(self.model).__name__} (from {type(self.model).__module__}) has no `model.embed_inputs`: its code "
+                "predates `MMESIDRecommender` (a folder saved by an older version carries its own copy). Load it with "
+                "this package's class, `MMESIDForSequentialRecommendation.from_pretrained(path)`, or save it again."
+            )
         self.batch_size = int(batch_size)
         layout = getattr(processor, "layout", "chat")
         if layout != self.config.layout:

@@ -465,6 +465,15 @@ def test_recommend_keeps_history_items_only_when_asked(tester, model):
         assert item not in excluded[0].tolist() and not set(history) & set(excluded[0].tolist())
 
 
+def test_recommender_refuses_a_model_without_embed_inputs(tester, model):
+    """A folder saved by an older version carries model code without `embed_inputs`: a clear error, not a crash."""
+    from types import SimpleNamespace
+
+    old = SimpleNamespace(config=model.config, model=SimpleNamespace())
+    with pytest.raises(TypeError, match=r"has no `model.embed_inputs`: its code predates `MMESIDRecommender`"):
+        MMESIDRecommender(old, tester.processor)
+
+
 def test_as_scorer_matches_score_histories(tester, model):
     histories = torch.tensor([[1, 2, 3], [4, 0, 0], [0, 0, 0]])
     lengths = torch.tensor([3, 1, 0])
