@@ -36,6 +36,17 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[
     return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
+def check_layout(config, processor) -> None:
+    """Refuse a processor that lays prompts out otherwise than the model was trained on (`config.layout`): its user
+    states would be read at other tokens."""
+    layout = getattr(processor, "layout", "chat")
+    if layout != config.layout:
+        raise ValueError(
+            f"The processor's `layout={layout!r}` differs from the model's `config.layout={config.layout!r}`; use the "
+            "processor the model was built with (`MMESIDProcessor.from_pretrained` of the model's folder)."
+        )
+
+
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
     """The MME-SID model inside a PEFT wrapper (the adapters are injected in place, so the base model runs them)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -95,12 +106,7 @@ class MMESIDRecommender:
                 "this package's class, `MMESIDForSequentialRecommendation.from_pretrained(path)`, or save it again."
             )
         self.batch_size = int(batch_size)
-        layout = getattr(processor, "layout", "chat")
-        if layout != self.config.layout:
-            raise ValueError(
-                f"The processor's `layout={layout!r}` differs from the model's `config.layout={self.config.layout!r}`; "
-                "load the processor saved with the model (`MMESIDProcessor.from_pretrained` of the same folder)."
-            )
+        check_layout(self.config, processor)
         self.invalidate()
 
     def invalidate(self) -> None:
@@ -395,4 +401,11 @@ def _in_order(rows: list, batch_size: int) -> list[list[int]]:
     return [list(range(start, min(start + batch_size, len(rows)))) for start in range(0, len(rows), batch_size)]
 
 
-__all__ = ["GenerativeIndex", "MMESIDRecommender", "RankingState", "length_sorted_batches", "unwrap_model"]
+__all__ = [
+    "GenerativeIndex",
+    "MMESIDRecommender",
+    "RankingState",
+    "check_layout",
+    "length_sorted_batches",
+    "unwrap_model",
+]

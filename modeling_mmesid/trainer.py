@@ -37,7 +37,7 @@ from .generation_mmesid import generative_token_table
 from .modeling_mmesid import check_packed_rows
 from .packing import MMESIDPackedCollator, group_samples_by_user
 from .precision import use_bf16
-from .recommender_mmesid import MMESIDRecommender, length_sorted_batches, unwrap_model
+from .recommender_mmesid import MMESIDRecommender, check_layout, length_sorted_batches, unwrap_model
 
 
 # written into every checkpoint: the training samples seen up to it, where a resumed run's count goes on from
@@ -308,12 +308,7 @@ class MMESIDTrainer(SFTTrainer):
                 processor, per_sample_collator=per_sample, with_history=distill
             )
         super().__init__(*args, **kwargs)
-        layout = getattr(kwargs.get("processing_class"), "layout", "chat")
-        if layout != self.model.config.layout:
-            raise ValueError(
-                f"The processor's `layout={layout!r}` differs from the model's `config.layout="
-                f"{self.model.config.layout!r}`; build the model from this processor (`from_backbone`)."
-            )
+        check_layout(self.model.config, kwargs.get("processing_class"))
         base = unwrap_model(self.model)
         if packing:
             check_packed_rows(base.config, base.model.language_model.config._attn_implementation)
