@@ -37,7 +37,7 @@ from transformers.utils.generic import can_return_tuple
 
 from .configuration_mmesid import MMESIDConfig, sid_token_id
 from .generation_mmesid import CACHE_NAME
-from .recommender_mmesid import MMESIDRecommender  # noqa: F401  (imported so that `save_pretrained` copies its file)
+from .recommender_mmesid import CUSTOM_PIPELINES, MMESIDRecommender  # noqa: F401 (`save_pretrained` copies its file)
 
 
 logger = logging.get_logger(__name__)
@@ -1073,6 +1073,7 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
         )
         if config.sid_init == "codebook" and codebooks is None:
             raise ValueError("`sid_init='codebook'` needs `codebooks`; pass them or set `sid_init='random'`.")
+        config.custom_pipelines = CUSTOM_PIPELINES  # `pipeline(model=saved_folder, trust_remote_code=True)`
 
         # Build everything but the backbone on the meta device, then plug the loaded backbone in, so a large
         # (possibly quantized) backbone is never allocated twice.

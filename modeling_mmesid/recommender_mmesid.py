@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import GenerationConfig, LogitsProcessorList
+from transformers import GenerationConfig, LogitsProcessorList, Pipeline
 
 from .generation_mmesid import (
     CACHE_NAME,
@@ -394,6 +394,57 @@ class MMESIDRecommender:
         return items, scores
 
 
+# What `config.custom_pipelines` says for a saved model (set by `from_backbone`), so that
+# `pipeline(model=folder_or_repo_id, trust_remote_code=True)` builds `MMESIDRecommendationPipeline` from the saved code.
+PIPELINE_TASK = "mmesid-recommendation"
+CUSTOM_PIPELINES = {PIPELINE_TASK: {"impl": "recommender_mmesid.MMESIDRecommendationPipeline", "pt": ["AutoModel"],
+                                    "type": "text"}}
+
+
+class MMESIDRecommendationPipeline(Pipeline):
+    r"""
+    [`MMESIDRecommender`] as a transformers pipeline: `pipeline(model=..., trust_remote_code=True)` loads the model and
+    its processor and recommends.
+
+    Example:
+
+    ```python
+    >>> from transformers import pipeline
+    >>> recommend = pipeline(model="org/mmesid-beauty", trust_remote_code=True)
+    >>> recommend([[1, 2, 3], [42]], k=10)  # one list of 10 item ids per history, best first
+    ```
+
+    Call arguments are [`~MMESIDRecommender.recommend`]'s (`k`, `exclude_history`, `method`, `num_candidates`,
+    `batch_size`); the histories are batched by the recommender, not by the pipeline.
+    """
+
+    _load_processor = True
+    _load_tokenizer = False
+    _load_image_processor = False
+    _load_feature_extractor = False
+    _load_video_processor = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.recommender = MMESIDRecommender(self.model.eval(), self.processor)
+
+    def _sanitize_parameters(self, **kwargs):
+        return {}, kwargs, {}
+
+    def __call__(self, histories: Sequence[Sequence[int]], **kwargs) -> list[list[int]]:
+        params = {**self._forward_params, **self._sanitize_parameters(**kwargs)[1]}
+        return self.recommender.recommend(histories, **params).tolist()
+
+    def preprocess(self, inputs):
+        return inputs
+
+    def _forward(self, inputs):
+        return inputs
+
+    def postprocess(self, outputs):
+        return outputs
+
+
 def _in_order(rows: list, batch_size: int) -> list[list[int]]:
     """Consecutive batches of `batch_size` indices, in input order (the plain path's batches)."""
     if batch_size < 1:
@@ -403,6 +454,7 @@ def _in_order(rows: list, batch_size: int) -> list[list[int]]:
 
 __all__ = [
     "GenerativeIndex",
+    "MMESIDRecommendationPipeline",
     "MMESIDRecommender",
     "RankingState",
     "check_layout",

@@ -588,7 +588,14 @@ REMOTE_SCRIPT = textwrap.dedent(
         assert recommender_class.__module__.startswith("transformers_modules"), recommender_class.__module__
         recommender = recommender_class(model, processor)
         cached = recommender.score_histories([[1, 2, 3], [4], [], [50, 7, 7, 9, 11]])  # the KV-cache path
-    save_file({"item_logits": logits.contiguous(), "cached": cached.contiguous()}, "logits.safetensors")
+        top = recommender.recommend([[1, 2, 3], [4], [], [50, 7, 7, 9, 11]], k=5)
+    from transformers import pipeline
+
+    recommend = pipeline(model="checkpoint", trust_remote_code=True, device="cpu")  # config.custom_pipelines
+    assert type(recommend).__name__ == "MMESIDRecommendationPipeline", type(recommend)
+    assert recommend([[1, 2, 3], [4], [], [50, 7, 7, 9, 11]], k=5) == top.tolist()
+    save_file({"item_logits": logits.contiguous(), "cached": cached.contiguous(), "top": top.contiguous()},
+              "logits.safetensors")
     import transformers
     print(type(model).__name__, type(processor).__name__, "transformers", transformers.__version__)
     """
@@ -627,12 +634,13 @@ def test_trust_remote_code_load_in_subprocess(tester, model, tmp_path):
     print(result.stdout.strip())  # the transformers version the copied code ran on (shown with pytest -s)
     with torch.no_grad():
         expected = model(**inputs).item_logits
-        expected_cached = MMESIDRecommender(model.eval(), tester.processor).score_histories(
-            [[1, 2, 3], [4], [], [50, 7, 7, 9, 11]]
-        )
+        recommender = MMESIDRecommender(model.eval(), tester.processor)
+        expected_cached = recommender.score_histories([[1, 2, 3], [4], [], [50, 7, 7, 9, 11]])
+        expected_top = recommender.recommend([[1, 2, 3], [4], [], [50, 7, 7, 9, 11]], k=5)
     outputs = load_file(work / "logits.safetensors")
     torch.testing.assert_close(outputs["item_logits"], expected, rtol=0, atol=0)
     torch.testing.assert_close(outputs["cached"], expected_cached, rtol=0, atol=0)
+    assert torch.equal(outputs["top"], expected_top)
 
 
 def test_imports_print_no_docstring_errors():
