@@ -332,12 +332,13 @@ class MMESIDTrainer(SFTTrainer):
             pickled.unlink()
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """The model's item cross-entropy; in training, normalized over the whole accumulated batch.
+        """The model's own loss (`MMESIDForSequentialRecommendation.training_loss`), with what only the trainer knows:
+        the teacher's distillation while `distill_weight` is on, and the scaling by the number of processes.
 
         `Trainer` counts the labels of all micro-batches of one optimizer step (`num_items_in_batch`, the samples: with
         prefix packing a row holds several samples, and `labels` has one entry per sample) and does not divide the
-        returned loss by `gradient_accumulation_steps`, since our forward takes `**kwargs`. So the loss is the sum of
-        the per-sample cross-entropies of this micro-batch over that count: gradient accumulation of `n` micro-batches
+        returned loss by `gradient_accumulation_steps`, since our forward takes `**kwargs`. The forward gets that count
+        and returns the sum of this micro-batch's per-sample losses over it: gradient accumulation of `n` micro-batches
         gives the gradient of the mean over all their samples, as one batch of them would, whatever the number of
         samples per micro-batch. With `average_tokens_across_devices` (the default) the count covers every process
         and the loss is scaled by the number of processes, which DDP's gradient averaging undoes: the mean over the
