@@ -115,7 +115,7 @@ def test_dry_run_writes_the_exact_repo_folders(published):
 
     model = listing("model")
     for name in ("README.md", "config.json", "configuration_mmesid.py", "modeling_mmesid.py", "processing_mmesid.py",
-                 "generation_mmesid.py", "recommender_mmesid.py", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "processor_config.json",
+                 "generation_mmesid.py", "recommender_mmesid.py", "building_mmesid.py", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "processor_config.json",
                  "adapter/adapter_config.json", "adapter/adapter_model.safetensors", "training_config.json",
                  "results.json"):
         assert name in model, name

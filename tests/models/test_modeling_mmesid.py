@@ -607,7 +607,7 @@ def test_trust_remote_code_load_in_subprocess(tester, model, tmp_path):
     model.save_pretrained(saved)
     tester.processor.save_pretrained(saved)
     for name in ("configuration_mmesid.py", "modeling_mmesid.py", "processing_mmesid.py", "generation_mmesid.py",
-                 "recommender_mmesid.py"):
+                 "recommender_mmesid.py", "building_mmesid.py"):
         assert (saved / name).exists(), f"save_pretrained did not copy {name}"
     config = (saved / "config.json").read_text()
     assert '"AutoModel": "modeling_mmesid.MMESIDForSequentialRecommendation"' in config
