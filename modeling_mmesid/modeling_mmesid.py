@@ -808,7 +808,9 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin, 
         if item_logits is not None:
             labels = labels.to(item_logits.device)
             reduction = "mean" if num_items_in_batch is None else "none"
-            per_sample = nn.functional.cross_entropy(item_logits.float(), labels, ignore_index=-100, reduction=reduction)
+            per_sample = nn.functional.cross_entropy(
+                item_logits.float(), labels, ignore_index=-100, reduction=reduction
+            )
             loss = per_sample
         if num_items_in_batch is None:
             if generative_loss is not None:

@@ -101,8 +101,8 @@ class MMESIDRecommender:
         self.config = self.model.config
         if not hasattr(getattr(self.model, "model", None), "embed_inputs"):
             raise TypeError(
-                f"{type(self.model).__name__} (from {type(self.model).__module__}) has no `model.embed_inputs`: its code "
-                "predates `MMESIDRecommender` (a folder saved by an older version carries its own copy). Load it with "
+                f"{type(self.model).__name__} (from {type(self.model).__module__}) has no `model.embed_inputs`: its "
+                "code predates `MMESIDRecommender` (a folder saved by an older version carries its own copy). Load it with "
                 "this package's class, `MMESIDForSequentialRecommendation.from_pretrained(path)`, or save it again."
             )
         self.batch_size = int(batch_size)
@@ -183,7 +183,8 @@ class MMESIDRecommender:
         """One batch through the cached path: the shared prompt's keys/values, the item tokens and the score table."""
         state = self.prepare_ranking()
         inputs = self._inputs(histories, shared_prompt=True)
-        embeds = self.model.model.embed_inputs(inputs["input_ids"], item_features=state.item_tokens[inputs["item_ids"]])
+        item_features = state.item_tokens[inputs["item_ids"]]
+        embeds = self.model.model.embed_inputs(inputs["input_ids"], item_features=item_features)
         outputs = self.model.model(
             inputs_embeds=embeds,
             attention_mask=inputs["attention_mask"],
@@ -218,7 +219,10 @@ class MMESIDRecommender:
         batch_size = self.batch_size if batch_size is None else batch_size
         rows = self.check_histories(histories, shared_prompt=use_cache)
         scores = None
-        for index in length_sorted_batches([len(r) for r in rows], batch_size) if use_cache else _in_order(rows, batch_size):
+        # the plain path keeps the input order (the reference the cached path is checked against)
+        lengths = [len(r) for r in rows]
+        batches = length_sorted_batches(lengths, batch_size) if use_cache else _in_order(rows, batch_size)
+        for index in batches:
             batch = [rows[i] for i in index]
             chunk = self._score_batch(batch) if use_cache else self.forward(batch).item_logits
             if scores is None:
@@ -226,7 +230,9 @@ class MMESIDRecommender:
             scores[torch.as_tensor(index, device=chunk.device)] = chunk
         return scores
 
-    def as_scorer(self, batch_size: int | None = None, use_cache: bool = True) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    def as_scorer(
+        self, batch_size: int | None = None, use_cache: bool = True
+    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """A scorer for `modeling_mmesid.evaluation` (docs/CONTRACTS.md): `(histories [B, L] right-padded with 0,
         lengths [B]) -> [B, num_items + 1]`, through this recommender's cached state."""
 
@@ -395,7 +401,7 @@ class MMESIDRecommender:
 
 
 # What `config.custom_pipelines` says for a saved model (set by `from_backbone`), so that
-# `pipeline(model=folder_or_repo_id, trust_remote_code=True)` builds `MMESIDRecommendationPipeline` from the saved code.
+# `pipeline(model=folder_or_repo_id, trust_remote_code=True)` builds `MMESIDRecommendationPipeline` from saved code.
 PIPELINE_TASK = "mmesid-recommendation"
 CUSTOM_PIPELINES = {PIPELINE_TASK: {"impl": "recommender_mmesid.MMESIDRecommendationPipeline", "pt": ["AutoModel"],
                                     "type": "text"}}
