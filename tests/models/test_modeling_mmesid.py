@@ -465,6 +465,27 @@ def test_recommend_keeps_history_items_only_when_asked(tester, model):
         assert item not in excluded[0].tolist() and not set(history) & set(excluded[0].tolist())
 
 
+def test_recommender_builds_its_tables_once_until_invalidated(tester, model, monkeypatch):
+    """`recommend` reuses the prompt cache, item tokens and score table of the first call; `invalidate()` after a
+    weight change rebuilds them, and the scores follow the new weights."""
+    builds = []
+    original = MMESIDForSequentialRecommendation.item_score_table
+    monkeypatch.setattr(MMESIDForSequentialRecommendation, "item_score_table",
+                        lambda self: builds.append(1) or original(self))
+    recommender = MMESIDRecommender(model, tester.processor)
+    first = recommender.score_histories(HISTORIES)
+    recommender.recommend(HISTORIES, k=5)
+    recommender.recommend([[7]], k=5)
+    assert len(builds) == 1
+    with torch.no_grad():
+        model.item_head.weight.mul_(2.0)
+    assert torch.equal(recommender.score_histories(HISTORIES), first)  # cached: the old weights' table
+    recommender.invalidate()
+    rebuilt = recommender.score_histories(HISTORIES)
+    assert len(builds) == 2 and not torch.equal(rebuilt, first)
+    torch.testing.assert_close(rebuilt, MMESIDRecommender(model, tester.processor).score_histories(HISTORIES))
+
+
 def test_recommender_refuses_a_model_without_embed_inputs(tester, model):
     """A folder saved by an older version carries model code without `embed_inputs`: a clear error, not a crash."""
     from types import SimpleNamespace
