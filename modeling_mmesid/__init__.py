@@ -2,12 +2,12 @@
 """mmesid: MME-SID (CIKM 2025) as a Hugging Face-native package.
 
 Importing this package registers the model with the Auto classes (in-process) and marks the classes for
-`auto_map`, so that `save_pretrained` writes the three Hub-side files next to the weights and
+`auto_map`, so that `save_pretrained` writes the Hub-side files next to the weights and
 `AutoModel.from_pretrained(folder, trust_remote_code=True)` works where this package is not installed.
 """
 
-# --- model, config and processor registration (issue 5) --------------------------------------------------------
-# Keep this block light: it imports only the three Hub-side files (torch + transformers), never data/evaluation.
+# --- model, config and processor registration --------------------------------------------------------
+# Keep this block light: it imports only the Hub-side files (torch + transformers), never data/evaluation.
 from transformers import AutoConfig, AutoModel, AutoProcessor
 
 from .configuration_mmesid import MMESIDConfig
@@ -18,6 +18,7 @@ from .modeling_mmesid import (
     MMESIDPreTrainedModel,
 )
 from .processing_mmesid import MMESIDProcessor, sid_token
+from .recommender_mmesid import MMESIDRecommender
 
 
 AutoConfig.register("mmesid", MMESIDConfig, exist_ok=True)
@@ -36,6 +37,7 @@ __all__ = [
     "MMESIDOutput",
     "MMESIDPreTrainedModel",
     "MMESIDProcessor",
+    "MMESIDRecommender",
     "sid_token",
 ]
 # --- end of model registration block ---------------------------------------------------------------------------

@@ -63,7 +63,7 @@ class MMESIDConfig(PreTrainedConfig):
         Size of the MM-RQ-VAE code vectors (`e_dim`). Defaults to the backbone's hidden size, as in the official run
         (`e_dim = 4096`, code vectors live directly in the LLM space).
     sid_projection (`str`, *optional*, defaults to `"orthogonal"`):
-        How [`~MMESIDForSequentialRecommendation.init_sid_embeddings`] maps codebooks whose `codebook_dim` differs
+        How [`~MMESIDModel.init_sid_embeddings`] maps codebooks whose `codebook_dim` differs
         from the hidden size: `"orthogonal"` uses a fixed, seeded (semi-)orthogonal matrix, an isometry when
         `codebook_dim <= hidden_size` and a norm-preserving Johnson-Lindenstrauss projection otherwise, so the
         distance structure of the codebook (the point of codebook initialization, paper §3.2) is kept. `"none"`

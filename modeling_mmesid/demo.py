@@ -3,10 +3,11 @@
 build a history, recommend with both heads, and explain each ranked item by the parts of its fused score.
 
 The UI (gradio) lives in `app.py` and only calls this module, so everything here is tested without a browser
-(`tests/test_demo.py`). The model computes everything: one forward pass per query gives the fused scores that rank
-the items and their explanation, `modality_logits` and `fusion_weights` (paper Eq. 8: `item_logits[j] = sum_m
-fusion_weights[j, m] * modality_logits[j, m]`, the weights from the frequency-aware gate of item `j`'s training
-count, Eq. 9); the beams are `model.generate_items`.
+(`tests/test_demo.py`). `DemoRecommender` is an [`MMESIDRecommender`] with a catalog: one forward pass per query
+gives the fused scores that rank the items and their explanation, `modality_logits` and `fusion_weights` (paper Eq. 8:
+`item_logits[j] = sum_m fusion_weights[j, m] * modality_logits[j, m]`, the weights from the frequency-aware gate of
+item `j`'s training count, Eq. 9); the beams are `MMESIDRecommender.generate_items`, whose shared prompt and trie are
+built once for all queries.
 """
 
 import os
@@ -22,6 +23,8 @@ from transformers import AutoModel, AutoProcessor
 
 from mmesid_artifacts import Run, load_item_table, load_split_table
 from mmesid_artifacts.run import DATA_FILES, DEFAULT_RUN_DIR, FULL_MODEL_SUBFOLDER
+
+from .recommender_mmesid import MMESIDRecommender
 
 
 DEFAULT_MODEL = Run(DEFAULT_RUN_DIR).full_model  # the main job's model (bash recipes/run_pipeline.sh)
@@ -150,7 +153,7 @@ class RankedItem:
 
 @dataclass
 class Ranking:
-    """The ranking head's top-k for one history (`model.recommend`), best first, with the held-out item's rank among
+    """The ranking head's top-k for one history (`MMESIDRecommender.recommend`), best first, with the held-out item's rank among
     all candidates when a test user's history is shown (`None` when there is none, or it is in the history)."""
 
     items: list[RankedItem]
@@ -165,7 +168,8 @@ class Ranking:
 
 @dataclass
 class Beam:
-    """One beam of constrained generation: an item and its log-probability under the model (`generate_items`)."""
+    """One beam of constrained generation: an item and its log-probability under the model
+    (`MMESIDRecommender.generate_items`)."""
 
     rank: int
     item_id: int
@@ -204,15 +208,16 @@ class Explanation:
 # ---------------------------------------------------------------------------------------------------- the recommender
 
 
-@dataclass
-class DemoRecommender:
-    """A trained MME-SID, its processor, its catalog and (optionally) its test users: what the app serves."""
+class DemoRecommender(MMESIDRecommender):
+    """A trained MME-SID's [`MMESIDRecommender`] with its catalog and (optionally) its test users: what the app
+    serves."""
 
-    model: torch.nn.Module
-    processor: object
-    catalog: Catalog
-    test_users: HeldOutUsers | None = None
-    source: dict = field(default_factory=dict)
+    def __init__(self, model, processor, catalog: Catalog, test_users: HeldOutUsers | None = None,
+                 source: dict | None = None):
+        super().__init__(model, processor)
+        self.catalog = catalog
+        self.test_users = test_users
+        self.source = dict(source or {})
 
     @classmethod
     def load(cls, model: str | os.PathLike | None = None, data: str | os.PathLike | None = None) -> "DemoRecommender":
@@ -223,8 +228,8 @@ class DemoRecommender:
         local = model is None or Path(model_ref).exists() or model_ref.count("/") != 1  # else `namespace/name`
         if local and not (Path(model_ref) / "config.json").is_file():
             raise MissingRunError(
-                f"No trained model at `{model_ref}`. Run the main job first, `{MAIN_JOB_COMMAND}` (about 30 minutes "
-                "on a 2-core CPU), or pass another model folder or Hub repo id (`python app.py --model ...`)."
+                f"No trained model at `{model_ref}`. Run the main job first, `{MAIN_JOB_COMMAND}` (docs/MAIN_JOB.md), "
+                "or pass another model folder or Hub repo id (`python app.py --model ...`)."
             )
         if data is None:
             if not local:
@@ -244,10 +249,6 @@ class DemoRecommender:
                 f"{recommender.config.num_items}: pass the data the model was trained on (`--data`)."
             )
         return recommender
-
-    @property
-    def config(self):
-        return self.model.config
 
     @property
     def score_names(self) -> list[str]:
@@ -272,10 +273,7 @@ class DemoRecommender:
         padding masked (`-inf`), as `recommend` masks them."""
         if not self.can_rank:
             raise ValueError(f"The model has no ranking head (`config.head={self.config.head!r}`).")
-        max_positions = getattr(self.config.text_config, "max_position_embeddings", None)
-        device = self.model.item_head.weight.device
-        inputs = {k: v.to(device) for k, v in self.processor([list(history)], max_length=max_positions).items()}
-        out = self.model(**inputs)
+        out = self.forward([list(history)])
         item_logits = out.item_logits[0].float().cpu().clone()
         if history:
             item_logits[torch.as_tensor(list(history))] = float("-inf")
@@ -288,9 +286,8 @@ class DemoRecommender:
 
         One backbone pass per query: the items are ranked by the scores they are explained with, those of the model's
         forward pass (the path of `score_histories(use_cache=False)`). Calling `recommend` as well (the cached path)
-        would add a second pass and the catalog's score table to every query (its caches pay off over many users,
-        not one) for the same list up to float rounding (`tests/test_equivalence.py`; the tests check the two agree,
-        and they did for 40 of 40 random test users on the main job's model)."""
+        would add a second backbone pass for the same list up to float rounding (`tests/test_equivalence.py`;
+        `tests/test_demo.py` checks the two agree)."""
         start = time.perf_counter()
         explanation = self.explain(history)
         num_candidates = int(torch.isfinite(explanation.item_logits).sum())
@@ -320,7 +317,7 @@ class DemoRecommender:
             raise ValueError(f"The model has no generative head (`config.head={self.config.head!r}`).")
         start = time.perf_counter()
         k = min(int(k), self.config.num_items - len(set(history)))
-        items, scores = self.model.generate_items([list(history)], self.processor, k=k)
+        items, scores = self.generate_items([list(history)], k=k)
         if explanation is None and self.can_rank:
             explanation = self.explain(history)
         beams = [

@@ -41,6 +41,8 @@ from transformers.utils import logging
 # `results.json` (provenance block, write, read) is the run folder's, shared by every stage: re-exported here
 from mmesid_artifacts.results import read_results, run_info, write_results  # noqa: F401
 
+from .recommender_mmesid import length_sorted_batches
+
 
 logger = logging.get_logger(__name__)
 
@@ -170,16 +172,14 @@ def _rank_split(
     scorer: Scorer, split, batch_size: int, device: str | torch.device, progress: bool, mask_history: bool
 ) -> tuple[np.ndarray, int]:
     histories, targets = _as_columns(split)
-    order = np.argsort([len(h) for h in histories], kind="stable")  # length bucketing: less padding
     ranks = np.zeros((len(targets), 2), dtype=np.float64)
     nan_users = 0
-    batches = range(0, len(order), batch_size)
+    batches = length_sorted_batches([len(h) for h in histories], batch_size)  # less padding
     if progress:
         from tqdm.auto import tqdm
 
         batches = tqdm(batches, desc="ranking", unit="batch")
-    for start in batches:
-        idx = order[start : start + batch_size]
+    for idx in batches:
         hist, lengths = pad_histories([histories[i] for i in idx], device)
         tgt = torch.as_tensor([targets[i] for i in idx], dtype=torch.long, device=device)
         blocks, has_nan = _rank_blocks(scorer(hist, lengths), tgt, hist, mask_history)
@@ -248,15 +248,13 @@ def evaluate_recommender(
     batch_size: int = 256,
 ) -> dict:
     """nDCG/HR/MRR@k of a *recommender* that returns ranked lists, `recommender(histories) -> (batch_size, k)` item
-    ids best first (e.g. beam search over generative IDs, `recommend(..., method="generate")`), on the same users
-    and with the same metrics as `evaluate_scorer`. A target missing from its list is a miss (rank beyond every
+    ids best first (e.g. beam search over generative IDs, `MMESIDRecommender.recommend(..., method="generate")`), on
+    the same users and with the same metrics as `evaluate_scorer`. A target missing from its list is a miss (rank beyond every
     cut-off); the recommender excludes history items itself under the masked protocol. `k` must be at least
     `max(ks)`, or the metrics at the larger cut-offs would be undercounted."""
     histories, targets = _as_columns(split)
-    order = np.argsort([len(h) for h in histories], kind="stable")
     ranks = np.zeros((len(targets), 2), dtype=np.float64)
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
+    for idx in length_sorted_batches([len(h) for h in histories], batch_size):
         recommended = recommender([list(histories[i]) for i in idx])
         if recommended.shape[1] < max(ks):
             raise ValueError(

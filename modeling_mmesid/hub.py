@@ -429,7 +429,8 @@ def build_model_folder(
             continue
         _copy(src, out / src.name)
     config = json.loads((out / "config.json").read_text())
-    missing = [f"{m}.py" for m in ("configuration_mmesid", "modeling_mmesid", "processing_mmesid")
+    missing = [f"{m}.py" for m in ("configuration_mmesid", "modeling_mmesid", "processing_mmesid", "generation_mmesid",
+                                    "recommender_mmesid", "building_mmesid")
                if not (out / f"{m}.py").is_file()]
     if "auto_map" not in config or missing:
         raise ValueError(

@@ -6,26 +6,26 @@ IDs", CIKM 2025 (arXiv 2509.02017), Stage 2. The skeleton follows LLaVA: `MMESID
 the backbone's input embeddings at `<item>` placeholders; `MMESIDForSequentialRecommendation` pools the final prompt
 token and scores every catalog item with four heads and frequency-aware fusion. An optional generative head
 (`config.head`) generates the next item's semantic ID instead, under a prefix trie of the catalog's IDs
-(`SIDTrie`, `SIDTrieLogitsProcessor`), so its cost per user does not grow with the catalog.
+(generation_mmesid.py), so its cost per user does not grow with the catalog.
 
-Hub-side file: imports only `torch`, `transformers` and the sibling configuration file.
+The model computes tensors from tensors. Inference over item histories (prompts from the processor, length-sorted
+batches, the cached prompt, item tokens, score table and trie) is `MMESIDRecommender` (recommender_mmesid.py);
+building the model from Stage 1's outputs (`from_backbone`, the item tables, the codebook-initialized SID rows) is
+building_mmesid.py.
+
+Hub-side file: imports only `torch`, `transformers` and its sibling files (configuration, building, generation,
+recommender); `save_pretrained` copies them with it.
 """
 
 import functools
 import inspect
-import math
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from transformers import (
     AutoModel,
-    GenerationConfig,
     GenerationMixin,
-    LogitsProcessor,
-    LogitsProcessorList,
-    PreTrainedConfig,
     PreTrainedModel,
 )
 from transformers import initialization as init
@@ -35,20 +35,23 @@ from transformers.processing_utils import Unpack
 from transformers.utils import ModelOutput, TransformersKwargs, auto_docstring, logging, torch_compilable_check
 from transformers.utils.generic import can_return_tuple
 
+from .building_mmesid import MMESIDBuildMixin, MMESIDItemTablesMixin, buffer_name
 from .configuration_mmesid import MMESIDConfig, sid_token_id
+from .generation_mmesid import CACHE_NAME
+from .recommender_mmesid import MMESIDRecommender  # noqa: F401 (`save_pretrained` copies its file)
 
 
 logger = logging.get_logger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------- transformers versions
-# This file travels with every saved model and runs on the *user's* transformers, so it adapts here, and only here, to
-# the versions that `pyproject.toml` admits:
+# This file travels with every saved model and runs on the *user's* transformers, so it adapts here (and in
+# generation_mmesid.py) to the versions that `pyproject.toml` admits:
 # - transformers >= 5.24 names the key/value cache `cache`, both as the output field of every `ModelOutput` and as the
 #   forward argument of its models (`past_key_values` is a deprecated alias until 5.40); 5.23 names it
-#   `past_key_values`. `CACHE_NAME` is the name the installed version defines; outputs are built and read through it,
-#   and the backbone is called with the name its own `forward` declares (`_backbone_cache_kwarg`).
-CACHE_NAME = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+#   `past_key_values`. `CACHE_NAME` (generation_mmesid.py, shared with the inference object) is the name the installed
+#   version defines; outputs are built and read through it, and the backbone is called with the name its own
+#   `forward` declares (`_backbone_cache_kwarg`).
 
 
 # Attention implementations whose 4D-mask path (prefix-tree packed rows) is tested exact (tests/test_equivalence.py);
@@ -76,6 +79,12 @@ def _merge_cache_arguments(cache: "Cache | None", past_key_values: "Cache | None
 def _output_cache(outputs: ModelOutput) -> "Cache | None":
     """The key/value cache of a backbone output, whichever name the installed transformers gives it."""
     return getattr(outputs, CACHE_NAME, None)
+
+
+def left_padded_position_ids(attention_mask: torch.Tensor, offset: int = 0) -> torch.LongTensor:
+    """Position ids of left-padded rows `(batch, length)`: counted from each row's first real token (as `generate`
+    counts them), plus `offset` (the tokens of a shared prompt before every row); padding gets `offset`."""
+    return offset + (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 @dataclass
@@ -132,210 +141,23 @@ class MMESIDOutput(ModelOutput):
     generative_loss: torch.FloatTensor | None = None
 
 
-# ------------------------------------------------------------------------------------------------ generative retrieval
-class SIDTrie:
-    r"""
-    Prefix trie of a catalog's generative IDs, as flat sorted arrays per level (built once per catalog).
-
-    Nodes at depth `d + 1` (after `d + 1` codes) are numbered `0..n_{d+1} - 1` in the order of their sorted keys
-    `keys[d] = parent * codebook_size + code`, where `parent` is the node's parent at depth `d` (the root is node 0
-    of depth 0). So the children of a node are one contiguous range of `keys[d]`, given by the CSR pointers
-    `child_ptr[d]`, and each step of a lookup is one `searchsorted` (`O(log n)`): the per-step cost of constrained
-    decoding does not grow with the catalog beyond that logarithm. `counts[d]` is the number of items under each
-    node (for excluding a user's history items), `leaf_items` the item of each leaf.
-
-    Memory: about `num_items * id_length * 16` bytes (int64 keys, int32 pointers and counts; ~80 MB for 1,000,000
-    items and 5-token IDs).
-
-    Args:
-        codes (`torch.LongTensor` of shape `(num_items, id_length)`):
-            The ID of items `1..num_items` (row `i` is item `i + 1`), codes in `0..codebook_size - 1`. IDs must be
-            unique (the collision suffix makes them so).
-        codebook_size (`int`):
-            Codes per position.
-    """
-
-    def __init__(self, codes: torch.LongTensor, codebook_size: int):
-        if codes.dim() != 2 or codes.shape[0] < 1:
-            raise ValueError(f"`codes` must have shape (num_items, id_length), got {tuple(codes.shape)}.")
-        codes = codes.to("cpu", torch.long)
-        if int(codes.min()) < 0 or int(codes.max()) >= codebook_size:
-            raise ValueError(f"`codes` must lie in 0..{codebook_size - 1}, got {int(codes.min())}..{int(codes.max())}.")
-        self.codebook_size = int(codebook_size)
-        self.id_length = int(codes.shape[1])
-        self.num_items = int(codes.shape[0])
-        self.keys, self.child_ptr, self.counts = [], [], []
-        parent = torch.zeros(self.num_items, dtype=torch.long)
-        num_parents = 1
-        for depth in range(self.id_length):
-            key = parent * self.codebook_size + codes[:, depth]
-            keys, inverse, counts = torch.unique(key, sorted=True, return_inverse=True, return_counts=True)
-            bounds = torch.arange(num_parents + 1, dtype=torch.long) * self.codebook_size
-            self.keys.append(keys)
-            self.child_ptr.append(torch.searchsorted(keys, bounds).to(torch.int32))
-            self.counts.append(counts.to(torch.int32))
-            parent, num_parents = inverse, keys.numel()
-        if num_parents != self.num_items:
-            raise ValueError(
-                f"{self.num_items - num_parents} items share their ID with another item; generative IDs must be unique "
-                "(add the collision suffix)."
-            )
-        self.leaf_items = torch.empty(self.num_items, dtype=torch.int32)
-        self.leaf_items[parent] = torch.arange(1, self.num_items + 1, dtype=torch.int32)
-
-    @property
-    def nbytes(self) -> int:
-        """Memory held by the trie's arrays, in bytes."""
-        arrays = [*self.keys, *self.child_ptr, *self.counts, self.leaf_items]
-        return sum(a.numel() * a.element_size() for a in arrays)
-
-    def walk(self, codes: torch.LongTensor) -> tuple[torch.LongTensor, torch.BoolTensor]:
-        """Node reached by each prefix `codes` `(rows, depth)`: `(node index at that depth, prefix exists)`; the
-        root (depth 0) is node 0."""
-        rows, depth = codes.shape
-        node = torch.zeros(rows, dtype=torch.long, device=codes.device)
-        found = torch.ones(rows, dtype=torch.bool, device=codes.device)
-        for d in range(depth):
-            keys = self.keys[d]
-            key = node * self.codebook_size + codes[:, d]
-            position = torch.searchsorted(keys, key).clamp(max=keys.numel() - 1)
-            found &= keys[position] == key
-            node = torch.where(found, position, torch.zeros_like(position))
-        return node, found
-
-    def children(self, depth: int, nodes: torch.LongTensor) -> tuple[torch.LongTensor, torch.LongTensor, torch.BoolTensor]:
-        """Children of `nodes` (at `depth`): `(child node indices, their codes, valid)`, each `(rows, width)` with
-        `width <= codebook_size` the most children any of them has."""
-        ptr, keys = self.child_ptr[depth], self.keys[depth]
-        start, end = ptr[nodes].long(), ptr[nodes + 1].long()
-        width = max(int((end - start).max()), 1)
-        index = start[:, None] + torch.arange(width, device=nodes.device)[None]  # (rows, width)
-        valid = index < end[:, None]
-        index = index.clamp(max=keys.numel() - 1)
-        return index, keys[index] % self.codebook_size, valid
-
-    def items(self, codes: torch.LongTensor) -> torch.LongTensor:
-        """Item of each full ID `codes` `(rows, id_length)`; 0 where the ID is not in the catalog."""
-        node, found = self.walk(codes)
-        return torch.where(found, self.leaf_items[node].long(), torch.zeros_like(node))
-
-    def paths(self, codes: torch.LongTensor) -> torch.LongTensor:
-        """Node of each ID `codes` `(rows, id_length)` at every depth `1..id_length`: `(rows, id_length)`."""
-        out = torch.empty_like(codes)
-        node = torch.zeros(codes.shape[0], dtype=torch.long)
-        for d in range(self.id_length):
-            node = torch.searchsorted(self.keys[d], node * self.codebook_size + codes[:, d])
-            out[:, d] = node
-        return out
-
-
-class SIDTrieLogitsProcessor(LogitsProcessor):
-    r"""
-    Constrained decoding of generative IDs: at each step only the codes that continue an existing item's ID (the
-    trie's children of the beam's prefix) keep their score, so every finished beam is a catalog item and `num_beams`
-    beams are `num_beams` distinct items. Optionally excludes each user's history items: a child whose items are all
-    in the history is removed, so no beam can end on one (or dead-end).
-
-    The kept scores are the model's own log-probabilities (a log-softmax over the full vocabulary, which the
-    generative head restricts to its SID tokens; the log-softmax `generate`'s beam search already applied is left
-    unchanged), with every other code at `-inf` and no renormalization, as in transformers'
-    `PrefixConstrainedLogitsProcessor`. So a finished beam's score is `log p(item)` under the model, and excluding
-    history items removes their probability instead of handing it to their trie siblings. `renormalize=True`
-    renormalizes over the allowed codes at each step instead (a distribution over the remaining catalog that ranks
-    items differently: a prefix with one allowed child gets `log 1` whatever the model thought of it).
-
-    Args:
-        trie ([`SIDTrie`]): the catalog's IDs.
-        position_token_ids (`torch.LongTensor` of shape `(id_length,)`):
-            Token id of code 0 at each position of the ID (code `c` is token `position_token_ids[d] + c`).
-        prompt_length (`int`, *optional*, defaults to 0):
-            Columns of `input_ids` before the generated tokens (0 when `generate` gets `inputs_embeds`).
-        num_beams (`int`, *optional*, defaults to 1):
-            Rows per user (`generate` puts the beams of a user next to each other).
-        excluded_items (`list[list[int]]`, *optional*):
-            Items never to generate, per user (the history).
-        renormalize (`bool`, *optional*, defaults to `False`):
-            Log-softmax over the allowed codes at each step instead of over the full vocabulary (not the model's
-            probabilities; kept as an opt-in).
-    """
-
-    def __init__(
-        self,
-        trie: SIDTrie,
-        position_token_ids: torch.LongTensor,
-        prompt_length: int = 0,
-        num_beams: int = 1,
-        excluded_items: Sequence[Sequence[int]] | None = None,
-        item_codes: torch.LongTensor | None = None,
-        renormalize: bool = False,
-    ):
-        if num_beams < 1:
-            raise ValueError(f"`num_beams` must be at least 1, got {num_beams}.")
-        self.trie = trie
-        self.position_token_ids = position_token_ids.to("cpu", torch.long)
-        self.prompt_length = int(prompt_length)
-        self.num_beams = int(num_beams)
-        self.renormalize = renormalize
-        self.excluded_paths = None  # (users, max_excluded, id_length) node per depth, -1 = none
-        if excluded_items is not None:
-            if item_codes is None:
-                raise ValueError("`excluded_items` needs `item_codes` (the ID of every item, row 0 = padding).")
-            rows = [sorted({int(i) for i in items if int(i) > 0}) for items in excluded_items]
-            width = max([len(r) for r in rows] + [1])
-            paths = torch.full((len(rows), width, trie.id_length), -1, dtype=torch.long)
-            for user, items in enumerate(rows):
-                if items:
-                    paths[user, : len(items)] = trie.paths(item_codes[torch.tensor(items)].to("cpu", torch.long))
-            self.excluded_paths = paths
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        generated = input_ids[:, self.prompt_length :].cpu()
-        depth = generated.shape[1]
-        if depth >= self.trie.id_length:
-            return scores
-        offsets = self.position_token_ids
-        parents, found = self.trie.walk(generated - offsets[:depth])
-        index, codes, valid = self.trie.children(depth, parents)  # (rows, width)
-        valid &= found[:, None]
-        if self.excluded_paths is not None:
-            users = torch.arange(generated.shape[0]) // self.num_beams
-            excluded = self.excluded_paths[users, :, depth]  # (rows, max_excluded)
-            hits = (index[:, :, None] == excluded[:, None, :]).sum(-1)  # history items under each child
-            valid &= self.trie.counts[depth][index] - hits > 0
-        tokens = (offsets[depth] + codes).to(scores.device)
-        valid = valid.to(scores.device)
-        # the model's log-probabilities: idempotent on the log-softmax that beam search passes in, and the same for
-        # raw logits (greedy search, hand-made scores)
-        log_probs = scores.log_softmax(dim=-1)
-        log_probs = log_probs.masked_fill(torch.isnan(log_probs), float("-inf"))  # a row with no finite score
-        picked = log_probs.gather(1, tokens).masked_fill(~valid, float("-inf"))
-        if self.renormalize:
-            total = torch.logsumexp(picked, dim=-1, keepdim=True)
-            picked = torch.where(torch.isfinite(total), picked - total, picked)
-        out = torch.full_like(scores, float("-inf"))
-        # `amax`: invalid slots may repeat a valid slot's token (clamped index); they carry -inf and never win
-        return out.scatter_reduce_(1, tokens, picked, reduce="amax", include_self=True)
-
-
-def _compact_beams(
-    found: torch.LongTensor, beam_scores: torch.FloatTensor
-) -> tuple[torch.LongTensor, torch.FloatTensor]:
-    """Ranked lists from `generate`'s beams `(users, k)` (item per beam, 0 = no item, and score), best first: a beam
-    that is no item, has a non-finite score or repeats an earlier beam's item is dropped, and the kept beams move to
-    the front in their order, so padding (item 0, score `-inf`) is only ever at the end of a row and a later item
-    keeps its true position."""
-    # With fewer candidates than beams, `generate`'s placeholder beams (started at a score of -1e9) repeat a real
-    # beam's item: keep each item's first (best) beam only.
-    repeated = (found[:, :, None] == found[:, None, :]).tril(diagonal=-1).any(-1)
-    valid = (found > 0) & torch.isfinite(beam_scores) & ~repeated
-    order = (~valid).to(torch.uint8).argsort(dim=1, stable=True)  # kept beams first, in their order
-    items = torch.where(valid, found, torch.zeros_like(found)).gather(1, order)
-    scores = torch.where(valid, beam_scores, torch.full_like(beam_scores, float("-inf"))).gather(1, order)
-    return items, scores
-
-
-def _buffer_name(modality: str) -> str:
-    return f"{modality}_embeddings"
+def check_packed_rows(config: MMESIDConfig, attn_implementation: str) -> None:
+    """Refuse prefix-tree packed rows (a 4D `attention_mask`, one readout per sample; `prefix_packing=True` in
+    training) where they are not exact: with an attention implementation whose 4D-mask path is not tested exact, and
+    with a generative head (a packed row holds several samples whose targets' ID tokens would each need their own
+    branch of the tree, not built)."""
+    if config.head != "ranking":
+        raise ValueError(
+            f"The generative head (`config.head={config.head!r}`) does not support prefix-tree packed rows (a 4D "
+            "`attention_mask`, `readout_positions`): train with `prefix_packing=False` (or `head='ranking'`)."
+        )
+    if attn_implementation not in PACKED_MASK_ATTENTION:
+        raise ValueError(
+            f"Prefix-tree packed rows (a 4D `attention_mask`, `prefix_packing=True`) are tested exact only with the "
+            f"`eager` and `sdpa` attention implementations, got {attn_implementation!r}. Load the backbone with "
+            "`attn_implementation=\"sdpa\"` (or call `model.set_attn_implementation(\"sdpa\")`), or train without "
+            "`prefix_packing`."
+        )
 
 
 class MMESIDPreTrainedModel(PreTrainedModel):
@@ -370,7 +192,7 @@ class MMESIDPreTrainedModel(PreTrainedModel):
         if isinstance(module, MMESIDModel):
             # Per-item tables are data (set by `set_item_tables`); zero until then, like the padding row.
             for modality in module.config.modalities:
-                init.zeros_(getattr(module, _buffer_name(modality)))
+                init.zeros_(getattr(module, buffer_name(modality)))
             init.zeros_(module.sids)
             init.zeros_(module.item_counts)
 
@@ -381,7 +203,7 @@ class MMESIDItemFusion(nn.Module):
     def __init__(self, config: MMESIDConfig):
         super().__init__()
         hidden_size = config.text_config.hidden_size
-        num_modalities = len(config.modalities)
+        num_modalities = config.num_modalities
         parts = 2 if config.item_token_sids else 1  # [W_m x_m, sid_m] per modality, or W_m x_m alone (ablation)
         self.linear_1 = nn.Linear(parts * num_modalities * hidden_size, num_modalities * hidden_size)
         self.act_1 = nn.ReLU()
@@ -404,7 +226,7 @@ class MMESIDFusionGate(nn.Module):
         self.linear_2 = nn.Linear(hidden, bottleneck)
         self.linear_3 = nn.Linear(bottleneck, hidden, bias=False)
         self.act_2 = nn.GELU()
-        self.linear_4 = nn.Linear(hidden, len(config.modalities) + 1)
+        self.linear_4 = nn.Linear(hidden, config.num_modalities + 1)
 
     def forward(self, frequencies: torch.Tensor) -> torch.Tensor:
         x = self.linear_2(self.act_1(self.linear_1(frequencies)))
@@ -417,7 +239,7 @@ class MMESIDFusionGate(nn.Module):
     prompt with the item tokens scattered into the `<item>` placeholders (LLaVA-style).
     """
 )
-class MMESIDModel(MMESIDPreTrainedModel):
+class MMESIDModel(MMESIDPreTrainedModel, MMESIDItemTablesMixin):
     def __init__(self, config: MMESIDConfig):
         super().__init__(config)
         self.language_model = AutoModel.from_config(config.text_config)
@@ -431,9 +253,9 @@ class MMESIDModel(MMESIDPreTrainedModel):
         self.item_fusion = MMESIDItemFusion(config)
         # Per-item tables, persistent so that a checkpoint is self-contained. Raw embeddings are frozen (buffers).
         for modality, dim in zip(config.modalities, config.modality_dims):
-            setattr(self, _buffer_name(modality), nn.Buffer(torch.empty(num_rows, dim), persistent=True))
+            setattr(self, buffer_name(modality), nn.Buffer(torch.empty(num_rows, dim), persistent=True))
         self.sids = nn.Buffer(
-            torch.empty(num_rows, len(config.modalities), config.num_levels, dtype=torch.long), persistent=True
+            torch.empty(num_rows, config.num_modalities, config.num_levels, dtype=torch.long), persistent=True
         )
         self.item_counts = nn.Buffer(torch.empty(num_rows, dtype=torch.long), persistent=True)
         self.post_init()
@@ -446,13 +268,13 @@ class MMESIDModel(MMESIDPreTrainedModel):
 
     def modality_embeddings(self, modality: str) -> torch.Tensor:
         """Frozen raw embeddings of `modality`, `(num_items + 1, modality_dim)`."""
-        return getattr(self, _buffer_name(modality))
+        return getattr(self, buffer_name(modality))
 
     def sid_token_ids(self, item_ids: torch.LongTensor) -> torch.LongTensor:
         """Token ids of the SID tokens of `item_ids`: shape `(*item_ids.shape, num_modalities, num_levels)`."""
         config = self.config
         device = item_ids.device
-        m = torch.arange(len(config.modalities), device=device).view(-1, 1)
+        m = torch.arange(config.num_modalities, device=device).view(-1, 1)
         level = torch.arange(config.num_levels, device=device).view(1, -1)
         offset = torch.full((), config.sid_token_offset, dtype=torch.long, device=device)
         return sid_token_id(offset, config.num_levels, config.codebook_size, m, level, self.sids[item_ids])
@@ -491,6 +313,18 @@ class MMESIDModel(MMESIDPreTrainedModel):
                 parts.append(sid_embeds[..., index, :].to(dtype))
         return self.item_fusion(torch.cat(parts, dim=-1))
 
+    @torch.no_grad()
+    def catalog_item_features(self, dtype: torch.dtype | None = None, chunk_size: int = 4096) -> torch.Tensor:
+        """The fused token of every item (`get_item_features`), `(num_items + 1, hidden_size)` with row 0 (padding)
+        zero, computed `chunk_size` items at a time (bounded memory on large catalogs); `dtype` defaults to the
+        input embeddings'."""
+        embeddings = self.get_input_embeddings().weight
+        out = torch.zeros(self.config.num_items + 1, embeddings.shape[-1], dtype=dtype or embeddings.dtype,
+                          device=embeddings.device)
+        for chunk in torch.arange(1, self.config.num_items + 1, device=embeddings.device).split(chunk_size):
+            out[chunk] = self.get_item_features(chunk).to(out.dtype)
+        return out
+
     def get_placeholder_mask(
         self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor, item_features: torch.Tensor
     ) -> torch.Tensor:
@@ -512,6 +346,42 @@ class MMESIDModel(MMESIDPreTrainedModel):
         )
         return special_item_mask.unsqueeze(-1).expand_as(inputs_embeds).to(inputs_embeds.device)
 
+    def embed_inputs(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        item_ids: torch.LongTensor | None = None,
+        item_features: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        r"""
+        The backbone's input embeddings with one fused item token at each `<item>` placeholder (LLaVA's merge, paper
+        Eq. 6): the one place where item tokens enter the prompt, for training, the shared prompt, ranking and
+        generation.
+
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+                Prompt tokens; or pass `inputs_embeds`.
+            inputs_embeds (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`, *optional*):
+                Token embeddings (placeholders are found by comparing with the `<item>` row).
+            item_ids (`torch.LongTensor` of shape `(num_placeholders,)`, *optional*):
+                One item per placeholder, in row-major order; none when the prompt has no placeholder.
+            item_features (`torch.FloatTensor` of shape `(num_placeholders, hidden_size)`, *optional*):
+                The items' fused tokens when already computed (e.g. once per catalog for ranking), instead of
+                `item_ids`.
+
+        Returns:
+            `torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`.
+        """
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+        if item_features is None:
+            if item_ids is None:
+                item_ids = torch.zeros(0, dtype=torch.long, device=inputs_embeds.device)
+            item_features = self.get_item_features(item_ids.reshape(-1))
+        item_features = item_features.to(inputs_embeds.device, inputs_embeds.dtype)
+        special_item_mask = self.get_placeholder_mask(input_ids, inputs_embeds, item_features)
+        return inputs_embeds.masked_scatter(special_item_mask, item_features)
+
     # ------------------------------------------------------------------ shared prompt
     def encode_shared_prompt(self, shared_prompt_ids: torch.LongTensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         r"""
@@ -525,7 +395,7 @@ class MMESIDModel(MMESIDPreTrainedModel):
             One `(key, value)` pair per backbone layer, each `(1, num_key_value_heads, prompt_length, head_dim)`.
         """
         prompt_ids = shared_prompt_ids.reshape(1, -1)
-        embeds = self.get_input_embeddings()(prompt_ids)
+        embeds = self.embed_inputs(prompt_ids)
         positions = torch.arange(prompt_ids.shape[1], device=embeds.device)[None]
         outputs = self.language_model(inputs_embeds=embeds, position_ids=positions, use_cache=True)
         return [(layer.keys, layer.values) for layer in _output_cache(outputs).layers]
@@ -555,6 +425,7 @@ class MMESIDModel(MMESIDPreTrainedModel):
         position_ids: torch.LongTensor | None = None,
         cache: Cache | None = None,
         shared_prompt_ids: torch.LongTensor | None = None,
+        shared_prompt_cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
         past_key_values: Cache | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPast:
@@ -576,23 +447,20 @@ class MMESIDModel(MMESIDPreTrainedModel):
             Tokens that precede every row ([`MMESIDProcessor.shared_prompt_ids`], the rows then come from
             `processor(..., shared_prompt=True)`). They are run once for the batch and their keys/values are shared
             by all rows: the same outputs as prepending them to each row. `position_ids`, when given, count them.
+        shared_prompt_cache (`list[tuple[torch.Tensor, torch.Tensor]]`, *optional*):
+            The keys/values of `shared_prompt_ids` ([`~MMESIDModel.encode_shared_prompt`]) when computed once for
+            many batches (inference); without it they are computed for this batch.
         """
         if (input_ids is None) ^ (inputs_embeds is not None):
             raise ValueError("You must specify exactly one of `input_ids` or `inputs_embeds`.")
         past_key_values = _merge_cache_arguments(cache, past_key_values)
-        if inputs_embeds is None:
-            inputs_embeds = self.get_input_embeddings()(input_ids)
+        inputs_embeds = self.embed_inputs(input_ids, inputs_embeds, item_ids)
         batch_size, seq_len = inputs_embeds.shape[:2]
         is_4d = attention_mask is not None and attention_mask.dim() == 4
         if is_4d and position_ids is None:
             raise ValueError("A 4D `attention_mask` (packed rows) needs explicit `position_ids`.")
-        attn_implementation = self.language_model.config._attn_implementation
-        if is_4d and attn_implementation not in PACKED_MASK_ATTENTION:
-            raise ValueError(
-                f"A 4D `attention_mask` (packed rows) is tested exact only with the `eager` and `sdpa` attention "
-                f"implementations, got {attn_implementation!r}. Load the backbone with `attn_implementation=\"sdpa\"` "
-                "(or call `model.set_attn_implementation(\"sdpa\")`), or train without `prefix_packing`."
-            )
+        if is_4d:
+            check_packed_rows(self.config, self.language_model.config._attn_implementation)
         if shared_prompt_ids is not None and past_key_values is not None:
             raise ValueError("Pass either `shared_prompt_ids` or `cache`, not both.")
         num_shared = shared_prompt_ids.shape[-1] if shared_prompt_ids is not None else 0
@@ -610,15 +478,8 @@ class MMESIDModel(MMESIDPreTrainedModel):
                 "upstream or use a backbone with a longer context."
             )
 
-        if item_ids is None:
-            item_ids = torch.zeros(0, dtype=torch.long, device=inputs_embeds.device)
-        item_features = self.get_item_features(item_ids.reshape(-1)).to(inputs_embeds.device, inputs_embeds.dtype)
-        special_item_mask = self.get_placeholder_mask(input_ids, inputs_embeds, item_features)
-        inputs_embeds = inputs_embeds.masked_scatter(special_item_mask, item_features)
-
         if position_ids is None and attention_mask is not None and past_key_values is None:
-            # Left padding: count positions from each prompt's first real token (as `generate` does).
-            position_ids = num_shared + (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+            position_ids = left_padded_position_ids(attention_mask, num_shared)
         elif position_ids is None and num_shared:
             position_ids = num_shared + torch.arange(seq_len, device=inputs_embeds.device)[None].expand(batch_size, -1)
         if is_4d:
@@ -636,7 +497,7 @@ class MMESIDModel(MMESIDPreTrainedModel):
             if self.training and self.language_model.is_activation_checkpointing:
                 # Checkpointed layers drop caches: prepend the prompt to every row instead (same outputs).
                 prepended = True
-                prompt_embeds = self.get_input_embeddings()(shared_prompt_ids.reshape(1, -1).to(device))
+                prompt_embeds = self.embed_inputs(shared_prompt_ids.reshape(1, -1).to(device))
                 inputs_embeds = torch.cat([prompt_embeds.to(dtype).expand(batch_size, -1, -1), inputs_embeds], 1)
                 prompt_positions = torch.arange(num_shared, device=device)[None].expand(batch_size, -1)
                 position_ids = torch.cat([prompt_positions, position_ids.to(device)], dim=1)
@@ -648,7 +509,9 @@ class MMESIDModel(MMESIDPreTrainedModel):
                     prompt_rows = causal[None, None].expand(batch_size, 1, -1, -1)
                     attention_mask = torch.cat([prompt_rows, attention_mask], dim=2)  # own rows: already (q, c + q)
             else:
-                prompt_cache = self.encode_shared_prompt(shared_prompt_ids.to(device))
+                prompt_cache = shared_prompt_cache
+                if prompt_cache is None:
+                    prompt_cache = self.encode_shared_prompt(shared_prompt_ids.to(device))
                 past_key_values = self.expand_shared_prompt(prompt_cache, batch_size)
         kwargs.setdefault("use_cache", past_key_values is not None)
         kwargs[_backbone_cache_kwarg(self.language_model)] = past_key_values
@@ -678,7 +541,7 @@ class MMESIDModel(MMESIDPreTrainedModel):
     catalog item.
     """
 )
-class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
+class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin, MMESIDBuildMixin):
     def __init__(self, config: MMESIDConfig):
         super().__init__(config)
         self.model = MMESIDModel(config)
@@ -699,164 +562,13 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
         projections = [f"modality_projections.{m}" for m in self.config.modalities]
         return projections + ["item_fusion", "item_head", "fusion_gate"]
 
-    # ------------------------------------------------------------------ data
-    @torch.no_grad()
-    def set_item_tables(
-        self,
-        modality_embeddings: dict[str, torch.Tensor],
-        sids: torch.Tensor,
-        item_counts: torch.Tensor | None = None,
-    ) -> None:
-        r"""
-        Write the per-item tables (persistent buffers).
-
-        Args:
-            modality_embeddings (`dict[str, torch.Tensor]`):
-                For each of `config.modalities`, `(num_items + 1, modality_dim)` raw embeddings; row 0 is padding.
-            sids (`torch.LongTensor` of shape `(num_items + 1, num_modalities, num_levels)`):
-                Semantic IDs, modalities in `config.modalities` order (`sids/sids.safetensors`).
-            item_counts (`torch.LongTensor` of shape `(num_items + 1,)`, *optional*):
-                Training-interaction count per item (frequency-aware fusion). Defaults to zeros.
-        """
-        config = self.config
-        rows = config.num_items + 1
-        if sorted(modality_embeddings) != sorted(config.modalities):
-            raise ValueError(
-                f"`modality_embeddings` has modalities {sorted(modality_embeddings)}, expected {config.modalities}."
-            )
-        for modality, dim in zip(config.modalities, config.modality_dims):
-            table = modality_embeddings[modality]
-            if tuple(table.shape) != (rows, dim):
-                raise ValueError(
-                    f"`modality_embeddings[{modality!r}]` has shape {tuple(table.shape)}, expected ({rows}, {dim}) "
-                    "(`num_items + 1` rows, row 0 = padding)."
-                )
-            if not torch.isfinite(table).all():
-                raise ValueError(f"`modality_embeddings[{modality!r}]` contains NaN or Inf.")
-            buffer = self.model.modality_embeddings(modality)
-            buffer.copy_(table.to(buffer.device, buffer.dtype))
-        expected = (rows, len(config.modalities), config.num_levels)
-        if tuple(sids.shape) != expected:
-            raise ValueError(
-                f"`sids` has shape {tuple(sids.shape)}, expected {expected} (items + 1, modalities, levels)."
-            )
-        if sids.min() < 0 or sids.max() >= config.codebook_size:
-            raise ValueError(
-                f"`sids` must be codes in 0..{config.codebook_size - 1}, got values in {int(sids.min())}..{int(sids.max())}."
-            )
-        self.model.sids.copy_(sids.to(self.model.sids.device, torch.long))
-        if item_counts is None:
-            self.model.item_counts.zero_()
-        else:
-            if tuple(item_counts.shape) != (rows,):
-                raise ValueError(f"`item_counts` has shape {tuple(item_counts.shape)}, expected ({rows},).")
-            if item_counts.min() < 0:
-                raise ValueError("`item_counts` must be non-negative.")
-            self.model.item_counts.copy_(item_counts.to(self.model.item_counts.device, torch.long))
-
-    @torch.no_grad()
-    def init_sid_embeddings(self, codebooks: dict[str, torch.Tensor], seed: int = 0) -> None:
-        r"""
-        Write the trained MM-RQ-VAE codebooks into the backbone's input-embedding rows of the SID tokens (paper §3.2:
-        code embeddings initialized from the codebooks, then trained). Call after construction (`post_init`).
-
-        When `codebook_dim != hidden_size`, the codebooks go through a fixed (semi-)orthogonal matrix drawn from
-        `seed` (`config.sid_projection="orthogonal"`): for `D <= H` its rows are orthonormal, an exact isometry that
-        keeps every distance and inner product of the codebook; for `D > H` its columns are orthonormal and the
-        result is scaled by `sqrt(D / H)`, a Johnson-Lindenstrauss projection that keeps norms in expectation and
-        distances approximately. The rows are data saved with the model, so the matrix is not needed afterwards.
-
-        Args:
-            codebooks (`dict[str, torch.Tensor]`):
-                For each of `config.modalities`, `(num_levels, codebook_size, codebook_dim)` code vectors
-                (`sids/codebooks.safetensors`, key `codebooks.<modality>`).
-            seed (`int`, *optional*, defaults to 0):
-                Seed of the projection when `codebook_dim != hidden_size`.
-        """
-        config = self.config
-        if config.sid_init != "codebook":
-            raise ValueError(
-                f"`init_sid_embeddings` writes codebooks, but `config.sid_init={config.sid_init!r}` asks to keep the "
-                "random init of the SID rows; set `sid_init='codebook'` or do not call it."
-            )
-        if config.sid_token_offset is None:
-            raise ValueError("`config.sid_token_offset` is not set; build the config from `MMESIDProcessor`.")
-        if sorted(codebooks) != sorted(config.modalities):
-            raise ValueError(f"`codebooks` has modalities {sorted(codebooks)}, expected {config.modalities}.")
-        hidden_size = config.text_config.hidden_size
-        expected = (config.num_levels, config.codebook_size, config.codebook_dim)
-        weight = self.get_input_embeddings().weight
-        projection = self._sid_projection(config.codebook_dim, hidden_size, seed)
-        block = config.num_levels * config.codebook_size
-        for index, modality in enumerate(config.modalities):
-            codebook = codebooks[modality]
-            if tuple(codebook.shape) != expected:
-                raise ValueError(
-                    f"`codebooks[{modality!r}]` has shape {tuple(codebook.shape)}, expected {expected} "
-                    "(num_levels, codebook_size, codebook_dim)."
-                )
-            rows = codebook.reshape(block, -1).float()
-            if projection is not None:
-                rows = rows @ projection
-            start = sid_token_id(config.sid_token_offset, config.num_levels, config.codebook_size, index, 0, 0)
-            weight[start : start + block] = rows.to(weight.device, weight.dtype)
-
-    @torch.no_grad()
-    def init_item_head(self, batch_size: int = 4096) -> None:
-        r"""
-        Initialize the learned item table `e` (`item_head`, paper Eq. 8) as `config.item_head_init` says: `"normal"`
-        keeps the library init, `"zero"` zeroes it, `"collaborative"` copies `W_c c_j` and `"item_tokens"` copies
-        each item's fused input token (Eq. 6), both with the current weights. Called by
-        [`~MMESIDForSequentialRecommendation.from_backbone`] after the item tables and the SID rows are written.
-        Row 0 (padding) is zero in every case but `"normal"`; its logit is `-inf` anyway.
-        """
-        mode = self.config.item_head_init
-        weight = self.item_head.weight
-        if mode == "normal":
-            return
-        if mode == "zero":
-            weight.zero_()
-            return
-        rows = torch.zeros_like(weight)
-        if mode == "collaborative":
-            projection = self.model.modality_projections["collaborative"]
-            rows[1:] = projection(self.model.modality_embeddings("collaborative")[1:].to(projection.weight.dtype))
-        elif mode == "item_tokens":
-            ids = torch.arange(1, self.config.num_items + 1, device=weight.device)
-            for chunk in ids.split(batch_size):
-                rows[chunk] = self.model.get_item_features(chunk).to(rows.dtype)
-        else:
-            raise ValueError(f"Unknown `config.item_head_init` {mode!r}.")
-        weight.copy_(rows)
-
-    def sid_embedding_rows(self) -> torch.Tensor:
-        """SID rows of the input embeddings, `(num_modalities, num_levels, codebook_size, hidden_size)`."""
-        config = self.config
-        weight = self.get_input_embeddings().weight
-        n = config.num_sid_tokens
-        return weight[config.sid_token_offset : config.sid_token_offset + n].reshape(
-            len(config.modalities), config.num_levels, config.codebook_size, -1
-        )
-
-    @staticmethod
-    def _sid_projection(codebook_dim: int, hidden_size: int, seed: int) -> torch.Tensor | None:
-        if codebook_dim == hidden_size:
-            return None
-        generator = torch.Generator().manual_seed(seed)
-        gaussian = torch.randn(max(codebook_dim, hidden_size), min(codebook_dim, hidden_size), generator=generator)
-        q, r = torch.linalg.qr(gaussian)  # orthonormal columns
-        q = q * torch.sign(torch.diagonal(r))  # unique (Haar) orthogonal factor
-        if codebook_dim < hidden_size:
-            return q.T.contiguous()  # (D, H), orthonormal rows: isometry
-        return q * math.sqrt(codebook_dim / hidden_size)  # (D, H), JL scaling
-
     # ------------------------------------------------------------------ scoring
     def get_fusion_weights(self) -> torch.Tensor:
         """`w(j) = softmax(g(f_j) / tau)`, `f_j` = min-max normalized `log(1 + count_j)` (paper Eq. 9); or equal
         weights `1 / (M + 1)` when `config.fusion="equal"`. Shape `(num_items + 1, num_modalities + 1)`."""
         config = self.config
         dtype = self.item_head.weight.dtype
-        num_scores = len(config.modalities) + 1
+        num_scores = config.num_modalities + 1
         if config.fusion == "equal":
             return torch.full(
                 (config.num_items + 1, num_scores), 1.0 / num_scores, dtype=dtype, device=self.item_head.weight.device
@@ -890,79 +602,37 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
                 weight = self.model.modality_projections[modality].weight.float()  # (hidden, d_m)
                 scores.append((h.float() @ weight) @ self.model.modality_embeddings(modality).float().T)
             modality_logits = torch.stack(scores, dim=-1)
+            item_logits, fusion_weights = self.fuse_scores(modality_logits)
+        return item_logits, modality_logits, fusion_weights
+
+    def fuse_scores(self, modality_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 8's fusion of the unfused scores `(batch_size, num_items + 1, num_modalities + 1)` by each item's
+        weights: `(item_logits (batch_size, num_items + 1), fusion_weights)`, float32, padding column `-inf`."""
+        with torch.autocast(device_type=modality_logits.device.type, enabled=False):
             fusion_weights = self.get_fusion_weights()
             item_logits = (modality_logits * fusion_weights.float()).sum(-1)
         padding = torch.zeros_like(item_logits[:1])
         padding[:, self.config.pad_item_id] = float("-inf")
-        return item_logits + padding, modality_logits, fusion_weights
-
-    # ------------------------------------------------------------------ generative head
-    def _generative_index(self) -> tuple[SIDTrie, torch.LongTensor]:
-        """The catalog's generative IDs `(num_items + 1, id_length)` (CPU) and their trie, built once per catalog
-        (rebuilt when the `sids` buffer changes or moves). The trie stays on the CPU: decoding reads a few entries
-        per beam and step."""
-        return self._generative_state()[:2]
-
-    def _generative_state(self) -> tuple[SIDTrie, torch.LongTensor, torch.LongTensor]:
-        sids = self.model.sids
-        key = (sids.data_ptr(), sids._version, sids.device)
-        cached = getattr(self, "_generative_cache", None)
-        if cached is None or cached[0] != key:
-            codes = self.generative_codes()
-            tokens = (self.generative_position_token_ids() + codes).to(sids.device)  # token ids, on the model's device
-            cached = (key, SIDTrie(codes[1:], self.config.codebook_size), codes, tokens)
-            self._generative_cache = cached
-        return cached[1:]
+        return item_logits + padding, fusion_weights
 
     @torch.no_grad()
-    def generative_codes(self) -> torch.LongTensor:
+    def item_score_table(self) -> torch.Tensor:
         r"""
-        The generated ID of every item (`config.generative_id`): the codes of `config.generative_modalities`, then
-        the collision suffix, the item's rank by id among the items with the same codes (0 for an item whose codes
-        are unique). Shape `(num_items + 1, config.generative_id_length)`; row 0 (padding) is zeros.
+        The item side of Eq. 8 folded into one table: `T[j] = w_0(j) e_j + sum_m w_m(j) W_m x_m(j)`, so that
+        `item_logits = h @ T.T` (the fusion weights depend only on the item). Shape `(num_items + 1, hidden_size)`.
+        Equal to [`~MMESIDForSequentialRecommendation.score_items`] up to float rounding; computed once per
+        catalog ([`MMESIDRecommender.prepare_ranking`]) instead of once per user.
         """
-        config = self.config
-        size = config.codebook_size
-        columns = [config.modalities.index(m) for m in config.generative_modalities]
-        sids = self.model.sids.to("cpu")
-        codes = sids[:, columns, :].reshape(sids.shape[0], -1)  # (num_items + 1, num_generated * num_levels)
-        items = codes[1:]
-        group = torch.zeros(items.shape[0], dtype=torch.long)
-        for column in range(items.shape[1]):  # dense group id of the code tuple, one level at a time
-            group = torch.unique(group * size + items[:, column], return_inverse=True)[1]
-        order = torch.argsort(group, stable=True)  # items of one group next to each other, by item id
-        counts = torch.bincount(group)
-        starts = torch.cumsum(counts, 0) - counts
-        suffix = torch.empty_like(group)
-        suffix[order] = torch.arange(group.numel()) - starts[group[order]]
-        if int(counts.max()) > size:
-            raise ValueError(
-                f"{int(counts.max())} items share one `generative_id={config.generative_id!r}` ID, more than the "
-                f"collision suffix can tell apart (`codebook_size`={size}); use `generative_id='combined'`."
-            )
-        out = torch.zeros(sids.shape[0], config.generative_id_length, dtype=torch.long)
-        out[1:, :-1] = items
-        out[1:, -1] = suffix
-        return out
+        with torch.autocast(device_type=self.item_head.weight.device.type, enabled=False):
+            weights = self.get_fusion_weights().float()  # (num_items + 1, num_modalities + 1)
+            table = weights[:, :1] * self.item_head.weight.float()
+            for index, modality in enumerate(self.config.modalities, start=1):
+                projection = self.model.modality_projections[modality]
+                items = projection(self.model.modality_embeddings(modality).to(projection.weight.dtype))
+                table = table + weights[:, index : index + 1] * items.float()
+        return table  # float32: the scores it gives are ranked
 
-    def generative_position_token_ids(self) -> torch.LongTensor:
-        """Token id of code 0 at each position of the generated ID, `(generative_id_length,)`: position
-        `j * num_levels + l` uses `<sid_{generative_modalities[j]}_{l}_*>`, the suffix `<sid_{generative_modalities[0]}_0_*>`."""
-        config = self.config
-        ids = [
-            sid_token_id(config.sid_token_offset, config.num_levels, config.codebook_size, config.modalities.index(m),
-                         level, 0)
-            for m in config.generative_modalities
-            for level in range(config.num_levels)
-        ]
-        ids.append(ids[0])
-        return torch.tensor(ids, dtype=torch.long)
-
-    def generative_token_ids(self, item_ids: torch.LongTensor) -> torch.LongTensor:
-        """Token ids of the generated IDs of `item_ids`: shape `(*item_ids.shape, generative_id_length)`."""
-        tokens = self._generative_state()[2]
-        return tokens[item_ids.to(tokens.device)].to(item_ids.device)
-
+    # ------------------------------------------------------------------ generative head
     def generative_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
         r"""
         Next-token scores of the generative head: a head tied to the SID rows of the input embeddings,
@@ -1007,6 +677,8 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
         readout_positions: torch.LongTensor | None = None,
         past_key_values: Cache | None = None,
         compute_item_logits: bool | None = None,
+        generative_labels: torch.LongTensor | None = None,
+        num_items_in_batch: torch.Tensor | int | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> MMESIDOutput:
         r"""
@@ -1023,8 +695,6 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
         labels (`torch.LongTensor` of shape `(batch_size,)` or `(num_samples,)`, *optional*):
             Id of each user's next item, in `1..num_items` (`-100` = ignored). When given, the cross-entropy over
             all items is returned as `loss` (mean over the samples). With `readout_positions`, one per readout.
-            With a generative head (`config.head`), the target's ID tokens are appended to each (left-padded) prompt
-            as the response (teacher forcing) and their cross-entropy is `generative_loss`.
         shared_prompt_ids (`torch.LongTensor` of shape `(1, prompt_length)`, *optional*):
             The prompt every row starts with, computed once per batch (see [`MMESIDModel.forward`]).
         readout_positions (`torch.LongTensor` of shape `(num_samples, 2)`, *optional*):
@@ -1033,45 +703,39 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
         compute_item_logits (`bool`, *optional*):
             Score every item with the ranking heads. Defaults to `True` unless `config.head="generative"`;
             `generate` sets it to `False` (a decoding step never needs the catalog-wide scores).
+        generative_labels (`torch.LongTensor` of shape `(batch_size, generative_id_length)`, *optional*):
+            Token ids of each target's generated ID (`-100` = ignored), whose tokens but the last end `input_ids`
+            (the response, teacher-forced: [`MMESIDProcessor.add_response`]). With a generative head
+            (`config.head`), their cross-entropy is `generative_loss`; the user state is read before the response.
+        num_items_in_batch (`torch.Tensor` or `int`, *optional*):
+            Labelled samples of the whole optimizer step (what `Trainer` counts over its accumulated micro-batches).
+            When given, `loss` is this micro-batch's per-sample losses summed over that count, so accumulating `n`
+            micro-batches gives the gradient of the mean over all their samples; otherwise the mean over this batch.
         """
         config = self.config
         generative = config.head != "ranking"
         if compute_item_logits is None:
             compute_item_logits = config.head != "generative"
-        teacher_forced = generative and labels is not None
+        teacher_forced = generative and generative_labels is not None
         num_prompt = None
-        if teacher_forced:
-            if readout_positions is not None or (attention_mask is not None and attention_mask.dim() == 4):
-                raise ValueError(
-                    f"The generative head (`config.head={config.head!r}`) does not support prefix-tree packed rows "
-                    "(4D `attention_mask`, `readout_positions`); train with `prefix_packing=False`."
-                )
-            if attention_mask is not None:
-                torch_compilable_check(
-                    attention_mask[:, -1].bool().all(),
-                    lambda: "The generative head appends the target's ID to each prompt, so prompts must be "
-                    "left-padded (the processor's padding); got right padding in `attention_mask`.",
-                )
+        if labels is not None:
             labels = labels.to(self.model.sids.device)
             num_items = config.num_items
             torch_compilable_check(
                 ((labels == -100) | ((labels >= 1) & (labels <= num_items))).all(),
                 lambda: f"`labels` must be item ids in 1..{num_items} or -100, got {labels.tolist()}.",
             )
-            response = self.generative_token_ids(labels.clamp(min=1))  # (batch, id_length)
+        if generative and labels is not None and generative_labels is None:
+            raise ValueError(
+                f"The generative head (`config.head={config.head!r}`) trains on `generative_labels`, the targets' ID "
+                "tokens appended to the prompts: build the batch with `MMESIDCollator(processor, response_ids=...)` "
+                "or `processor.add_response`."
+            )
+        if teacher_forced:
+            if readout_positions is not None or (attention_mask is not None and attention_mask.dim() == 4):
+                check_packed_rows(config, self.model.language_model.config._attn_implementation)
             source = input_ids if input_ids is not None else inputs_embeds
-            num_prompt = source.shape[1]
-            teacher = response[:, :-1].to(source.device)
-            if input_ids is not None:
-                input_ids = torch.cat([input_ids, teacher], dim=1)
-            else:
-                teacher_embeds = self.get_input_embeddings()(teacher).to(inputs_embeds.dtype)
-                inputs_embeds = torch.cat([inputs_embeds, teacher_embeds], dim=1)
-            if attention_mask is not None:
-                attention_mask = torch.cat([attention_mask, torch.ones_like(teacher, dtype=attention_mask.dtype)], 1)
-            if position_ids is not None:
-                steps = torch.arange(1, teacher.shape[1] + 1, device=position_ids.device)
-                position_ids = torch.cat([position_ids, position_ids[:, -1:] + steps], dim=1)
+            num_prompt = source.shape[1] - (generative_labels.shape[1] - 1)  # the response's tokens end each row
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -1105,7 +769,7 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
         logits = generative_loss = None
         if teacher_forced:
             logits = self.generative_logits(hidden_states[:, num_prompt - 1 :])  # (batch, id_length, vocab)
-            targets = response.to(logits.device).masked_fill((labels == -100).to(logits.device)[:, None], -100)
+            targets = generative_labels.to(logits.device)
             generative_loss = nn.functional.cross_entropy(
                 logits.flatten(0, 1), targets.flatten(), ignore_index=-100
             )
@@ -1113,20 +777,8 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
             logits = self.generative_logits(hidden_states[:, -1:])  # (batch, 1, vocab)
 
         loss = None
-        if labels is not None and compute_item_logits:
-            labels = labels.to(item_logits.device)
-            num_items = config.num_items
-            torch_compilable_check(
-                ((labels == -100) | ((labels >= 1) & (labels <= num_items))).all(),
-                lambda: f"`labels` must be item ids in 1..{num_items} or -100, got {labels.tolist()}.",
-            )
-            loss = nn.functional.cross_entropy(item_logits.float(), labels, ignore_index=-100)
-        if generative_loss is not None:
-            if config.head == "generative" or loss is None:
-                loss = generative_loss
-            else:
-                loss = loss + config.generative_loss_weight * generative_loss
-
+        if labels is not None:
+            loss = self.training_loss(item_logits, generative_loss, labels, num_items_in_batch)
         return MMESIDOutput(
             loss=loss,
             item_logits=item_logits,
@@ -1140,6 +792,41 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
             generative_loss=generative_loss,
             **{CACHE_NAME: _output_cache(outputs)},
         )
+
+    def training_loss(
+        self,
+        item_logits: torch.Tensor | None,
+        generative_loss: torch.Tensor | None,
+        labels: torch.LongTensor,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | None:
+        """The training loss: the item cross-entropy (paper Eq. 10), plus `config.generative_loss_weight` times the
+        generative loss with `head="both"` (the generative loss alone with `head="generative"`). The mean over the
+        labelled samples, or, given `num_items_in_batch`, their sum over that count."""
+        config = self.config
+        loss = per_sample = None
+        if item_logits is not None:
+            labels = labels.to(item_logits.device)
+            reduction = "mean" if num_items_in_batch is None else "none"
+            per_sample = nn.functional.cross_entropy(
+                item_logits.float(), labels, ignore_index=-100, reduction=reduction
+            )
+            loss = per_sample
+        if num_items_in_batch is None:
+            if generative_loss is not None:
+                if config.head == "generative" or loss is None:
+                    return generative_loss
+                loss = loss + config.generative_loss_weight * generative_loss
+            return loss
+        # per-sample losses of this micro-batch, summed, over the samples of the whole optimizer step
+        total = torch.zeros((), device=labels.device)
+        if per_sample is not None:
+            total = total + per_sample.sum()
+        if generative_loss is not None:
+            # per-sample mean over the ID's positions, averaged over the labelled samples: times their count
+            weight = 1.0 if config.head == "generative" else config.generative_loss_weight
+            total = total + weight * generative_loss * (labels != -100).sum()
+        return total / torch.as_tensor(num_items_in_batch, device=total.device).clamp(min=1)
 
     def prepare_inputs_for_generation(
         self, input_ids, next_sequence_length=None, attention_mask=None, inputs_embeds=None, **kwargs
@@ -1157,451 +844,10 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin):
         if current is None:
             current = model_inputs["input_ids"]
         if attention_mask is not None and attention_mask.dim() == 2 and model_inputs.get("position_ids") is None:
-            positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-            model_inputs["position_ids"] = positions[:, -current.shape[1] :]
+            model_inputs["position_ids"] = left_padded_position_ids(attention_mask)[:, -current.shape[1] :]
         model_inputs["compute_item_logits"] = False
         return model_inputs
 
-    # ------------------------------------------------------------------ inference
-    @torch.no_grad()
-    def item_score_table(self) -> torch.Tensor:
-        r"""
-        The item side of Eq. 8 folded into one table: `T[j] = w_0(j) e_j + sum_m w_m(j) W_m x_m(j)`, so that
-        `item_logits = h @ T.T` (the fusion weights depend only on the item). Shape `(num_items + 1, hidden_size)`.
-        Equal to [`~MMESIDForSequentialRecommendation.score_items`] up to float rounding; computed once per
-        evaluation instead of once per user.
-        """
-        with torch.autocast(device_type=self.item_head.weight.device.type, enabled=False):
-            weights = self.get_fusion_weights().float()  # (num_items + 1, num_modalities + 1)
-            table = weights[:, :1] * self.item_head.weight.float()
-            for index, modality in enumerate(self.config.modalities, start=1):
-                projection = self.model.modality_projections[modality]
-                items = projection(self.model.modality_embeddings(modality).to(projection.weight.dtype))
-                table = table + weights[:, index : index + 1] * items.float()
-        return table  # float32: the scores it gives are ranked
-
-    def check_processor(self, processor) -> None:
-        """Refuse a processor that lays prompts out otherwise than this model was trained on (`config.layout`): its
-        user states would be read at other tokens."""
-        layout = getattr(processor, "layout", "chat")
-        if layout != self.config.layout:
-            raise ValueError(
-                f"The processor's `layout={layout!r}` differs from the model's `config.layout={self.config.layout!r}`; "
-                "load the processor saved with the model (`MMESIDProcessor.from_pretrained` of the same folder)."
-            )
-
-    @torch.no_grad()
-    def prepare_ranking(self, processor, item_ids: torch.Tensor | Sequence[int] | None = None) -> dict:
-        r"""
-        What ranking computes once per evaluation rather than once per user: the keys/values of the shared prompt
-        ([`MMESIDModel.encode_shared_prompt`]), the fused item token of every item that can occur in a history, and
-        the item score table ([`~MMESIDForSequentialRecommendation.item_score_table`]). Rebuild it after changing
-        the weights.
-
-        Args:
-            processor ([`MMESIDProcessor`]):
-                Gives the shared prompt.
-            item_ids (`torch.LongTensor` or `list[int]`, *optional*):
-                Items whose tokens to precompute; defaults to the whole catalog.
-
-        Returns:
-            `dict` with `prompt_ids` (`(1, prompt_length)`), `prompt_cache` (per layer `(key, value)`),
-            `item_tokens` (`(num_items + 1, hidden_size)`, rows of items not asked for are zero) and `score_table`.
-        """
-        self.check_processor(processor)
-        device = self.item_head.weight.device
-        prompt_ids = torch.tensor([processor.shared_prompt_ids()], dtype=torch.long, device=device)
-        if item_ids is None:
-            items = torch.arange(1, self.config.num_items + 1, device=device)
-        else:
-            items = torch.as_tensor(item_ids, dtype=torch.long, device=device).reshape(-1).unique()
-        embeddings = self.get_input_embeddings().weight
-        item_tokens = torch.zeros(self.config.num_items + 1, embeddings.shape[-1], dtype=embeddings.dtype, device=device)
-        for start in range(0, items.numel(), 4096):  # bounded memory for the item MLP
-            chunk = items[start : start + 4096]
-            item_tokens[chunk] = self.model.get_item_features(chunk).to(item_tokens.dtype)
-        return {
-            "prompt_ids": prompt_ids,
-            "prompt_cache": self.model.encode_shared_prompt(prompt_ids),
-            "item_tokens": item_tokens,
-            "score_table": self.item_score_table(),
-        }
-
-    @torch.no_grad()
-    def _score_with_ranking_state(self, histories: list[list[int]], processor, state: dict) -> torch.Tensor:
-        """One batch through the cached path: shared-prompt KV cache, precomputed item tokens and score table."""
-        device = self.item_head.weight.device
-        max_positions = getattr(self.config.text_config, "max_position_embeddings", None)
-        inputs = processor(histories, max_length=max_positions, shared_prompt=True)
-        input_ids = inputs["input_ids"].to(device)
-        tail_mask = inputs["attention_mask"].to(device)
-        num_shared = state["prompt_ids"].shape[1]
-        batch_size = input_ids.shape[0]
-        inputs_embeds = self.get_input_embeddings()(input_ids)
-        placeholders = (input_ids == self.config.item_token_id).unsqueeze(-1).expand_as(inputs_embeds)
-        item_tokens = state["item_tokens"][inputs["item_ids"].to(device)].to(inputs_embeds.dtype)
-        inputs_embeds = inputs_embeds.masked_scatter(placeholders, item_tokens)
-        attention_mask = torch.cat([torch.ones_like(tail_mask[:, :1]).expand(-1, num_shared), tail_mask], dim=1)
-        position_ids = num_shared + (tail_mask.cumsum(-1) - 1).clamp(min=0)
-        cache_kwarg = _backbone_cache_kwarg(self.model.language_model)
-        outputs = self.model.language_model(
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            use_cache=True,
-            **{cache_kwarg: self.model.expand_shared_prompt(state["prompt_cache"], batch_size)},
-        )
-        h = outputs.last_hidden_state[:, -1]  # left padding: the last position is each prompt's final token
-        table = state["score_table"]
-        with torch.autocast(device_type=h.device.type, enabled=False):  # float32 whatever the backbone's dtype
-            item_logits = h.float() @ table.float().T  # (batch, num_items + 1)
-        item_logits[:, self.config.pad_item_id] = float("-inf")
-        return item_logits
-
-    @torch.no_grad()
-    def score_histories(
-        self,
-        histories: Sequence[Sequence[int]],
-        processor,
-        batch_size: int = 16,
-        use_cache: bool = True,
-        ranking_state: dict | None = None,
-    ) -> torch.Tensor:
-        r"""
-        Fused item logits for each history, `(len(histories), num_items + 1)`; padding column `-inf`, history items
-        not masked. Runs in the model's current mode (call `model.eval()` first for deterministic scores).
-
-        Args:
-            histories (`list[list[int]]`):
-                Item ids per user, oldest first.
-            processor ([`MMESIDProcessor`]):
-                Renders the prompts (same tokens as at training).
-            batch_size (`int`, *optional*, defaults to 16):
-                Users per forward pass; users are sorted by history length first (length bucketing).
-            use_cache (`bool`, *optional*, defaults to `True`):
-                Compute the shared prompt once (as a reusable KV cache), the item tokens once per item and the item
-                score table once ([`~MMESIDForSequentialRecommendation.prepare_ranking`]). `False` is the plain
-                path (full prompt per user, the four score heads per batch); both give the same scores up to float
-                rounding.
-            ranking_state (`dict`, *optional*):
-                A [`~MMESIDForSequentialRecommendation.prepare_ranking`] result to reuse across calls.
-        """
-        if batch_size < 1:
-            raise ValueError(f"`batch_size` must be at least 1, got {batch_size}.")
-        self.check_processor(processor)
-        device = self.item_head.weight.device
-        max_positions = getattr(self.config.text_config, "max_position_embeddings", None)
-        if not use_cache:
-            chunks = []
-            for start in range(0, len(histories), batch_size):
-                inputs = processor(histories[start : start + batch_size], max_length=max_positions)
-                inputs = {k: v.to(device) for k, v in inputs.items()}
-                chunks.append(self(**inputs).item_logits)
-            return torch.cat(chunks, dim=0)
-        rows = [h.tolist() if isinstance(h, torch.Tensor) else list(h) for h in histories]
-        if len(rows) == 0:
-            raise ValueError("`histories` is empty; pass one list of item ids per user (`[[]]` is one empty history).")
-        processor(rows, max_length=max_positions, shared_prompt=True)  # validates ids and lengths up front
-        if ranking_state is None:
-            ranking_state = self.prepare_ranking(processor, [i for h in rows for i in h])
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
-        scores = None
-        for start in range(0, len(order), batch_size):
-            index = order[start : start + batch_size]
-            chunk = self._score_with_ranking_state([rows[i] for i in index], processor, ranking_state)
-            if scores is None:
-                scores = chunk.new_empty(len(rows), chunk.shape[1])
-            scores[torch.as_tensor(index, device=chunk.device)] = chunk
-        return scores
-
-    @torch.no_grad()
-    def recommend(
-        self,
-        histories: Sequence[Sequence[int]],
-        processor,
-        k: int = 10,
-        exclude_history: bool = True,
-        batch_size: int = 16,
-        method: str = "rank",
-        num_candidates: int | None = None,
-    ) -> torch.LongTensor:
-        r"""
-        Top-`k` next items per user, best first: full ranking over the catalog (`method="rank"`), constrained beam
-        search over the catalog's generative IDs (`method="generate"`, [`~MMESIDForSequentialRecommendation.generate_items`]),
-        or both (`method="rerank"`, `config.head="both"`): beam search proposes `num_candidates` items and the ranking
-        head orders them.
-
-        Args:
-            histories (`list[list[int]]`):
-                Item ids per user, oldest first.
-            processor ([`MMESIDProcessor`]):
-                Renders the prompts (same tokens as at training).
-            k (`int`, *optional*, defaults to 10):
-                Items to return per user; at most `num_items`.
-            exclude_history (`bool`, *optional*, defaults to `True`):
-                Never recommend items of the user's history (the paper's evaluation masks them).
-            batch_size (`int`, *optional*, defaults to 16):
-                Users per forward pass.
-            method (`str`, *optional*, defaults to `"rank"`):
-                `"rank"` (the ranking head; `config.head` `"ranking"` or `"both"`), `"generate"` (the generative
-                head; `"generative"` or `"both"`) or `"rerank"` (both heads; `"both"`).
-            num_candidates (`int`, *optional*):
-                Beams proposed per user for `method="rerank"` (defaults to `k`; at least `k`). Reranking `k` beams
-                keeps their set and changes their order.
-
-        Returns:
-            `torch.LongTensor` of shape `(len(histories), k)`. Padding (0) is never returned unless a user has fewer
-            than `k` candidates left.
-        """
-        if method not in ("rank", "generate", "rerank"):
-            raise ValueError(f"`method` must be 'rank', 'generate' or 'rerank', got {method!r}.")
-        if num_candidates is not None and method != "rerank":
-            raise ValueError(f"`num_candidates` is for `method='rerank'`, got method={method!r}.")
-        if method == "generate":
-            return self.generate_items(histories, processor, k=k, exclude_history=exclude_history, batch_size=batch_size)[0]
-        if method == "rerank":
-            if self.config.head != "both":
-                raise ValueError(f"`method='rerank'` needs both heads, but `config.head={self.config.head!r}`.")
-            num_candidates = k if num_candidates is None else num_candidates
-            if num_candidates < k:
-                raise ValueError(f"`num_candidates` must be at least `k` ({k}), got {num_candidates}.")
-            candidates, _ = self.generate_items(
-                histories, processor, k=num_candidates, exclude_history=exclude_history, batch_size=batch_size
-            )
-            logits = self.score_histories(histories, processor, batch_size=batch_size).float().cpu()
-            scores = logits.gather(1, candidates).masked_fill(candidates == 0, float("-inf"))  # 0: no candidate left
-            order = scores.argsort(dim=-1, descending=True, stable=True)  # ties keep the beam order
-            return candidates.gather(1, order)[:, :k]
-        if self.config.head == "generative":
-            raise ValueError(
-                "`method='rank'` needs the ranking head, but `config.head='generative'`; use `method='generate'`."
-            )
-        if not 1 <= k <= self.config.num_items:
-            raise ValueError(f"`k` must be in 1..{self.config.num_items} (`num_items`), got {k}.")
-        logits = self.score_histories(histories, processor, batch_size=batch_size)
-        if exclude_history:
-            for row, history in enumerate(histories):
-                if len(history) > 0:
-                    index = torch.as_tensor(list(history), dtype=torch.long, device=logits.device)
-                    logits[row, index] = float("-inf")
-        return logits.topk(k, dim=-1).indices
-
-    @torch.no_grad()
-    def generate_items(
-        self,
-        histories: Sequence[Sequence[int]],
-        processor,
-        k: int = 10,
-        exclude_history: bool = True,
-        batch_size: int = 16,
-        use_cache: bool = True,
-        renormalize: bool = False,
-    ) -> tuple[torch.LongTensor, torch.FloatTensor]:
-        r"""
-        Top-`k` next items per user by constrained beam search over the catalog's generative IDs (`config.head`
-        `"generative"` or `"both"`): `model.generate` with `num_beams=k` and a [`SIDTrieLogitsProcessor`] over the
-        trie of the catalog's IDs (built once per catalog), so every beam is an existing item and the `k` beams are
-        `k` distinct items. Users are batched (sorted by history length); the shared prompt's keys/values are
-        computed once and reused by every batch and beam (`use_cache=True`).
-
-        Args:
-            histories (`list[list[int]]`):
-                Item ids per user, oldest first.
-            processor ([`MMESIDProcessor`]):
-                Renders the prompts (same tokens as at training).
-            k (`int`, *optional*, defaults to 10):
-                Beams, and items returned, per user.
-            exclude_history (`bool`, *optional*, defaults to `True`):
-                Never generate an item of the user's history.
-            batch_size (`int`, *optional*, defaults to 16):
-                Users per `generate` call.
-            use_cache (`bool`, *optional*, defaults to `True`):
-                Reuse the shared prompt's KV cache; `False` runs each full prompt (same beams up to float rounding).
-            renormalize (`bool`, *optional*, defaults to `False`):
-                Renormalize each step's scores over the allowed codes ([`SIDTrieLogitsProcessor`]) instead of
-                keeping the model's probabilities (an opt-in; it changes the ranking when history items are excluded).
-
-        Returns:
-            `(items, scores)`: `torch.LongTensor` and `torch.FloatTensor` of shape `(len(histories), k)`, best first;
-            `scores` are the items' log-probabilities under the model (the sum of its log-softmax over the ID's tokens;
-            excluded history items are not renormalized away). Item 0 (score `-inf`) fills the end of the row of a
-            user with fewer than `k` candidate items, never the middle.
-        """
-        config = self.config
-        if config.head == "ranking":
-            raise ValueError(
-                "`method='generate'` needs a generative head, but `config.head='ranking'`; train a model with "
-                "`head='generative'` or `head='both'`."
-            )
-        if not 1 <= k <= config.num_items:
-            raise ValueError(f"`k` must be in 1..{config.num_items} (`num_items`), got {k}.")
-        if batch_size < 1:
-            raise ValueError(f"`batch_size` must be at least 1, got {batch_size}.")
-        rows = [h.tolist() if isinstance(h, torch.Tensor) else list(h) for h in histories]
-        if len(rows) == 0:
-            raise ValueError("`histories` is empty; pass one list of item ids per user (`[[]]` is one empty history).")
-        max_positions = getattr(config.text_config, "max_position_embeddings", None)
-        self.check_processor(processor)
-        processor(rows, max_length=max_positions)  # validates ids and lengths up front
-        trie, codes = self._generative_index()
-        offsets = self.generative_position_token_ids()
-        device = self.get_input_embeddings().weight.device
-        num_beams = max(k, 2)  # `generate` runs greedy search for one beam (no beam scores)
-        generation_config = GenerationConfig(
-            num_beams=num_beams, num_return_sequences=k, do_sample=False, max_new_tokens=config.generative_id_length,
-            min_new_tokens=config.generative_id_length, length_penalty=0.0, early_stopping=False,
-            pad_token_id=processor.pad_token_id, eos_token_id=None, bos_token_id=None, return_dict_in_generate=True,
-            output_scores=True,
-        )
-        prompt_ids = torch.tensor([processor.shared_prompt_ids()], dtype=torch.long, device=device)
-        prompt_cache = self.model.encode_shared_prompt(prompt_ids) if use_cache else None
-        items = torch.zeros(len(rows), k, dtype=torch.long)
-        scores = torch.full((len(rows), k), float("-inf"))
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
-        for start in range(0, len(order), batch_size):
-            index = order[start : start + batch_size]
-            batch = [rows[i] for i in index]
-            inputs = processor(batch, max_length=max_positions, shared_prompt=use_cache)
-            input_ids, mask = inputs["input_ids"].to(device), inputs["attention_mask"].to(device)
-            embeds = self.get_input_embeddings()(input_ids)
-            placeholders = (input_ids == config.item_token_id).unsqueeze(-1).expand_as(embeds)
-            features = self.model.get_item_features(inputs["item_ids"].to(device)).to(embeds.dtype)
-            embeds = embeds.masked_scatter(placeholders, features)
-            extra = {}
-            if use_cache:
-                # The cached shared prompt is the first columns of every row: dummy embeddings there (never run),
-                # ones in the mask; `generate` runs only the columns after the cache.
-                num_shared = prompt_ids.shape[1]
-                embeds = torch.cat([embeds.new_zeros(len(batch), num_shared, embeds.shape[-1]), embeds], dim=1)
-                mask = torch.cat([torch.ones_like(mask[:, :1]).expand(-1, num_shared), mask], dim=1)
-                extra[CACHE_NAME] = self.model.expand_shared_prompt(prompt_cache, len(batch) * num_beams)
-            constraint = SIDTrieLogitsProcessor(
-                trie, offsets, num_beams=num_beams, excluded_items=batch if exclude_history else None, item_codes=codes,
-                renormalize=renormalize,
-            )
-            out = self.generate(
-                inputs_embeds=embeds, attention_mask=mask, generation_config=generation_config,
-                logits_processor=LogitsProcessorList([constraint]), **extra,
-            )
-            sequences = out.sequences[:, -config.generative_id_length :].cpu()
-            found = trie.items(sequences - offsets).view(len(batch), k)
-            beam_scores = out.sequences_scores.float().cpu().view(len(batch), k)
-            items[index], scores[index] = _compact_beams(found, beam_scores)  # padding only at the end of a row
-        return items, scores
-
-    def as_scorer(
-        self, processor, batch_size: int = 16, use_cache: bool = True
-    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """A scorer for `modeling_mmesid.evaluation` (docs/CONTRACTS.md): `(histories [B, L] right-padded with 0,
-        lengths [B]) -> [B, num_items + 1]`. With `use_cache=True` the shared prompt's KV cache, the item tokens and
-        the item score table are computed at the first call and reused for every later batch: build a new scorer
-        after changing the weights."""
-        state = {}
-
-        def scorer(histories: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-            rows = [h[: int(n)].tolist() for h, n in zip(histories, lengths)]
-            if use_cache and "ranking" not in state:
-                state["ranking"] = self.prepare_ranking(processor)
-            return self.score_histories(
-                rows, processor, batch_size=batch_size, use_cache=use_cache, ranking_state=state.get("ranking")
-            )
-
-        return scorer
-
-    # ------------------------------------------------------------------ building
-    @classmethod
-    def from_backbone(
-        cls,
-        backbone: "str | PreTrainedConfig | PreTrainedModel",
-        processor,
-        modality_embeddings: dict[str, torch.Tensor],
-        sids: torch.Tensor,
-        codebooks: dict[str, torch.Tensor] | None = None,
-        item_counts: torch.Tensor | None = None,
-        backbone_kwargs: dict | None = None,
-        codebook_seed: int = 0,
-        **config_kwargs,
-    ) -> "MMESIDForSequentialRecommendation":
-        r"""
-        Build MME-SID around a causal-LM backbone (Stage 2 set-up).
-
-        Args:
-            backbone (`str`, `PreTrainedConfig` or `PreTrainedModel`):
-                A path/repo id loaded with `AutoModel.from_pretrained(backbone, **backbone_kwargs)` (bare decoder, e.g.
-                `gguf_file=...`, `dtype=...`, a 4-bit `quantization_config`), a config (random weights, for tests),
-                or an already loaded model (a `*ForCausalLM` contributes its bare decoder).
-            processor ([`MMESIDProcessor`]):
-                Built on the backbone's tokenizer; it has added the `<item>` and SID tokens. The backbone's
-                embeddings are resized to `len(processor.tokenizer)`.
-            modality_embeddings (`dict[str, torch.Tensor]`):
-                Raw `(num_items + 1, dim)` embeddings per modality; their keys (in `processor.modalities` order) are
-                the model's modalities.
-            sids (`torch.LongTensor` of shape `(num_items + 1, num_modalities, num_levels)`):
-                Semantic IDs.
-            codebooks (`dict[str, torch.Tensor]`, *optional*):
-                `(num_levels, codebook_size, codebook_dim)` per modality; required when `sid_init="codebook"`.
-            item_counts (`torch.LongTensor` of shape `(num_items + 1,)`, *optional*):
-                Training-interaction counts (frequency-aware fusion).
-            backbone_kwargs (`dict`, *optional*):
-                Passed to `AutoModel.from_pretrained` when `backbone` is a path.
-            codebook_seed (`int`, *optional*, defaults to 0):
-                Seed of the codebook projection when `codebook_dim != hidden_size`.
-            config_kwargs:
-                Other [`MMESIDConfig`] fields (`fusion`, `sid_init`, `fusion_temperature`, ...).
-        """
-        if isinstance(backbone, str):
-            backbone = AutoModel.from_pretrained(backbone, **(backbone_kwargs or {}))
-        elif isinstance(backbone, PreTrainedConfig):
-            backbone = AutoModel.from_config(backbone)
-        elif not isinstance(backbone, PreTrainedModel):
-            raise TypeError(
-                f"`backbone` must be a path, a config or a `PreTrainedModel`, got {type(backbone).__name__}."
-            )
-        decoder = getattr(backbone, "base_model", backbone)
-        if decoder is not backbone and hasattr(backbone, "lm_head"):
-            backbone = decoder  # bare decoder: MME-SID has no LM head
-        backbone.resize_token_embeddings(len(processor.tokenizer))
-
-        unknown = [m for m in modality_embeddings if m not in processor.modalities]
-        if unknown or len(modality_embeddings) != len(processor.modalities):
-            raise ValueError(
-                f"`modality_embeddings` has modalities {list(modality_embeddings)}, but the processor's SID tokens "
-                f"are for {processor.modalities}."
-            )
-        modalities = list(processor.modalities)
-        codebook_dim = None
-        if codebooks is not None:
-            codebook_dim = int(next(iter(codebooks.values())).shape[-1])
-        config = MMESIDConfig(
-            text_config=backbone.config,
-            num_items=int(sids.shape[0]) - 1,
-            modality_dims=[int(modality_embeddings[m].shape[1]) for m in modalities],
-            codebook_dim=codebook_dim,
-            **processor.config_kwargs(),
-            **config_kwargs,
-        )
-        if config.sid_init == "codebook" and codebooks is None:
-            raise ValueError("`sid_init='codebook'` needs `codebooks`; pass them or set `sid_init='random'`.")
-
-        # Build everything but the backbone on the meta device, then plug the loaded backbone in, so a large
-        # (possibly quantized) backbone is never allocated twice.
-        with torch.device("meta"):
-            model = cls(config)
-        model.model.language_model = backbone
-        device = backbone.get_input_embeddings().weight.device
-        for module in (model.model.modality_projections, model.model.item_fusion, model.item_head, model.fusion_gate):
-            module.to_empty(device=device)
-            module.apply(model._init_weights)
-        num_rows = config.num_items + 1
-        for modality, dim in zip(config.modalities, config.modality_dims):
-            setattr(model.model, _buffer_name(modality), nn.Buffer(torch.zeros(num_rows, dim, device=device)))
-        model.model.sids = nn.Buffer(torch.zeros(sids.shape, dtype=torch.long, device=device))
-        model.model.item_counts = nn.Buffer(torch.zeros(num_rows, dtype=torch.long, device=device))
-        model.set_item_tables(modality_embeddings, sids, item_counts)
-        if config.sid_init == "codebook":
-            model.init_sid_embeddings(codebooks, seed=codebook_seed)
-        model.init_item_head()
-        return model
 
 
 __all__ = [
@@ -1609,6 +855,5 @@ __all__ = [
     "MMESIDModel",
     "MMESIDOutput",
     "MMESIDPreTrainedModel",
-    "SIDTrie",
-    "SIDTrieLogitsProcessor",
+    "check_packed_rows",
 ]

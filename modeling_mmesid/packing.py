@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .evaluation import pad_histories
+
 
 @dataclass
 class PackedUser:
@@ -203,11 +205,7 @@ class MMESIDPackedCollator:
             batch["shared_prompt_ids"] = torch.tensor([self.shared_prompt_ids], dtype=torch.long)
         if self.with_history:  # the samples in `labels` order: t = start..len(items) - 1 per user
             histories = [list(r["items"][:t]) for r in rows for t in range(int(r["start"]), len(r["items"]))]
-            width = max([len(h) for h in histories] + [1])
-            history = torch.zeros(len(histories), width, dtype=torch.long)
-            for index, items in enumerate(histories):
-                history[index, : len(items)] = torch.as_tensor(items, dtype=torch.long)
-            batch["history"] = history
+            batch["history"] = pad_histories(histories)[0]
         return batch
 
 

@@ -13,7 +13,7 @@ from transformers import AddedToken
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
-from .configuration_mmesid import KNOWN_MODALITIES, sid_token_id
+from .configuration_mmesid import KNOWN_MODALITIES
 
 
 DEFAULT_MODALITIES = KNOWN_MODALITIES  # the paper's order: collaborative, image, text
@@ -145,12 +145,6 @@ class MMESIDProcessor(ProcessorMixin):
                 f"some of them at other ids (first {sid_ids[:3]}...). Start from the backbone's original tokenizer."
             )
 
-    def sid_token_ids(self, sids: torch.Tensor) -> torch.Tensor:
-        """Token ids of semantic IDs: `sids` of shape `(..., num_modalities, num_levels)` -> same shape."""
-        m = torch.arange(len(self.modalities), device=sids.device).view(-1, 1)
-        l = torch.arange(self.num_levels, device=sids.device).view(1, -1)  # noqa: E741
-        return sid_token_id(self.sid_token_offset, self.num_levels, self.codebook_size, m, l, sids)
-
     @property
     def pad_token_id(self) -> int:
         """The id that pads prompts and packed rows (never attended to): the text tokenizer's pad token, else its
@@ -229,7 +223,7 @@ class MMESIDProcessor(ProcessorMixin):
         r"""
         The tokens every prompt starts with, whatever the history (the instruction prompt up to where the empty and
         non-empty renderings part: 32 tokens with SmolLM2's chat template). The model computes them once and shares
-        their keys/values (`shared_prompt_ids=` in the forward, and the inference cache of `score_histories`).
+        their keys/values (`shared_prompt_ids=` in the forward, and the inference cache of `MMESIDRecommender`).
 
         Every prompt keeps at least one token of its own after it, whose hidden state is the user representation.
         """
@@ -332,11 +326,39 @@ class MMESIDProcessor(ProcessorMixin):
             raise ValueError(f"`return_tensors` must be 'pt' or None, got {return_tensors!r}.")
         return BatchFeature(data=data)
 
-    def batch_decode(self, *args, **kwargs):
-        return self.tokenizer.batch_decode(*args, **kwargs)
+    def add_response(self, inputs: dict, response_ids: torch.LongTensor, labels: torch.LongTensor | None = None) -> dict:
+        r"""
+        Teacher forcing of a generated response (the generative head's training data): each prompt of `inputs`
+        (left-padded, as [`~MMESIDProcessor.__call__`] returns them) is followed by its response's tokens but the last,
+        and `generative_labels` holds every token of the response, whose next-token scores the model reads from the
+        prompt's final token on.
 
-    def decode(self, *args, **kwargs):
-        return self.tokenizer.decode(*args, **kwargs)
+        Args:
+            inputs (`dict`): the processor's `input_ids`, `attention_mask` and `item_ids`.
+            response_ids (`torch.LongTensor` of shape `(batch_size, response_length)`):
+                Token ids of each row's response (the target item's generated ID).
+            labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+                The item labels; rows labelled `-100` get `-100` in `generative_labels` (ignored).
+
+        Returns:
+            `dict` with `input_ids` and `attention_mask` extended by `response_length - 1` columns, `generative_labels`
+            `(batch_size, response_length)` and the other entries of `inputs` unchanged.
+        """
+        input_ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        if not bool(mask[:, -1].bool().all()):
+            raise ValueError(
+                "The response follows each prompt, so prompts must be left-padded (the processor's padding); got "
+                "right padding in `attention_mask`."
+            )
+        teacher = response_ids[:, :-1].to(input_ids.device)
+        out = dict(inputs)
+        out["input_ids"] = torch.cat([input_ids, teacher], dim=1)
+        out["attention_mask"] = torch.cat([mask, torch.ones_like(teacher, dtype=mask.dtype)], dim=1)
+        targets = response_ids
+        if labels is not None:
+            targets = response_ids.masked_fill((labels == -100).to(response_ids.device)[:, None], -100)
+        out["generative_labels"] = targets
+        return out
 
     @property
     def model_input_names(self):

@@ -15,7 +15,7 @@ rank of each user's target (its tie block `(first, last)`, `evaluation.target_ra
 The three heads (`MMESIDConfig.head`): `"ranking"` as above; `"both"` trains the sum of the two losses and evaluates
 with the ranking head; `"generative"` trains the SID cross-entropy and evaluates from the beams of constrained beam
 search (`max(eval_ks)` beams; a target not generated is a miss). `prefix_packing` is refused with a generative head
-(`check_generative_packing`).
+(`modeling_mmesid.check_packed_rows`).
 """
 
 import importlib.util
@@ -33,9 +33,11 @@ from trl import SFTConfig, SFTTrainer
 from mmesid_artifacts import atomic_write_json, atomic_write_text
 
 from .evaluation import DEFAULT_KS, metrics_from_ranks, pad_histories, ranks_from_recommendations, target_ranks
-from .modeling_mmesid import PACKED_MASK_ATTENTION
+from .generation_mmesid import generative_token_table
+from .modeling_mmesid import check_packed_rows
 from .packing import MMESIDPackedCollator, group_samples_by_user
 from .precision import use_bf16
+from .recommender_mmesid import MMESIDRecommender, check_layout, length_sorted_batches, unwrap_model
 
 
 # written into every checkpoint: the training samples seen up to it, where a resumed run's count goes on from
@@ -91,7 +93,7 @@ class MMESIDTrainingConfig(SFTConfig):
 
     eval_cached_ranking (`bool`, *optional*, defaults to `True`):
         Rank validation/test users through the batched ranking path
-        ([`MMESIDForSequentialRecommendation.score_histories`]: the shared prompt's KV cache, every item token and the
+        ([`MMESIDRecommender.score_histories`]: the shared prompt's KV cache, every item token and the
         item score table computed once per evaluation) instead of the per-sample forward with the full prompt. Same
         scores up to float rounding (tests/test_equivalence.py); `False` is the plain path.
 
@@ -100,8 +102,8 @@ class MMESIDTrainingConfig(SFTConfig):
         user in one prefix tree (the batch's trees side by side in one row, no padding), with a 4D attention mask so
         that each sample sees exactly its own history, and the shared prompt computed once per batch
         (`modeling_mmesid/packing.py`). Same loss and gradients as per-sample training on the same samples
-        (tests/test_equivalence.py), ~6.6x fewer tokens per epoch on Beauty_new. The training split is grouped per
-        user, so `per_device_train_batch_size` counts *users* (Beauty_new: 6.7 samples per user on average).
+        (tests/test_equivalence.py), with far fewer tokens per epoch (docs/SPEED.md). The training split is grouped
+        per user, so `per_device_train_batch_size` counts *users*.
 
     > [!NOTE]
     > Defaults changed from `SFTConfig`, and why:
@@ -201,19 +203,31 @@ class MMESIDTrainingConfig(SFTConfig):
 
 
 class MMESIDCollator:
-    """Rows `{history, target}` -> model inputs: the processor's prompt tensors, `labels` and the padded history.
+    """Rows `{history, target}` -> model inputs: the processor's prompt tensors, `labels` and the padded history;
+    with `response_ids` (a generative head), the target's ID as the teacher-forced response
+    ([`MMESIDProcessor.add_response`]: `generative_labels`).
 
     `history` (`(batch, max_len)`, right-padded with 0) is not a model input: `MMESIDTrainer` pops it and masks
     those items when ranking.
+
+    Args:
+        processor ([`MMESIDProcessor`]): renders the prompts.
+        response_ids (`torch.LongTensor` of shape `(num_items + 1, generative_id_length)`, *optional*):
+            Token ids of every item's generated ID (`generation_mmesid.generative_token_table`); `MMESIDTrainer`
+            sets it for a model with a generative head.
     """
 
-    def __init__(self, processor):
+    def __init__(self, processor, response_ids: torch.LongTensor | None = None):
         self.processor = processor
+        self.response_ids = response_ids
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         histories = [list(r["history"]) for r in rows]
         batch = dict(self.processor(histories))
-        batch["labels"] = torch.tensor([int(r["target"]) for r in rows], dtype=torch.long)
+        labels = torch.tensor([int(r["target"]) for r in rows], dtype=torch.long)
+        if self.response_ids is not None:
+            batch = self.processor.add_response(batch, self.response_ids[labels.clamp(min=1)], labels)
+        batch["labels"] = labels
         batch["history"], _ = pad_histories(histories)
         return batch
 
@@ -225,28 +239,6 @@ def compute_ranking_metrics(eval_pred: EvalPrediction, ks=DEFAULT_KS) -> dict[st
     metrics = metrics_from_ranks(ranks, ks)
     metrics.pop("num_users")
     return metrics
-
-
-def check_prefix_packing_attention(config) -> None:
-    """Refuse `prefix_packing` with an attention implementation whose 4D-mask path is not tested exact
-    (tests/test_equivalence.py covers `eager` and `sdpa`; flash attention reads a 4D mask as padding)."""
-    attn_implementation = config.text_config._attn_implementation
-    if attn_implementation not in PACKED_MASK_ATTENTION:
-        raise ValueError(
-            f"`prefix_packing=True` needs the `eager` or `sdpa` attention implementation (its 4D tree mask is tested "
-            f"exact only with those), got {attn_implementation!r}. Load the backbone with "
-            "`attn_implementation=\"sdpa\"` or set `prefix_packing=False`."
-        )
-
-
-def check_generative_packing(config) -> None:
-    """Refuse `prefix_packing` with a generative head: a packed row holds several samples whose targets' ID tokens
-    would each need their own branch of the tree (not built), so the generative loss has no packed form here."""
-    if config.head != "ranking":
-        raise ValueError(
-            f"`prefix_packing=True` is not supported with the generative head (`head={config.head!r}`): the packed "
-            "rows carry no response tokens. Set `prefix_packing=False` (or train `head='ranking'`)."
-        )
 
 
 def samples_seen_at(checkpoint: str | os.PathLike) -> int:
@@ -281,7 +273,7 @@ def length_sorted(dataset):
     if dataset is None or "history" not in getattr(dataset, "column_names", ()):
         return dataset
     lengths = [len(h) for h in dataset["history"]]
-    return dataset.select(sorted(range(len(lengths)), key=lengths.__getitem__))
+    return dataset.select([i for batch in length_sorted_batches(lengths, max(len(lengths), 1)) for i in batch])
 
 
 class MMESIDTrainer(SFTTrainer):
@@ -316,15 +308,14 @@ class MMESIDTrainer(SFTTrainer):
                 processor, per_sample_collator=per_sample, with_history=distill
             )
         super().__init__(*args, **kwargs)
-        layout = getattr(kwargs.get("processing_class"), "layout", "chat")
-        if layout != self.model.config.layout:
-            raise ValueError(
-                f"The processor's `layout={layout!r}` differs from the model's `config.layout="
-                f"{self.model.config.layout!r}`; build the model from this processor (`from_backbone`)."
-            )
+        check_layout(self.model.config, kwargs.get("processing_class"))
+        base = unwrap_model(self.model)
         if packing:
-            check_generative_packing(self.model.config)
-            check_prefix_packing_attention(self.model.config)
+            check_packed_rows(base.config, base.model.language_model.config._attn_implementation)
+        collator = getattr(self.data_collator, "per_sample_collator", None) or self.data_collator
+        if base.config.head != "ranking" and isinstance(collator, MMESIDCollator) and collator.response_ids is None:
+            # the generative head trains on the targets' ID tokens: the collator appends them (teacher forcing)
+            collator.response_ids = generative_token_table(base.model.sids, base.config).cpu()
         # `compute_loss` divides by `num_items_in_batch` itself: make `Trainer` count it and not divide the loss by
         # the accumulation steps (what it does for models whose forward takes `**kwargs`), whatever the model declares
         self.model_accepts_loss_kwargs = True
@@ -341,12 +332,13 @@ class MMESIDTrainer(SFTTrainer):
             pickled.unlink()
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """The model's item cross-entropy; in training, normalized over the whole accumulated batch.
+        """The model's own loss (`MMESIDForSequentialRecommendation.training_loss`), with what only the trainer knows:
+        the teacher's distillation while `distill_weight` is on, and the scaling by the number of processes.
 
         `Trainer` counts the labels of all micro-batches of one optimizer step (`num_items_in_batch`, the samples: with
         prefix packing a row holds several samples, and `labels` has one entry per sample) and does not divide the
-        returned loss by `gradient_accumulation_steps`, since our forward takes `**kwargs`. So the loss is the sum of
-        the per-sample cross-entropies of this micro-batch over that count: gradient accumulation of `n` micro-batches
+        returned loss by `gradient_accumulation_steps`, since our forward takes `**kwargs`. The forward gets that count
+        and returns the sum of this micro-batch's per-sample losses over it: gradient accumulation of `n` micro-batches
         gives the gradient of the mean over all their samples, as one batch of them would, whatever the number of
         samples per micro-batch. With `average_tokens_across_devices` (the default) the count covers every process
         and the loss is scaled by the number of processes, which DDP's gradient averaging undoes: the mean over the
@@ -354,35 +346,14 @@ class MMESIDTrainer(SFTTrainer):
         """
         inputs = dict(inputs)
         history = inputs.pop("history", None)
-        outputs = model(**inputs)
+        outputs = model(**inputs, num_items_in_batch=num_items_in_batch)
         loss = outputs.loss
         mode = "train" if self.model.training else "eval"
         alpha = self.distill_alpha() if mode == "train" and outputs.item_logits is not None else 0.0
-        if num_items_in_batch is not None or alpha > 0:
-            # per-sample losses of this micro-batch, summed, over the samples of the whole optimizer step
-            labels = inputs["labels"].to(outputs.loss.device)
-            valid = labels != -100
-            loss_sum = torch.zeros((), device=outputs.loss.device)
-            if outputs.item_logits is not None:
-                logits = outputs.item_logits.float()
-                per_sample = nn.functional.cross_entropy(logits, labels, ignore_index=-100, reduction="none")
-                if alpha > 0:
-                    kl = self.distillation_kl(logits, history) * valid
-                    per_sample = (1 - alpha) * per_sample + alpha * self.args.distill_temperature**2 * kl
-                    self._metrics[mode]["distill_weight"].append(alpha)
-                    self._metrics[mode]["distill_kl"].append(kl.detach().mean().item())
-                loss_sum = loss_sum + per_sample.sum()
-            if outputs.generative_loss is not None:
-                # per-sample mean over the ID's positions, averaged over the labelled samples: times their count
-                head = self.model.config.head
-                weight = 1.0 if head == "generative" else self.model.config.generative_loss_weight
-                loss_sum = loss_sum + weight * outputs.generative_loss * valid.sum()
-            if num_items_in_batch is not None:
-                loss = loss_sum / torch.as_tensor(num_items_in_batch, device=loss_sum.device).clamp(min=1)
-                if self.args.average_tokens_across_devices:
-                    loss = loss * self.accelerator.num_processes
-            else:
-                loss = loss_sum / valid.sum().clamp(min=1)
+        if alpha > 0:
+            loss = self.distilled_loss(outputs, inputs["labels"], history, alpha, num_items_in_batch, mode)
+        if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+            loss = loss * self.accelerator.num_processes
         if outputs.generative_loss is not None:
             self._metrics[mode]["generative_loss"].append(
                 self.accelerator.gather_for_metrics(outputs.generative_loss.detach()[None]).mean().item()
@@ -397,6 +368,25 @@ class MMESIDTrainer(SFTTrainer):
             for head, value in enumerate(picked.tolist()):
                 self._metrics[mode][f"fusion_weight_{head}"].append(value)
         return (loss, outputs) if return_outputs else loss
+
+    def distilled_loss(self, outputs, labels, history, alpha: float, num_items_in_batch, mode: str) -> torch.Tensor:
+        """The model's loss with each sample's item cross-entropy mixed with the distillation of the teacher's
+        softmax: `(1 - alpha) * CE + alpha * T^2 * KL`, summed over the samples and divided by `num_items_in_batch`
+        (or their count), plus the generative term as the model weighs it."""
+        labels = labels.to(outputs.item_logits.device)
+        valid = labels != -100
+        logits = outputs.item_logits.float()
+        per_sample = nn.functional.cross_entropy(logits, labels, ignore_index=-100, reduction="none")
+        kl = self.distillation_kl(logits, history) * valid
+        per_sample = (1 - alpha) * per_sample + alpha * self.args.distill_temperature**2 * kl
+        self._metrics[mode]["distill_weight"].append(alpha)
+        self._metrics[mode]["distill_kl"].append(kl.detach().mean().item())
+        loss_sum = torch.zeros((), device=logits.device) + per_sample.sum()
+        if outputs.generative_loss is not None:
+            loss_sum = loss_sum + self.model.config.generative_loss_weight * outputs.generative_loss * valid.sum()
+        if num_items_in_batch is not None:
+            return loss_sum / torch.as_tensor(num_items_in_batch, device=loss_sum.device).clamp(min=1)
+        return loss_sum / valid.sum().clamp(min=1)
 
     def distill_alpha(self) -> float:
         """The distillation weight at the current step: `distill_weight`, decaying linearly to 0 over
@@ -470,8 +460,7 @@ class MMESIDTrainer(SFTTrainer):
         if self.args.new_modules_learning_rate is None or self.optimizer is not None:
             return super().create_optimizer(model)
         opt_model = self.model if model is None else model
-        base = opt_model.get_base_model() if hasattr(opt_model, "get_base_model") else opt_model
-        module_names = self.accelerator.unwrap_model(base).non_backbone_module_names()
+        module_names = self.accelerator.unwrap_model(unwrap_model(opt_model)).non_backbone_module_names()
         decay = set(self.get_decay_parameter_names(opt_model))
         groups = {}
         for name, parameter in opt_model.named_parameters():
@@ -494,9 +483,9 @@ class MMESIDTrainer(SFTTrainer):
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
         """`Trainer.evaluate` over the users sorted by history length: a batch is padded to its longest prompt, so
-        random batches (users of 1 to 50 items) are mostly padding. The metrics are means over users, so the order
-        does not change them (up to float rounding of the padded shapes); measured on the main job's 200 validation
-        users: docs/SPEED.md, "Ranking"."""
+        random batches of users with short and long histories are mostly padding. The metrics are means over users, so
+        the order does not change them (up to float rounding of the padded shapes); timings: docs/SPEED.md,
+        "Ranking"."""
         dataset = self.eval_dataset if eval_dataset is None else eval_dataset
         if isinstance(dataset, dict):
             dataset = {name: length_sorted(d) for name, d in dataset.items()}
@@ -505,35 +494,33 @@ class MMESIDTrainer(SFTTrainer):
         return super().evaluate(dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
 
     def evaluation_loop(self, *args, **kwargs):
-        # the cached ranking tables hold the current weights: build them once per evaluation, drop them after
-        self._ranking_state = None
+        # the recommender's cached tables hold the current weights: build them once per evaluation, drop them after
+        self._recommender = None
         try:
             return super().evaluation_loop(*args, **kwargs)
         finally:
-            self._ranking_state = None
+            self._recommender = None
+
+    def recommender(self, model) -> MMESIDRecommender:
+        """The evaluation's [`MMESIDRecommender`] (the shared prompt's KV cache, the item tokens, the item score table
+        and the trie computed once per evaluation)."""
+        if getattr(self, "_recommender", None) is None:
+            self._recommender = MMESIDRecommender(self.accelerator.unwrap_model(model), self.processing_class)
+        return self._recommender
 
     def _cached_item_logits(self, model, history: torch.Tensor) -> torch.Tensor:
-        """Fused item logits through the batched ranking path (`score_histories`): the shared prompt's KV cache, the
-        item tokens and the item score table computed once per evaluation. The PEFT adapters are injected in place,
-        so the base model's methods see them."""
-        unwrapped = self.accelerator.unwrap_model(model)
-        base = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
-        if getattr(self, "_ranking_state", None) is None:
-            self._ranking_state = base.prepare_ranking(self.processing_class)
+        """Fused item logits through the batched ranking path (`MMESIDRecommender.score_histories`)."""
         rows = [h[h != 0].tolist() for h in history]  # right-padded with 0, item ids start at 1
-        return base.score_histories(
-            rows, self.processing_class, batch_size=max(len(rows), 1), ranking_state=self._ranking_state
-        )
+        return self.recommender(model).score_histories(rows, batch_size=max(len(rows), 1))
 
     def _generated_ranks(self, model, history: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Tie blocks of the targets among the beams of constrained beam search (`recommend(method="generate")`,
         `max(eval_ks)` beams, at most `num_items`; a target not generated is a miss, `+inf`, 0 at every k even where
         `k` exceeds the catalog)."""
-        unwrapped = self.accelerator.unwrap_model(model)
-        base = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
+        recommender = self.recommender(model)
         rows = [h[h != 0].tolist() for h in history]
-        k = min(max(self.args.eval_ks), base.config.num_items)
-        items = base.recommend(rows, self.processing_class, k=k, method="generate", batch_size=max(len(rows), 1))
+        k = min(max(self.args.eval_ks), recommender.config.num_items)
+        items = recommender.recommend(rows, k=k, method="generate", batch_size=max(len(rows), 1))
         return ranks_from_recommendations(items.to(labels.device), labels)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):

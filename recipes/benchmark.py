@@ -10,7 +10,7 @@ Headline (`--sections headline`, the default), every timing printed with its CPU
    step, LoRA and precision (bf16 where `modeling_mmesid/precision.py` says the hardware runs it fast, as
    `finetune.py` decides): forward, backward, clipping and an AdamW step (lr 0, so the model is unchanged) on packed
    one-row batches; samples/s, tokens/s, minutes per full epoch (extrapolated), ratio causal / chat.
-3. Ranking as `recipes/evaluate.py` ranks (`model.as_scorer` + `evaluation.rank_split`: length-sorted batches of 32
+3. Ranking as `recipes/evaluate.py` ranks (`MMESIDRecommender.as_scorer` + `evaluation.rank_split`: length-sorted batches of 32
    users, shared-prompt cache, item tables once per evaluation) in the config's layout and precision, on a seeded
    random sample of test users; minutes for the full split (extrapolated).
 
@@ -22,7 +22,7 @@ Older sections (`--sections all`, or any of packing, loop, factors, precision), 
 - precision: bf16 against float32 on the same model, users and batches (loss, top-10 agreement, epoch, split time).
 
 Commands:
-    python recipes/benchmark.py                          # CI size: tiny random Llama, synthetic data, < 1 min on CPU
+    python recipes/benchmark.py                          # CI size: tiny random Llama, synthetic data
     python recipes/benchmark.py --full                   # Beauty_new, SmolLM2-135M-Instruct from the GGUF: headline
     python recipes/benchmark.py --full --sections all    # + the older sections (longer)
     python recipes/benchmark.py --full --finetune_config recipes/configs/beauty-smollm2-135m/finetune-full-distill.yaml
@@ -60,7 +60,13 @@ from mmesid_artifacts import (  # noqa: E402
     load_stats,
 )
 from mmesid_artifacts.recipe_args import document, run_dir_field  # noqa: E402
-from modeling_mmesid import MMESIDForSequentialRecommendation, MMESIDProcessor, data, evaluation  # noqa: E402
+from modeling_mmesid import (  # noqa: E402
+    MMESIDForSequentialRecommendation,
+    MMESIDProcessor,
+    MMESIDRecommender,
+    data,
+    evaluation,
+)
 from modeling_mmesid.packing import MMESIDPackedCollator, count_tokens, group_samples_by_user  # noqa: E402
 from modeling_mmesid.precision import PRECISION_ENV, backbone_dtype, use_bf16  # noqa: E402
 from modeling_mmesid.trainer import MMESIDCollator, lora_config_for, resolve_model_path  # noqa: E402
@@ -384,7 +390,7 @@ def time_layouts(model, processors: dict, rows: list[dict], config: dict, bf16: 
 
 @torch.no_grad()
 def time_recipe_ranking(model, processor, test, num_users: int, batch_size: int, device, seed: int) -> dict:
-    """Headline 3: `recipes/evaluate.py`'s ranking path (`model.as_scorer` + `evaluation.rank_split`, users sorted by
+    """Headline 3: `recipes/evaluate.py`'s ranking path (`MMESIDRecommender.as_scorer` + `evaluation.rank_split`, users sorted by
     history length into batches of `batch_size`) on `num_users` test users drawn with `seed`. The full split's time
     is the one-off tables (`prepare_seconds`, with the first user) plus the measured seconds per user times its
     users."""
@@ -398,7 +404,7 @@ def time_recipe_ranking(model, processor, test, num_users: int, batch_size: int,
         _reset_peak(device)
         _sync(device)
         start = time.perf_counter()
-        scorer = model.as_scorer(processor, batch_size=batch_size)
+        scorer = MMESIDRecommender(model, processor).as_scorer(batch_size=batch_size)
         scorer(*evaluation.pad_histories(split["history"][:1], device))  # builds the per-evaluation tables
         _sync(device)
         t_prepare = time.perf_counter() - start
@@ -494,12 +500,12 @@ def time_ranking(model, processor, test, args, device) -> dict:
     n_loop = args.rank_users_loop or (8 if args.full else 24)
     n_batched = args.rank_users_batched or (256 if args.full else 128)
     loop_histories = histories[:n_loop]
-    model.score_histories(loop_histories[:1], processor, batch_size=1, use_cache=False)  # warm-up
+    plain = MMESIDRecommender(model, processor, batch_size=1)
+    plain.score_histories(loop_histories[:1], use_cache=False)  # warm-up
     _reset_peak(device)
     _sync(device)
     start = time.perf_counter()
-    loop_scores = torch.cat([model.score_histories([h], processor, batch_size=1, use_cache=False)
-                             for h in loop_histories])
+    loop_scores = torch.cat([plain.score_histories([h], use_cache=False) for h in loop_histories])
     _sync(device)
     t_loop = time.perf_counter() - start
     mem_loop = _peak_memory_mb(device)
@@ -507,7 +513,8 @@ def time_ranking(model, processor, test, args, device) -> dict:
     _reset_peak(device)
     _sync(device)
     start = time.perf_counter()
-    scorer = model.as_scorer(processor, batch_size=args.rank_batch_size)
+    recommender = MMESIDRecommender(model, processor, batch_size=args.rank_batch_size)
+    scorer = recommender.as_scorer()
     split = {"history": histories[:n_batched], "target": targets[:n_batched]}
     scorer(*evaluation.pad_histories(histories[:1], device))  # builds the per-evaluation state
     _sync(device)
@@ -517,7 +524,7 @@ def time_ranking(model, processor, test, args, device) -> dict:
     _sync(device)
     t_batched = time.perf_counter() - start
     mem_batched = _peak_memory_mb(device)
-    check = model.score_histories(loop_histories, processor, batch_size=args.rank_batch_size)
+    check = recommender.score_histories(loop_histories)
     max_diff = float((check - loop_scores)[:, 1:].abs().max())
     loop_ranks = evaluation.target_ranks(loop_scores, torch.as_tensor(targets[:n_loop], device=loop_scores.device),
                                          evaluation.pad_histories(loop_histories, loop_scores.device)[0])
@@ -544,15 +551,16 @@ def time_ranking(model, processor, test, args, device) -> dict:
 def time_batched_scores(model, processor, histories, batch_size, device) -> tuple[torch.Tensor, float, float, float]:
     """(scores, prepare seconds, scoring seconds, peak memory) of batched ranking over `histories`."""
     model.eval()
-    model.score_histories(histories[:1], processor, batch_size=1)  # warm-up
+    MMESIDRecommender(model, processor).score_histories(histories[:1], batch_size=1)  # warm-up
+    recommender = MMESIDRecommender(model, processor, batch_size=batch_size)
     _reset_peak(device)
     _sync(device)
     start = time.perf_counter()
-    state = model.prepare_ranking(processor)
+    recommender.prepare_ranking()
     _sync(device)
     t_prepare = time.perf_counter() - start
     start = time.perf_counter()
-    scores = model.score_histories(histories, processor, batch_size=batch_size, ranking_state=state)
+    scores = recommender.score_histories(histories)
     _sync(device)
     return scores, t_prepare, time.perf_counter() - start, _peak_memory_mb(device)
 
@@ -616,9 +624,7 @@ def catalog_projected_scores(self, user_embeddings):
             projection = self.model.modality_projections[modality]
             scores.append(h @ projection(self.model.modality_embeddings(modality).float()).T)
         modality_logits = torch.stack(scores, dim=-1)
-        weights = self.get_fusion_weights()
-        item_logits = (modality_logits * weights.float()).sum(-1)
-    item_logits[:, self.config.pad_item_id] = float("-inf")
+    item_logits, weights = self.fuse_scores(modality_logits)
     return item_logits, modality_logits, weights
 
 

@@ -1,20 +1,20 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
-"""Cost per user of full ranking vs constrained beam search over semantic IDs, as the catalog grows (issue 16).
+"""Cost per user of full ranking vs constrained beam search over semantic IDs, as the catalog grows.
 
 Synthetic catalogs of 10,000 / 100,000 / 1,000,000 items with random semantic IDs (one modality, 4 levels x 256
 codes, so the generated ID is 4 codes + the collision suffix), a tiny random Llama backbone (2 layers, 32 hidden) and
 the same random users for every catalog. For each catalog, in one process:
 - the trie: build time (generative IDs with the collision suffix, then `SIDTrie`) and the memory of its arrays;
-- (a) full ranking: `score_histories` with the item tables prepared once (`prepare_ranking`, timed apart), history
-  masked, top-20; (b) constrained beam search, `recommend(method="generate")` with K = 10 and 20 beams, history
-  excluded. Latency is per user (batches of `--batch_size` users); peak memory is the largest resident-set growth
+- (a) full ranking: `MMESIDRecommender.score_histories` with the item tables prepared once (`prepare_ranking`, timed
+  apart), history masked, top-20; (b) constrained beam search, `recommend(method="generate")` with K = 10 and 20
+  beams, history excluded. Latency is per user (batches of `--batch_size` users); peak memory is the largest resident-set growth
   over the call, sampled every millisecond (what the call allocates on top of the model; glibc is told to give
   freed blocks back at once, so the figure is not hidden by memory the allocator keeps).
 Ratios: each latency against the 10,000-item catalog's (the goal: beam search within 2x from 10k to 1M), and beam
 search against ranking on the same catalog.
 
 Commands:
-    OMP_NUM_THREADS=1 python recipes/benchmark_generative.py                  # 10k / 100k / 1M, about 2-3 min on CPU
+    OMP_NUM_THREADS=1 python recipes/benchmark_generative.py                  # 10k / 100k / 1M
     python recipes/benchmark_generative.py --sizes 10000 100000 --users 16    # quicker
 Writes `results.json` (run_info with the figures) to `--output_dir`.
 """
@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from mmesid_artifacts import atomic_write_json  # noqa: E402
 from mmesid_artifacts.recipe_args import document  # noqa: E402
-from modeling_mmesid import MMESIDForSequentialRecommendation, MMESIDProcessor, evaluation  # noqa: E402
+from modeling_mmesid import MMESIDForSequentialRecommendation, MMESIDProcessor, MMESIDRecommender, evaluation  # noqa: E402
 
 
 @dataclass
@@ -139,9 +139,11 @@ def time_per_user(fn, histories, batch_size, repeats) -> tuple[float, float]:
 def measure(num_items: int, histories: list[list[int]], args: BenchmarkArguments) -> dict:
     model, processor = build(num_items, args.seed)
     row = {"num_items": num_items}
+    recommender = MMESIDRecommender(model, processor)
     with PeakRSS() as peak:
         tic = time.perf_counter()
-        trie, codes = model._generative_index()
+        index = recommender.generative_index()
+        trie, codes = index.trie, index.codes
         row["trie_build_s"] = time.perf_counter() - tic
     row["trie_mb"] = trie.nbytes / 2**20
     row["id_table_mb"] = codes.numel() * codes.element_size() / 2**20
@@ -149,11 +151,11 @@ def measure(num_items: int, histories: list[list[int]], args: BenchmarkArguments
     row["max_collision_suffix"] = int(codes[1:, -1].max())
 
     tic = time.perf_counter()
-    state = model.prepare_ranking(processor)  # once per evaluation: item tokens, score table, prompt cache
+    recommender.prepare_ranking()  # once per evaluation: item tokens, score table, prompt cache
     row["rank_prepare_s"] = time.perf_counter() - tic
 
     def rank(batch):
-        scores = model.score_histories(batch, processor, batch_size=len(batch), ranking_state=state)
+        scores = recommender.score_histories(batch, batch_size=len(batch))
         for r, history in enumerate(batch):
             scores[r, history] = float("-inf")
         return scores.topk(20, dim=-1).indices
@@ -161,10 +163,10 @@ def measure(num_items: int, histories: list[list[int]], args: BenchmarkArguments
     row["rank_ms"], row["rank_peak_mb"] = time_per_user(rank, histories, args.batch_size, args.repeats)
     for k in args.beams:
         def generate(batch, k=k):
-            return model.recommend(batch, processor, k=k, method="generate", batch_size=len(batch))
+            return recommender.recommend(batch, k=k, method="generate", batch_size=len(batch))
 
         row[f"gen{k}_ms"], row[f"gen{k}_peak_mb"] = time_per_user(generate, histories, args.batch_size, args.repeats)
-        items = model.recommend(histories[: args.batch_size], processor, k=k, method="generate")
+        items = recommender.recommend(histories[: args.batch_size], k=k, method="generate")
         for history, beams in zip(histories, items.tolist()):  # every beam an item, none in the history, K distinct
             assert all(i > 0 for i in beams) and not set(beams) & set(history) and len(set(beams)) == k
     return row

@@ -45,7 +45,7 @@ from mmesid_artifacts import (
     write_results,
 )
 from mmesid_artifacts.recipe_args import document, run_dir_field
-from modeling_mmesid import baselines, evaluation, hub
+from modeling_mmesid import MMESIDRecommender, baselines, evaluation, hub
 
 
 @dataclass
@@ -126,11 +126,12 @@ def main(args: EvaluateArguments) -> dict:
 
         model = AutoModel.from_pretrained(args.model, trust_remote_code=True).eval()
         processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=True)
+        mmesid = MMESIDRecommender(model, processor, batch_size=args.model_batch_size)
         unknown = sorted(set(args.methods) - {"rank", "generate", "rerank"})
         if unknown or not args.methods:
             raise ValueError(f"`--methods` must be a non-empty subset of rank, generate, rerank; got {args.methods}.")
         if "rank" in args.methods:
-            scorers["mmesid"] = model.as_scorer(processor, batch_size=args.model_batch_size)
+            scorers["mmesid"] = mmesid.as_scorer()
     results = {}
     for name, scorer in scorers.items():
         tic = time.time()
@@ -145,8 +146,7 @@ def main(args: EvaluateArguments) -> dict:
         extra = {"num_candidates": args.rerank_candidates} if method == "rerank" else {}
 
         def recommender(histories, method=method, extra=extra):
-            return model.recommend(histories, processor, k=k, method=method, batch_size=args.model_batch_size,
-                                   exclude_history=not args.no_mask_history, **extra)
+            return mmesid.recommend(histories, k=k, method=method, exclude_history=not args.no_mask_history, **extra)
 
         results[f"mmesid-{method}"] = evaluation.evaluate_recommender(
             recommender, split, num_items, batch_size=args.model_batch_size

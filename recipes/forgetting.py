@@ -53,7 +53,7 @@ def item_tables(model: MMESIDForSequentialRecommendation) -> dict[str, torch.Ten
     """Per-item tables `(num_items + 1, ·)` of a fine-tuned model: raw inputs, SID rows (sum over levels of the
     item's SID-token embeddings, per modality), the projected collaborative table and the fused item tokens."""
     inner = model.model
-    rows = model.sid_embedding_rows().float()  # (modalities, levels, codes, hidden)
+    rows = model.model.sid_embedding_rows().float()  # (modalities, levels, codes, hidden)
     sids = inner.sids  # (num_items + 1, modalities, levels)
     items = torch.arange(1, model.config.num_items + 1, device=sids.device)
     tables = {}

@@ -122,7 +122,7 @@ def recommend(driver, history: list[int]) -> tuple[list[int], list[int]]:
 def test_type_titles_add_two_items_and_read_the_recommendations(served, browser, tmp_path):
     from transformers import AutoModel, AutoProcessor
 
-    import modeling_mmesid  # noqa: F401 (registers the Auto classes)
+    import modeling_mmesid  # registers the Auto classes
 
     browser.get(served["url"])
     _wait(browser, lambda d: _css(d, "#search textarea, #search input"))
@@ -135,8 +135,9 @@ def test_type_titles_add_two_items_and_read_the_recommendations(served, browser,
     folder = served["run"] / "finetune" / "model"
     model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
     processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
-    assert ranked == model.recommend([history], processor, k=10)[0].tolist()
-    assert beams == model.recommend([history], processor, k=10, method="generate")[0].tolist()
+    recommender = modeling_mmesid.MMESIDRecommender(model, processor)
+    assert ranked == recommender.recommend([history], k=10)[0].tolist()
+    assert beams == recommender.recommend([history], k=10, method="generate")[0].tolist()
     rows = _css(browser, "#ranking tr[data-item-id]")
     assert rows[0].text.split()[0] == "1" and str(ranked[0]) in rows[0].text and "held-out" not in rows[0].text
     _css(browser, "#remove-last")[0].click()

@@ -97,8 +97,7 @@ def test_history_building():
 
 def test_ranked_list_is_recommend_and_marks_the_held_out_item(recommender):
     history = [41, 12, 7]
-    model, processor = recommender.model, recommender.processor
-    expected = model.recommend([history], processor, k=10)[0].tolist()
+    expected = recommender.recommend([history], k=10)[0].tolist()
     ranking = recommender.rank(history, k=10)
     assert [r.item_id for r in ranking.items] == expected and [r.rank for r in ranking.items] == list(range(1, 11))
     assert [r.title for r in ranking.items] == [DEMO_TITLES[i - 1] for i in expected]
@@ -110,7 +109,7 @@ def test_ranked_list_is_recommend_and_marks_the_held_out_item(recommender):
     ranking = recommender.rank(history, k=10, target=third)
     assert [r.held_out for r in ranking.items] == [False, False, True] + [False] * 7
     assert ranking.target_rank == 3
-    scores = model.score_histories([history], processor)[0]
+    scores = recommender.score_histories([history])[0]
     scores[[0, *history]] = -math.inf
     outside = int(scores.argsort(descending=True)[20])
     assert recommender.rank(history, k=10, target=outside).target_rank == 21
@@ -152,7 +151,7 @@ def test_explanation_parts_sum_to_the_fused_score_hand_computed(demo_run):
         assert item.parts == pytest.approx({n: weights[n] * by_hand[n] for n in weights}, abs=1e-5)
         assert sum(item.parts.values()) == pytest.approx(item.score, abs=1e-5)
     # the fused scores are the model's own (score_histories), in descending order
-    scores = model.score_histories([history], recommender.processor)[0]
+    scores = recommender.score_histories([history])[0]
     assert [r.score for r in ranking.items] == pytest.approx(scores[[r.item_id for r in ranking.items]].tolist(),
                                                               abs=1e-5)
     assert all(a.score >= b.score for a, b in zip(ranking.items, ranking.items[1:]))
@@ -172,7 +171,7 @@ def test_train_count_is_what_the_gate_reads(recommender):
 
 def test_beams_are_generate_items(recommender):
     history = [41, 12]
-    items, scores = recommender.model.generate_items([history], recommender.processor, k=6)
+    items, scores = recommender.generate_items([history], k=6)
     target = int(items[0, 1])
     generation = recommender.generate(history, k=6, target=target)
     assert [b.item_id for b in generation.beams] == items[0].tolist()

@@ -13,7 +13,7 @@ import pytest
 import torch
 from mmesid_testing import tiny_mmesid
 
-from modeling_mmesid import evaluation
+from modeling_mmesid import MMESIDRecommender, evaluation
 from modeling_mmesid.packing import (
     MMESIDPackedCollator,
     count_tokens,
@@ -165,10 +165,8 @@ def test_processor_and_model_must_share_the_layout():
     _, causal = build_model(layout="causal")
     assert model.config.layout == "chat"
     with pytest.raises(ValueError, match="layout='causal'"):
-        model.score_histories([[1, 2]], causal)
-    with pytest.raises(ValueError, match="layout='causal'"):
-        model.prepare_ranking(causal)
-    model.score_histories([[1, 2]], chat)  # the matching processor is accepted
+        MMESIDRecommender(model, causal)
+    MMESIDRecommender(model, chat).score_histories([[1, 2]])  # the matching processor is accepted
 
 
 def test_one_row_keeps_the_users_apart():
@@ -275,7 +273,8 @@ def test_4d_mask_needs_position_ids_and_readouts():
 # ----------------------------------------------------------------------------------------------- ranking
 def per_user_official_loop(model, processor, histories):
     """The official inference: one user at a time, full prompt, every candidate's projections recomputed."""
-    return torch.cat([model.score_histories([h], processor, batch_size=1, use_cache=False) for h in histories])
+    recommender = MMESIDRecommender(model, processor)
+    return torch.cat([recommender.score_histories([h], batch_size=1, use_cache=False) for h in histories])
 
 
 @pytest.mark.parametrize("layout", ["chat", "causal"])
@@ -284,15 +283,15 @@ def test_batched_ranking_equals_per_user_loop(attn, layout):
     model, processor = build_model(attn, layout=layout)
     histories = [[1, 2, 3], [4], [], [30, 7, 7, 9, 11], [5, 5], [12, 13, 14, 15, 16, 17, 18], [2]]
     expected = per_user_official_loop(model, processor, histories)
-    batched = model.score_histories(histories, processor, batch_size=3)
+    batched = MMESIDRecommender(model, processor).score_histories(histories, batch_size=3)
     torch.testing.assert_close(batched, expected, rtol=1e-5, atol=1e-5)
     assert torch.equal(batched.argsort(dim=-1, descending=True)[:, :10], expected.argsort(dim=-1, descending=True)[:, :10])
 
     # through the evaluator: same ranks and metrics as the per-user loop
     targets = [9, 8, 1, 2, 3, 19, 20]
     split = {"history": histories, "target": targets}
-    plain = model.as_scorer(processor, batch_size=1, use_cache=False)
-    fast = model.as_scorer(processor, batch_size=4)
+    plain = MMESIDRecommender(model, processor).as_scorer(batch_size=1, use_cache=False)
+    fast = MMESIDRecommender(model, processor).as_scorer(batch_size=4)
     ranks_plain = evaluation.rank_split(plain, split, batch_size=1)
     ranks_fast = evaluation.rank_split(fast, split, batch_size=4)
     assert ranks_fast.tolist() == ranks_plain.tolist()
@@ -423,7 +422,7 @@ def test_4d_mask_refused_with_untested_attention(attn, tmp_path):
         output_dir=str(tmp_path), prefix_packing=True, use_cpu=True, eval_strategy="no", save_strategy="no",
         load_best_model_at_end=False, report_to="none", disable_tqdm=True,
     )
-    with pytest.raises(ValueError, match=f"`prefix_packing=True` needs the `eager` or `sdpa`.*got '{attn}'"):
+    with pytest.raises(ValueError, match=f"tested exact only with the `eager` and `sdpa`.*got '{attn}'"):
         MMESIDTrainer(model=model, args=args, train_dataset=Dataset.from_dict(sample_rows()), processing_class=processor)
 
 
@@ -436,9 +435,9 @@ def test_trainer_validation_through_the_cached_ranking_path_equals_the_per_sampl
     from modeling_mmesid import MMESIDForSequentialRecommendation
     from modeling_mmesid.trainer import MMESIDCollator, MMESIDTrainer, MMESIDTrainingConfig, compute_ranking_metrics
 
-    prepared = []
-    original = MMESIDForSequentialRecommendation.prepare_ranking
-    monkeypatch.setattr(MMESIDForSequentialRecommendation, "prepare_ranking",
+    prepared = []  # one entry per build of the recommender's ranking tables (the score table is one of them)
+    original = MMESIDForSequentialRecommendation.item_score_table
+    monkeypatch.setattr(MMESIDForSequentialRecommendation, "item_score_table",
                         lambda self, *a, **k: prepared.append(1) or original(self, *a, **k))
     rows = sample_rows()
     metrics = {}

@@ -231,7 +231,7 @@ def _only_metrics(m):
 
 
 def test_all_nan_scorer_in_a_small_catalog_scores_zero():
-    """Issue 29: a NaN target placed at "number of candidates" (4 here) was a hit at k = 5 (HR@5 = 1.0,
+    """A NaN target placed at "number of candidates" (4 here) was a hit at k = 5 (HR@5 = 1.0,
     nDCG@5 = 0.43). A miss scores 0 at every k, whatever the catalog size."""
     split = {"history": [[], [1]], "target": [2, 3]}
     nan_scorer = lambda h, n: torch.full((h.shape[0], 5), math.nan)  # noqa: E731
@@ -241,7 +241,7 @@ def test_all_nan_scorer_in_a_small_catalog_scores_zero():
 
 
 def test_target_in_history_is_a_miss_at_every_k_even_beyond_the_catalog():
-    """Issue 29: a masked target was placed at `num_items + 1` (4 in a 3-item catalog), a hit at k >= 4."""
+    """A masked target was placed at `num_items + 1` (4 in a 3-item catalog), a hit at k >= 4."""
     scores = torch.tensor([[0.0, 0.3, 0.2, 0.1]])
     split = {"history": [[1, 3]], "target": [3]}
     m = evaluation.evaluate_scorer(lambda h, n: scores.expand(h.shape[0], -1), split, 3, ks=ALL_KS)
@@ -256,7 +256,7 @@ def test_target_in_history_is_a_miss_at_every_k_even_beyond_the_catalog():
 
 
 def test_generated_miss_in_a_small_catalog_scores_zero():
-    """Issue 29: a target missing from a generated list was ranked `num_items + 1` (4 in a 3-item catalog), a hit
+    """A target missing from a generated list was ranked `num_items + 1` (4 in a 3-item catalog), a hit
     at k = 5 and above; also through `MMESIDTrainer._generated_ranks`, which asks for `min(max(eval_ks), num_items)`
     beams."""
     from types import SimpleNamespace
@@ -270,18 +270,17 @@ def test_generated_miss_in_a_small_catalog_scores_zero():
                                         3, ks=(1, 3, 5))
     assert _only_metrics(m) == {key: 0.0 for key in ZERO if int(key.split("@")[1]) <= 5}
 
-    base = SimpleNamespace(config=SimpleNamespace(num_items=3),
-                           recommend=lambda rows, processor, k, method, batch_size: torch.tensor([[1, 2, 0]] * len(rows)))
-    trainer = SimpleNamespace(accelerator=SimpleNamespace(unwrap_model=lambda m: m), processing_class=None,
-                              args=SimpleNamespace(eval_ks=[5, 10, 20]))
-    ranks = MMESIDTrainer._generated_ranks(trainer, base, torch.tensor([[0], [1]]), torch.tensor([3, 2]))
+    recommender = SimpleNamespace(config=SimpleNamespace(num_items=3),
+                                  recommend=lambda rows, k, method, batch_size: torch.tensor([[1, 2, 0]] * len(rows)))
+    trainer = SimpleNamespace(recommender=lambda model: recommender, args=SimpleNamespace(eval_ks=[5, 10, 20]))
+    ranks = MMESIDTrainer._generated_ranks(trainer, None, torch.tensor([[0], [1]]), torch.tensor([3, 2]))
     assert ranks.tolist() == [[math.inf, math.inf], [2, 2]]
     m = evaluation.metrics_from_ranks(ranks.float(), ks=(5, 10, 20))  # as `prediction_step` returns them
     assert m["hr@5"] == m["hr@20"] == 0.5
 
 
 def test_padding_inside_a_ranked_list_does_not_push_later_items_down():
-    """Issue 29: padding (0) in the middle of a list is no recommendation; the item after it keeps its rank."""
+    """Padding (0) in the middle of a list is no recommendation; the item after it keeps its rank."""
     recommended = torch.tensor([[4, 0, 9], [0, 0, 7]])
     ranks = evaluation.ranks_from_recommendations(recommended, torch.tensor([9, 7]))
     assert ranks.tolist() == [[2, 2], [1, 1]]

@@ -76,8 +76,11 @@ def published(tmp_path_factory):
         def train(self, *args, **kwargs):
             out = super().train(*args, **kwargs)
             self.model.eval()  # the trained PeftModel, LoRA not merged
-            in_memory["scores"] = self.model.score_histories(PROBE, self.processing_class)
-            in_memory["top"] = self.model.recommend(PROBE, self.processing_class, k=5)
+            from modeling_mmesid import MMESIDRecommender
+
+            recommender = MMESIDRecommender(self.model, self.processing_class)
+            in_memory["scores"] = recommender.score_histories(PROBE)
+            in_memory["top"] = recommender.recommend(PROBE, k=5)
             return out
 
     finetune.MMESIDTrainer = KeepScores
@@ -112,7 +115,7 @@ def test_dry_run_writes_the_exact_repo_folders(published):
 
     model = listing("model")
     for name in ("README.md", "config.json", "configuration_mmesid.py", "modeling_mmesid.py", "processing_mmesid.py",
-                 "model.safetensors", "tokenizer.json", "tokenizer_config.json", "processor_config.json",
+                 "generation_mmesid.py", "recommender_mmesid.py", "building_mmesid.py", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "processor_config.json",
                  "adapter/adapter_config.json", "adapter/adapter_model.safetensors", "training_config.json",
                  "results.json"):
         assert name in model, name
@@ -370,14 +373,17 @@ def test_automodel_by_repo_id_offline_without_the_package(published):
         sys.modules["tokenization"] = None
         import json
         from transformers import AutoModel, AutoProcessor
+        from transformers.dynamic_module_utils import get_class_from_dynamic_module
         model = AutoModel.from_pretrained("{MODEL_ID}", trust_remote_code=True).eval()
         processor = AutoProcessor.from_pretrained("{MODEL_ID}", trust_remote_code=True)
-        scores = model.score_histories({PROBE}, processor)
+        recommender = get_class_from_dynamic_module("recommender_mmesid.MMESIDRecommender", "{MODEL_ID}")(
+            model, processor)
+        scores = recommender.score_histories({PROBE})
         from datasets import load_dataset
         splits = load_dataset("{DATASET_ID}")
         print(json.dumps({{"class": type(model).__name__, "module": type(model).__module__,
                           "processor": type(processor).__name__,
-                          "top": model.recommend({PROBE}, processor, k=5).tolist(),
+                          "top": recommender.recommend({PROBE}, k=5).tolist(),
                           "scores": scores[:, 1:].tolist(),
                           "splits": {{k: v.num_rows for k, v in splits.items()}},
                           "test0": splits["test"][0]}}))
@@ -420,7 +426,7 @@ def test_adapter_through_peft_and_rqvae_by_repo_id_offline(published):
         import json
         from huggingface_hub import snapshot_download
         from peft import PeftConfig, PeftModel
-        from modeling_mmesid import MMESIDProcessor
+        from modeling_mmesid import MMESIDProcessor, MMESIDRecommender
         from modeling_mmesid.adapters import load_adapter_base, load_adapter_model
         from tokenization.modeling_mmrqvae import MMRQVAE
 
@@ -432,9 +438,9 @@ def test_adapter_through_peft_and_rqvae_by_repo_id_offline(published):
         same = load_adapter_model("{MODEL_ID}", "{DATASET_ID}").eval()
         rqvae = MMRQVAE.from_pretrained("{RQVAE_ID}")
         print(json.dumps({{"base_id": config.base_model_name_or_path,
-                          "top": model.recommend({PROBE}, processor, k=5).tolist(),
-                          "top_helper": same.recommend({PROBE}, processor, k=5).tolist(),
-                          "scores": model.score_histories({PROBE}, processor)[:, 1:].tolist(),
+                          "top": MMESIDRecommender(model, processor).recommend({PROBE}, k=5).tolist(),
+                          "top_helper": MMESIDRecommender(same, processor).recommend({PROBE}, k=5).tolist(),
+                          "scores": MMESIDRecommender(model, processor).score_histories({PROBE})[:, 1:].tolist(),
                           "rqvae": [rqvae.config.num_levels, rqvae.config.codebook_size, rqvae.config.modalities]}}))
     """, published["cache"], cwd=published["root"])
     assert out["base_id"] == BACKBONE_ID

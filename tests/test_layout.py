@@ -11,7 +11,8 @@ import pytest
 from mmesid_testing import REPO
 
 
-HUB_SIDE = ("configuration_mmesid", "modeling_mmesid", "processing_mmesid")
+HUB_SIDE = ("configuration_mmesid", "modeling_mmesid", "processing_mmesid", "generation_mmesid", "recommender_mmesid",
+            "building_mmesid")
 PACKAGES = ("mmesid_artifacts", "modeling_mmesid", "tokenization")
 LAYERS_DOC = REPO / "docs" / "LAYERS.md"
 

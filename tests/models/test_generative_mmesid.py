@@ -1,5 +1,5 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
-"""Tests of the generative head (issue 16): semantic-ID targets with a collision suffix, the prefix trie, constrained
+"""Tests of the generative head: semantic-ID targets with a collision suffix, the prefix trie, constrained
 beam search through `model.generate`, the joint loss, training, and the trainer's handling of the three heads."""
 
 import math
@@ -18,8 +18,15 @@ from transformers import (
 )
 from transformers.modeling_outputs import CausalLMOutput
 
-from modeling_mmesid import MMESIDConfig, MMESIDForSequentialRecommendation
-from modeling_mmesid.modeling_mmesid import SIDTrie, SIDTrieLogitsProcessor, _compact_beams
+from modeling_mmesid import MMESIDConfig, MMESIDForSequentialRecommendation, MMESIDRecommender
+from modeling_mmesid.generation_mmesid import (
+    SIDTrie,
+    SIDTrieLogitsProcessor,
+    _compact_beams,
+    generative_codes,
+    generative_position_token_ids,
+    generative_token_table,
+)
 
 
 NUM_ITEMS = 50
@@ -97,22 +104,23 @@ def test_collision_suffix_gives_every_item_one_id(tokenizer_dir):
         sids[item, 0] = torch.tensor([item // 8, item % 8])
     sids[[3, 9, 20], 0] = torch.tensor([5, 5])  # ... except three items sharing (5, 5), like item 45
     model, _ = build(tokenizer_dir, sids=sids, head="generative")
-    codes = model.generative_codes()
+    codes = generative_codes(model.model.sids, model.config)
     assert codes.shape == (NUM_ITEMS + 1, 3)
     assert codes[[3, 9, 20, 45]].tolist() == [[5, 5, 0], [5, 5, 1], [5, 5, 2], [5, 5, 3]]  # rank by item id
     assert codes[10].tolist() == [1, 2, 0]
     assert len({tuple(r) for r in codes[1:].tolist()}) == NUM_ITEMS
     # token ids: levels 0, 1 of the collaborative block, then the suffix on level 0's tokens
     offset = model.config.sid_token_offset
-    assert model.generative_position_token_ids().tolist() == [offset, offset + 8, offset]
-    assert model.generative_token_ids(torch.tensor([9])).tolist() == [[offset + 5, offset + 8 + 5, offset + 1]]
+    assert generative_position_token_ids(model.config).tolist() == [offset, offset + 8, offset]
+    tokens = generative_token_table(model.model.sids, model.config)
+    assert tokens[[9]].tolist() == [[offset + 5, offset + 8 + 5, offset + 1]]
 
 
 def test_collision_suffix_refuses_more_collisions_than_codes(tokenizer_dir):
     sids = torch.zeros(NUM_ITEMS + 1, 2, 2, dtype=torch.long)  # all 50 items share one ID; 8 suffix codes
     model, _ = build(tokenizer_dir, sids=sids, head="generative")
     with pytest.raises(ValueError, match=r"50 items share one `generative_id='collaborative'` ID.*'combined'"):
-        model.generative_codes()
+        generative_codes(model.model.sids, model.config)
 
 
 def test_trie_children_items_and_paths_hand_computed():
@@ -159,7 +167,7 @@ def test_logits_processor_keeps_only_children_and_excludes_history():
     assert torch.isfinite(step2[1]).nonzero().flatten().tolist() == [15, 17]
 
 
-# Issue 29's example: items 1=(0,0), 2=(0,1), 3=(1,0), 4=(1,1); the model gives 0.5/0.5 at the first level, 0.9/0.1
+# The example: items 1=(0,0), 2=(0,1), 3=(1,0), 4=(1,1); the model gives 0.5/0.5 at the first level, 0.9/0.1
 # under code 0 and 0.5/0.5 under code 1; the history is {1}. The model's own probabilities rank 3 and 4 (0.25) above
 # 2 (0.05); renormalizing over the allowed codes gave item 2 the excluded item 1's mass (0.5) and ranked it first.
 EXAMPLE_CODES = torch.tensor([[0, 0], [0, 1], [1, 0], [1, 1]])
@@ -238,18 +246,24 @@ def test_beam_search_ranks_items_by_the_models_probabilities(renormalize):
 
 
 # ----------------------------------------------------------------------------------------------- loss
-def _inputs(processor, histories=HISTORIES):
+def _inputs(processor, histories=HISTORIES, model=None, labels=None):
+    """The processor's prompts and `labels`; given a model with a generative head, the targets' ID tokens appended as
+    the response (`generative_labels`), as `MMESIDCollator` builds training batches."""
     inputs = dict(processor(histories))
-    inputs["labels"] = torch.tensor([5 + 9 * i for i in range(len(histories))])
+    labels = torch.tensor([5 + 9 * i for i in range(len(histories))]) if labels is None else labels
+    if model is not None and model.config.head != "ranking":
+        table = generative_token_table(model.model.sids, model.config)
+        inputs = processor.add_response(inputs, table[labels.clamp(min=1)], labels)
+    inputs["labels"] = labels
     return inputs
 
 
 def test_generative_loss_equals_teacher_forced_cross_entropy_over_sid_tokens(tokenizer_dir):
     model, processor = build(tokenizer_dir, head="both", generative_loss_weight=0.3)
-    inputs = _inputs(processor)
-    out = model(**inputs)
+    out = model(**_inputs(processor, model=model))
     # by hand: the prompt plus the target's ID tokens but the last, one forward, softmax over the SID rows only
-    response = model.generative_token_ids(inputs["labels"])  # (4, 3)
+    inputs = _inputs(processor)  # the prompts alone
+    response = generative_token_table(model.model.sids, model.config)[inputs["labels"]]  # (4, 3)
     ids = torch.cat([inputs["input_ids"], response[:, :-1]], 1)
     mask = torch.cat([inputs["attention_mask"], torch.ones_like(response[:, :-1])], 1)
     hidden = model.model(input_ids=ids, attention_mask=mask, item_ids=inputs["item_ids"]).last_hidden_state
@@ -269,26 +283,30 @@ def test_generative_loss_equals_teacher_forced_cross_entropy_over_sid_tokens(tok
 
 def test_generative_only_head_skips_item_scores_and_ignores_unlabelled_rows(tokenizer_dir):
     model, processor = build(tokenizer_dir, head="generative")
-    inputs = _inputs(processor)
+    inputs = _inputs(processor, model=model)
     out = model(**inputs)
     assert out.item_logits is None and out.fusion_weights is None
     assert out.loss is out.generative_loss
     labels = inputs["labels"].clone()
     labels[1] = -100
-    partial = model(**{**inputs, "labels": labels}).loss
+    partial = model(**_inputs(processor, model=model, labels=labels)).loss
     kept = [0, 2, 3]
-    sub = model(**_inputs(processor, [HISTORIES[i] for i in kept]) | {"labels": inputs["labels"][kept]})
+    sub = model(**_inputs(processor, [HISTORIES[i] for i in kept], model=model, labels=inputs["labels"][kept]))
     torch.testing.assert_close(partial, sub.loss, rtol=1e-4, atol=1e-4)
 
 
 def test_generative_head_refuses_packed_rows_and_right_padding(tokenizer_dir):
     model, processor = build(tokenizer_dir, head="generative")
-    inputs = _inputs(processor)
+    inputs = _inputs(processor, model=model)
     with pytest.raises(ValueError, match=r"does not support prefix-tree packed rows"):
         model(**inputs, readout_positions=torch.zeros(4, 2, dtype=torch.long))
-    right = {**inputs, "attention_mask": inputs["attention_mask"].flip(-1)}
+    prompts = _inputs(processor)
+    with pytest.raises(ValueError, match=r"trains on `generative_labels`"):
+        model(**prompts)  # labels without the response
+    right = {**prompts, "attention_mask": prompts["attention_mask"].flip(-1)}
+    response = inputs["generative_labels"]
     with pytest.raises(ValueError, match="must be left-padded"):
-        model(**right)
+        processor.add_response(right, response, prompts["labels"])
 
 
 # ----------------------------------------------------------------------------------------------- decoding
@@ -296,15 +314,16 @@ def test_every_beam_of_every_user_is_a_catalog_item_not_in_the_history(tokenizer
     model, processor = build(tokenizer_dir, head="generative")
     histories = HISTORIES + random_histories(12)
     for k in (1, 10, 20):
-        items, scores = model.generate_items(histories, processor, k=k, batch_size=5)
+        items, scores = MMESIDRecommender(model, processor).generate_items(histories, k=k, batch_size=5)
         check_beams(model, histories, items, k)
         assert (scores[:, :-1] >= scores[:, 1:] - 1e-6).all()  # best first
         assert torch.isfinite(scores).all()
     # the trie maps every item's ID back to the item (one to one)
-    trie, codes = model._generative_index()
-    assert torch.equal(trie.items(codes[1:]), torch.arange(1, NUM_ITEMS + 1))
+    index = MMESIDRecommender(model, processor).generative_index()
+    assert torch.equal(index.trie.items(index.codes[1:]), torch.arange(1, NUM_ITEMS + 1))
     # the ranked list equals `recommend(method="generate")`
-    assert torch.equal(model.recommend(histories, processor, k=20, method="generate", batch_size=5), items)
+    recommended = MMESIDRecommender(model, processor).recommend(histories, k=20, method="generate", batch_size=5)
+    assert torch.equal(recommended, items)
 
 
 def test_unconstrained_decoding_fails_the_beam_check(tokenizer_dir, monkeypatch):
@@ -313,7 +332,7 @@ def test_unconstrained_decoding_fails_the_beam_check(tokenizer_dir, monkeypatch)
     model, processor = build(tokenizer_dir, head="generative")
     histories = HISTORIES + random_histories(12)
     monkeypatch.setattr(SIDTrieLogitsProcessor, "__call__", PassThrough.__call__)
-    items, _ = model.generate_items(histories, processor, k=10, batch_size=5)
+    items, _ = MMESIDRecommender(model, processor).generate_items(histories, k=10, batch_size=5)
     with pytest.raises(AssertionError):
         check_beams(model, histories, items, 10)
 
@@ -321,8 +340,8 @@ def test_unconstrained_decoding_fails_the_beam_check(tokenizer_dir, monkeypatch)
 def test_generation_with_shared_prompt_cache_equals_full_prompts(tokenizer_dir):
     model, processor = build(tokenizer_dir, head="both")
     histories = HISTORIES + random_histories(6)
-    cached = model.generate_items(histories, processor, k=8, batch_size=3, use_cache=True)
-    full = model.generate_items(histories, processor, k=8, batch_size=10, use_cache=False)
+    cached = MMESIDRecommender(model, processor).generate_items(histories, k=8, batch_size=3, use_cache=True)
+    full = MMESIDRecommender(model, processor).generate_items(histories, k=8, batch_size=10, use_cache=False)
     assert torch.equal(cached[0], full[0])
     torch.testing.assert_close(cached[1], full[1], rtol=1e-4, atol=1e-4)
 
@@ -331,13 +350,12 @@ def test_generation_with_shared_prompt_cache_equals_full_prompts(tokenizer_dir):
 def test_beam_scores_are_the_log_probabilities_of_the_items(tokenizer_dir, history):
     """Every beam's score is the model's log-probability of its item: the sum over the ID of the log-softmax of the
     generative head (over all its SID tokens) at each token, computed here by teacher forcing the returned item,
-    without the trie and whatever the excluded history (issue 29: not renormalized over the allowed codes)."""
+    without the trie and whatever the excluded history (not renormalized over the allowed codes)."""
     model, processor = build(tokenizer_dir, head="generative")
-    items, scores = model.generate_items([history], processor, k=3)
-    inputs = dict(processor([history] * 3))
+    items, scores = MMESIDRecommender(model, processor).generate_items([history], k=3)
     with torch.no_grad():
-        out = model(**inputs, labels=items[0])
-    tokens = model.generative_token_ids(items[0])  # (3, id_length)
+        out = model(**_inputs(processor, [history] * 3, model=model, labels=items[0]))
+    tokens = generative_token_table(model.model.sids, model.config)[items[0]]  # (3, id_length)
     expected = torch.log_softmax(out.logits, -1).gather(-1, tokens[..., None])[..., 0].sum(-1)
     torch.testing.assert_close(scores[0], expected, rtol=1e-4, atol=1e-4)
 
@@ -345,13 +363,13 @@ def test_beam_scores_are_the_log_probabilities_of_the_items(tokenizer_dir, histo
 def test_k_beyond_the_candidates_pads_with_zero(tokenizer_dir):
     model, processor = build(tokenizer_dir, head="generative")
     history = list(range(1, NUM_ITEMS - 2))  # 47 items seen: 3 candidates left
-    items, scores = model.generate_items([history], processor, k=5)
+    items, scores = MMESIDRecommender(model, processor).generate_items([history], k=5)
     assert sorted(items[0, :3].tolist()) == [48, 49, 50] and items[0, 3:].tolist() == [0, 0]
     assert torch.isinf(scores[0, 3:]).all()
 
 
 def test_dropped_beams_move_to_the_end_of_the_list():
-    """Issue 29: a repeated placeholder beam, a beam that is no item or a beam with a non-finite score was set to 0
+    """A repeated placeholder beam, a beam that is no item or a beam with a non-finite score was set to 0
     where it stood, so a later item was counted one rank too low. The kept beams move to the front in their order."""
     found = torch.tensor([[5, 5, 7, 9], [0, 3, 3, 8], [4, 6, 2, 1]])
     beam_scores = torch.tensor([[-1.0, -2.0, -3.0, -4.0], [-1.0, -2.0, -1e9, float("-inf")], [-1.0, -2.0, -3.0, -4.0]])
@@ -374,44 +392,44 @@ def test_generate_items_compacts_a_repeated_beam(tokenizer_dir, monkeypatch):
     prompt = torch.zeros(4, 3, dtype=torch.long)  # `generate_items` reads only the last `generative_id_length` tokens
 
     def fake_generate(**kwargs):
-        return SimpleNamespace(sequences=torch.cat([prompt, model.generative_token_ids(beams)], 1),
+        tokens = generative_token_table(model.model.sids, model.config)[beams]
+        return SimpleNamespace(sequences=torch.cat([prompt, tokens], 1),
                                sequences_scores=torch.tensor([-1.0, -1e9, -3.0, -4.0]))
 
     monkeypatch.setattr(model, "generate", fake_generate)
-    items, scores = model.generate_items([[1]], processor, k=4)
+    items, scores = MMESIDRecommender(model, processor).generate_items([[1]], k=4)
     assert items.tolist() == [[5, 7, 9, 0]] and scores[0, :3].tolist() == [-1.0, -3.0, -4.0]
     assert ranks_from_recommendations(items, torch.tensor([9])).tolist() == [[3, 3]]
-    assert model.recommend([[1]], processor, k=4, method="generate").tolist() == [[5, 7, 9, 0]]
+    assert MMESIDRecommender(model, processor).recommend([[1]], k=4, method="generate").tolist() == [[5, 7, 9, 0]]
 
 
 def test_recommend_method_refusals(tokenizer_dir):
     ranking, processor = build(tokenizer_dir)
     with pytest.raises(ValueError, match=r"`method='generate'` needs a generative head, but `config.head='ranking'`"):
-        ranking.recommend(HISTORIES, processor, method="generate")
+        MMESIDRecommender(ranking, processor).recommend(HISTORIES, method="generate")
     with pytest.raises(ValueError, match=r"`method` must be 'rank', 'generate' or 'rerank', got 'beam'"):
-        ranking.recommend(HISTORIES, processor, method="beam")
+        MMESIDRecommender(ranking, processor).recommend(HISTORIES, method="beam")
     generative, processor = build(tokenizer_dir, head="generative")
     with pytest.raises(ValueError, match=r"`method='rank'` needs the ranking head"):
-        generative.recommend(HISTORIES, processor, method="rank")
+        MMESIDRecommender(generative, processor).recommend(HISTORIES, method="rank")
     with pytest.raises(ValueError, match=r"`k` must be in 1..50"):
-        generative.recommend(HISTORIES, processor, k=51, method="generate")
+        MMESIDRecommender(generative, processor).recommend(HISTORIES, k=51, method="generate")
 
 
 def test_generative_model_saves_and_loads(tokenizer_dir, tmp_path):
     model, processor = build(tokenizer_dir, head="both")
-    before = model.generate_items(HISTORIES, processor, k=5)[0]
+    before = MMESIDRecommender(model, processor).generate_items(HISTORIES, k=5)[0]
     model.save_pretrained(tmp_path)
     loaded = MMESIDForSequentialRecommendation.from_pretrained(tmp_path).eval()
     assert loaded.config.head == "both"
-    assert torch.equal(loaded.generate_items(HISTORIES, processor, k=5)[0], before)
+    assert torch.equal(MMESIDRecommender(loaded, processor).generate_items(HISTORIES, k=5)[0], before)
 
 
 # ----------------------------------------------------------------------------------------------- training
 def test_generative_head_trains_and_then_generates_the_targets(tokenizer_dir):
     model, processor = build(tokenizer_dir, head="generative")
     histories = [[1, 2], [7], [30, 31, 32], [44]]
-    inputs = dict(processor(histories))
-    inputs["labels"] = torch.tensor([3, 8, 33, 45])
+    inputs = _inputs(processor, histories, model=model, labels=torch.tensor([3, 8, 33, 45]))
     model.train()
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     losses = []
@@ -423,7 +441,7 @@ def test_generative_head_trains_and_then_generates_the_targets(tokenizer_dir):
         losses.append(loss.item())
     model.eval()
     assert losses[-1] < 0.1 * losses[0], losses
-    items, _ = model.generate_items(histories, processor, k=5)
+    items, _ = MMESIDRecommender(model, processor).generate_items(histories, k=5)
     check_beams(model, histories, items, 5)
     for row, target in zip(items.tolist(), [3, 8, 33, 45]):
         assert target in row, (target, row)  # each user's target among its 5 beams (of 50 items)
@@ -448,11 +466,11 @@ def _trainer(model, processor, tmp_path, **overrides):
 
 @pytest.mark.parametrize("head", ["ranking", "generative", "both"])
 def test_trainer_loss_and_evaluation_for_each_head(tokenizer_dir, tmp_path, head):
-    from modeling_mmesid.trainer import MMESIDCollator
 
     model, processor = build(tokenizer_dir, head=head)
     trainer = _trainer(model, processor, tmp_path)
-    batch = MMESIDCollator(processor)([{"history": h, "target": t} for h, t in [([1], 2), ([7], 8), ([], 4)]])
+    batch = trainer.data_collator([{"history": h, "target": t} for h, t in [([1], 2), ([7], 8), ([], 4)]])
+    assert ("generative_labels" in batch) == (head != "ranking")  # the trainer gives the collator the ID tokens
     expected = model(**{k: v for k, v in batch.items() if k != "history"}).loss
     # one micro-batch normalized by its own 3 samples: the forward's mean loss
     torch.testing.assert_close(trainer.compute_loss(model, batch, num_items_in_batch=torch.tensor(3)), expected)
@@ -463,7 +481,7 @@ def test_trainer_loss_and_evaluation_for_each_head(tokenizer_dir, tmp_path, head
 
 def test_trainer_refuses_generative_head_with_prefix_packing(tokenizer_dir, tmp_path):
     model, processor = build(tokenizer_dir, head="both")
-    with pytest.raises(ValueError, match=r"`prefix_packing=True` is not supported with the generative head"):
+    with pytest.raises(ValueError, match=r"generative head \(`config.head='both'`\) does not support prefix-tree packed"):
         _trainer(model, processor, tmp_path, prefix_packing=True)
 
 
@@ -472,18 +490,19 @@ def test_rerank_orders_the_beams_by_the_ranking_head(tokenizer_dir):
     scores, computed here from `score_histories` and the beams independently."""
     model, processor = build(tokenizer_dir, head="both")
     histories = HISTORIES + random_histories(6)
-    beams, _ = model.generate_items(histories, processor, k=12, batch_size=4)
-    logits = model.score_histories(histories, processor)
-    reranked = model.recommend(histories, processor, k=5, method="rerank", num_candidates=12, batch_size=4)
+    recommender = MMESIDRecommender(model, processor)
+    beams, _ = recommender.generate_items(histories, k=12, batch_size=4)
+    logits = recommender.score_histories(histories)
+    reranked = recommender.recommend(histories, k=5, method="rerank", num_candidates=12, batch_size=4)
     for row, history in enumerate(histories):
         candidates = [int(i) for i in beams[row] if i > 0]
         expected = sorted(candidates, key=lambda i: -float(logits[row, i]))[:5]
         assert reranked[row].tolist() == expected
         assert not set(expected) & set(history)
-    same_set = model.recommend(histories, processor, k=12, method="rerank", batch_size=4)
+    same_set = recommender.recommend(histories, k=12, method="rerank", batch_size=4)
     assert torch.equal(same_set.sort(-1).values, beams.sort(-1).values)
     assert not torch.equal(same_set, beams)  # the ranking head reorders the beams
     with pytest.raises(ValueError, match=r"`num_candidates` must be at least `k` \(5\), got 3"):
-        model.recommend(histories, processor, k=5, method="rerank", num_candidates=3)
+        recommender.recommend(histories, k=5, method="rerank", num_candidates=3)
     with pytest.raises(ValueError, match=r"`method='rerank'` needs both heads"):
-        build(tokenizer_dir, head="generative")[0].recommend(histories, processor, method="rerank")
+        MMESIDRecommender(build(tokenizer_dir, head="generative")[0], processor).recommend(histories, method="rerank")

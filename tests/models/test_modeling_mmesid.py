@@ -25,6 +25,8 @@ from modeling_mmesid import (
     MMESIDModel,
     MMESIDOutput,
     MMESIDProcessor,
+    MMESIDRecommender,
+    sid_token,
 )
 
 
@@ -259,8 +261,8 @@ def test_save_and_load_gives_equal_logits(tester, model, tmp_path):
 
 
 def test_batching_equivalence(tester, model):
-    batched = model.score_histories(HISTORIES, tester.processor, batch_size=len(HISTORIES))
-    single = torch.cat([model.score_histories([h], tester.processor) for h in HISTORIES])
+    batched = MMESIDRecommender(model, tester.processor).score_histories(HISTORIES, batch_size=len(HISTORIES))
+    single = torch.cat([MMESIDRecommender(model, tester.processor).score_histories([h]) for h in HISTORIES])
     torch.testing.assert_close(batched, single, rtol=0, atol=1e-5)
 
 
@@ -283,14 +285,14 @@ def test_init_weights_covers_every_parameter(tester):
 def test_sid_rows_equal_codebooks(tiny_tokenizer):
     tester = MMESIDModelTester(tiny_tokenizer, codebook_dim=32)  # codebook_dim == hidden_size: rows are copied
     model = tester.create_model()
-    rows = model.sid_embedding_rows()
+    rows = model.model.sid_embedding_rows()
     for m, modality in enumerate(tester.modalities):
         torch.testing.assert_close(rows[m], tester.codebooks[modality], rtol=0, atol=0)
 
 
 def test_projected_sid_rows_keep_codebook_geometry(tester, model):
     # codebook_dim 20 < hidden 32: the orthogonal projection is an isometry.
-    rows = model.sid_embedding_rows()
+    rows = model.model.sid_embedding_rows()
     for m, modality in enumerate(tester.modalities):
         for level in range(tester.num_levels):
             codes = tester.codebooks[modality][level]
@@ -301,7 +303,9 @@ def test_item_features_use_sid_rows(tester, model):
     # sid_m(i) is the sum over levels of the input-embedding rows of item i's SID tokens.
     item = torch.tensor([7])
     token_ids = model.model.sid_token_ids(item)[0]
-    assert token_ids.tolist() == tester.processor.sid_token_ids(tester.sids[7]).tolist()
+    tokens = [[sid_token(m, level, int(tester.sids[7, i, level])) for level in range(tester.num_levels)]
+              for i, m in enumerate(tester.processor.modalities)]
+    assert token_ids.tolist() == [tester.processor.tokenizer.convert_tokens_to_ids(row) for row in tokens]
     with torch.no_grad():
         model.get_input_embeddings().weight[token_ids[0, 0]] += 1.0
     features_after = model.model.get_item_features(item)
@@ -390,7 +394,7 @@ def test_empty_history(tester, model):
     assert inputs["item_ids"].numel() == 0
     out = model(**inputs)
     assert out.item_logits.shape == (1, 51) and torch.isfinite(out.loss)
-    assert model.recommend([[]], tester.processor, k=5).shape == (1, 5)
+    assert MMESIDRecommender(model, tester.processor).recommend([[]], k=5).shape == (1, 5)
 
 
 @pytest.mark.parametrize("bad_item", [0, 51, -1])
@@ -400,7 +404,7 @@ def test_out_of_range_item_ids(tester, model, bad_item):
     with pytest.raises(ValueError, match=r"`item_ids` must be in 1\.\.50 \(0 is padding"):
         model(**inputs)
     with pytest.raises(ValueError, match=rf"item id {bad_item} is out of range"):
-        model.recommend([[1, bad_item]], tester.processor)
+        MMESIDRecommender(model, tester.processor).recommend([[1, bad_item]])
 
 
 @pytest.mark.parametrize("bad_label", [0, 51])
@@ -419,16 +423,16 @@ def test_history_longer_than_context(tester, model):
     ):
         model(**inputs)
     with pytest.raises(ValueError, match=r"more than `max_length`=160"):
-        model.recommend([[1] * 20], tester.processor)
+        MMESIDRecommender(model, tester.processor).recommend([[1] * 20])
 
 
 def test_recommend_masks_history(tester, model):
     histories = [[1, 2, 3], [4], []]
-    logits = model.score_histories(histories, tester.processor)
+    logits = MMESIDRecommender(model, tester.processor).score_histories(histories)
     # `exclude_history=False` with a history item best-scored: test_recommend_keeps_history_items_only_when_asked
-    top = model.recommend(histories, tester.processor, k=10, exclude_history=False)
+    top = MMESIDRecommender(model, tester.processor).recommend(histories, k=10, exclude_history=False)
     assert top.shape == (3, 10)
-    recs = model.recommend(histories, tester.processor, k=tester.num_items - 3)
+    recs = MMESIDRecommender(model, tester.processor).recommend(histories, k=tester.num_items - 3)
     for history, row in zip(histories, recs.tolist()):
         assert not set(history) & set(row)
         assert 0 not in row
@@ -438,11 +442,11 @@ def test_recommend_masks_history(tester, model):
         masked[i, h] = float("-inf")
     assert torch.equal(recs[:, :5], masked.topk(5).indices)
     with pytest.raises(ValueError, match=r"`k` must be in 1\.\.50"):
-        model.recommend(histories, tester.processor, k=51)
+        MMESIDRecommender(model, tester.processor).recommend(histories, k=51)
 
 
 def test_recommend_keeps_history_items_only_when_asked(tester, model):
-    """Issue 29: `exclude_history=False` must return history items. The item table's row of one history item per
+    """`exclude_history=False` must return history items. The item table's row of one history item per
     user is steered along that user's `h` so that the item is the user's best-scored (checked independently with
     `score_histories`): it comes first with `exclude_history=False` and is absent with the default `True`."""
     histories = [[1, 2, 3], [4], [50, 7, 7, 9, 11]]
@@ -453,19 +457,50 @@ def test_recommend_keeps_history_items_only_when_asked(tester, model):
         with torch.no_grad():
             model.item_head.weight.copy_(original)
             model.item_head.weight[item] = 1e3 * h[user] / h[user].norm() ** 2  # <h, e_item> = 1000
-        logits = model.score_histories([history], tester.processor)
+        logits = MMESIDRecommender(model, tester.processor).score_histories([history])
         assert int(logits[0].argmax()) == item
-        kept = model.recommend([history], tester.processor, k=5, exclude_history=False)
+        kept = MMESIDRecommender(model, tester.processor).recommend([history], k=5, exclude_history=False)
         assert kept[0, 0] == item and torch.equal(kept, logits.topk(5).indices)
-        excluded = model.recommend([history], tester.processor, k=5)
+        excluded = MMESIDRecommender(model, tester.processor).recommend([history], k=5)
         assert item not in excluded[0].tolist() and not set(history) & set(excluded[0].tolist())
+
+
+def test_recommender_builds_its_tables_once_until_invalidated(tester, model, monkeypatch):
+    """`recommend` reuses the prompt cache, item tokens and score table of the first call; `invalidate()` after a
+    weight change rebuilds them, and the scores follow the new weights."""
+    builds = []
+    original = MMESIDForSequentialRecommendation.item_score_table
+    monkeypatch.setattr(MMESIDForSequentialRecommendation, "item_score_table",
+                        lambda self: builds.append(1) or original(self))
+    recommender = MMESIDRecommender(model, tester.processor)
+    first = recommender.score_histories(HISTORIES)
+    recommender.recommend(HISTORIES, k=5)
+    recommender.recommend([[7]], k=5)
+    assert len(builds) == 1
+    with torch.no_grad():
+        model.item_head.weight.mul_(2.0)
+    assert torch.equal(recommender.score_histories(HISTORIES), first)  # cached: the old weights' table
+    recommender.invalidate()
+    rebuilt = recommender.score_histories(HISTORIES)
+    assert len(builds) == 2 and not torch.equal(rebuilt, first)
+    torch.testing.assert_close(rebuilt, MMESIDRecommender(model, tester.processor).score_histories(HISTORIES))
+
+
+def test_recommender_refuses_a_model_without_embed_inputs(tester, model):
+    """A folder saved by an older version carries model code without `embed_inputs`: a clear error, not a crash."""
+    from types import SimpleNamespace
+
+    old = SimpleNamespace(config=model.config, model=SimpleNamespace())
+    with pytest.raises(TypeError, match=r"has no `model.embed_inputs`: its code predates `MMESIDRecommender`"):
+        MMESIDRecommender(old, tester.processor)
 
 
 def test_as_scorer_matches_score_histories(tester, model):
     histories = torch.tensor([[1, 2, 3], [4, 0, 0], [0, 0, 0]])
     lengths = torch.tensor([3, 1, 0])
-    scores = model.as_scorer(tester.processor)(histories, lengths)
-    torch.testing.assert_close(scores, model.score_histories([[1, 2, 3], [4], []], tester.processor))
+    recommender = MMESIDRecommender(model, tester.processor)
+    scores = recommender.as_scorer()(histories, lengths)
+    torch.testing.assert_close(scores, recommender.score_histories([[1, 2, 3], [4], []]))
 
 
 # ----------------------------------------------------------------------------------------------- ablations
@@ -504,7 +539,7 @@ def test_ablation_switches(tiny_tokenizer, name, kwargs):
             model.get_input_embeddings().weight[row] -= 1.0
     assert out.modality_logits.shape == (len(HISTORIES), 51, m + 1)
     out.loss.backward()
-    rows = model.sid_embedding_rows().detach()
+    rows = model.model.sid_embedding_rows().detach()
     if model.config.sid_init == "codebook":
         assert torch.allclose(
             rows[0, 0] @ rows[0, 0].T,
@@ -513,7 +548,7 @@ def test_ablation_switches(tiny_tokenizer, name, kwargs):
         )
     else:
         with pytest.raises(ValueError, match=r"`config.sid_init='random'`"):
-            model.init_sid_embeddings(tester.codebooks)
+            model.model.init_sid_embeddings(tester.codebooks)
         assert not torch.allclose(
             rows[0, 0] @ rows[0, 0].T,
             tester.codebooks[modalities[0]][0] @ tester.codebooks[modalities[0]][0].T,
@@ -560,6 +595,7 @@ REMOTE_SCRIPT = textwrap.dedent(
     import torch
     from safetensors.torch import load_file, save_file
     from transformers import AutoModel, AutoProcessor
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
     model = AutoModel.from_pretrained("checkpoint", trust_remote_code=True).eval()
     processor = AutoProcessor.from_pretrained("checkpoint", trust_remote_code=True)
@@ -569,8 +605,18 @@ REMOTE_SCRIPT = textwrap.dedent(
     assert torch.equal(processor([[1, 2, 3], [4], [], [50, 7, 7, 9, 11]])["input_ids"], inputs["input_ids"])
     with torch.no_grad():
         logits = model(**inputs).item_logits
-        cached = model.score_histories([[1, 2, 3], [4], [], [50, 7, 7, 9, 11]], processor)  # the KV-cache path
-    save_file({"item_logits": logits.contiguous(), "cached": cached.contiguous()}, "logits.safetensors")
+        recommender_class = get_class_from_dynamic_module("recommender_mmesid.MMESIDRecommender", "checkpoint")
+        assert recommender_class.__module__.startswith("transformers_modules"), recommender_class.__module__
+        recommender = recommender_class(model, processor)
+        cached = recommender.score_histories([[1, 2, 3], [4], [], [50, 7, 7, 9, 11]])  # the KV-cache path
+        top = recommender.recommend([[1, 2, 3], [4], [], [50, 7, 7, 9, 11]], k=5)
+    from transformers import pipeline
+
+    recommend = pipeline(model="checkpoint", trust_remote_code=True, device="cpu")  # config.custom_pipelines
+    assert type(recommend).__name__ == "MMESIDRecommendationPipeline", type(recommend)
+    assert recommend([[1, 2, 3], [4], [], [50, 7, 7, 9, 11]], k=5) == top.tolist()
+    save_file({"item_logits": logits.contiguous(), "cached": cached.contiguous(), "top": top.contiguous()},
+              "logits.safetensors")
     import transformers
     print(type(model).__name__, type(processor).__name__, "transformers", transformers.__version__)
     """
@@ -581,7 +627,8 @@ def test_trust_remote_code_load_in_subprocess(tester, model, tmp_path):
     saved = tmp_path / "saved"
     model.save_pretrained(saved)
     tester.processor.save_pretrained(saved)
-    for name in ("configuration_mmesid.py", "modeling_mmesid.py", "processing_mmesid.py"):
+    for name in ("configuration_mmesid.py", "modeling_mmesid.py", "processing_mmesid.py", "generation_mmesid.py",
+                 "recommender_mmesid.py", "building_mmesid.py"):
         assert (saved / name).exists(), f"save_pretrained did not copy {name}"
     config = (saved / "config.json").read_text()
     assert '"AutoModel": "modeling_mmesid.MMESIDForSequentialRecommendation"' in config
@@ -608,10 +655,13 @@ def test_trust_remote_code_load_in_subprocess(tester, model, tmp_path):
     print(result.stdout.strip())  # the transformers version the copied code ran on (shown with pytest -s)
     with torch.no_grad():
         expected = model(**inputs).item_logits
-        expected_cached = model.eval().score_histories([[1, 2, 3], [4], [], [50, 7, 7, 9, 11]], tester.processor)
+        recommender = MMESIDRecommender(model.eval(), tester.processor)
+        expected_cached = recommender.score_histories([[1, 2, 3], [4], [], [50, 7, 7, 9, 11]])
+        expected_top = recommender.recommend([[1, 2, 3], [4], [], [50, 7, 7, 9, 11]], k=5)
     outputs = load_file(work / "logits.safetensors")
     torch.testing.assert_close(outputs["item_logits"], expected, rtol=0, atol=0)
     torch.testing.assert_close(outputs["cached"], expected_cached, rtol=0, atol=0)
+    assert torch.equal(outputs["top"], expected_top)
 
 
 def test_imports_print_no_docstring_errors():
@@ -699,13 +749,13 @@ def test_smollm2_backbone_recommends_on_beauty():
         backbone_kwargs={"gguf_file": SMOLLM2_GGUF, "dtype": torch.float32},
     ).eval()
     assert model.config.text_config.hidden_size == 576
-    recs = model.recommend(histories, processor, k=10, batch_size=2)
+    recs = MMESIDRecommender(model, processor).recommend(histories, k=10, batch_size=2)
     elapsed = time.perf_counter() - start
     print(f"SmolLM2-135M backbone: {len(histories)} users, top-10 in {elapsed:.1f} s (load + build + score)")
     assert recs.shape == (4, 10)
     for history, row in zip(histories, recs.tolist()):
         assert not set(history) & set(row) and 0 not in row
-    batched = model.score_histories(histories, processor, batch_size=4)
-    state = model.prepare_ranking(processor)  # built once for the one-user calls: 12,086 items, ~5 s a build
-    single = torch.cat([model.score_histories([h], processor, ranking_state=state) for h in histories])
+    batched = MMESIDRecommender(model, processor).score_histories(histories, batch_size=4)
+    recommender = MMESIDRecommender(model, processor)  # its tables are built once for the one-user calls
+    single = torch.cat([recommender.score_histories([h]) for h in histories])
     torch.testing.assert_close(batched, single, rtol=1e-4, atol=1e-3)

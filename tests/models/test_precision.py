@@ -8,7 +8,7 @@ import pytest
 import torch
 from test_modeling_mmesid import HISTORIES, MMESIDModelTester
 
-from modeling_mmesid import MMESIDForSequentialRecommendation, precision
+from modeling_mmesid import MMESIDForSequentialRecommendation, MMESIDRecommender, precision
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def test_scores_and_loss_are_float32_with_a_bf16_backbone_and_under_autocast(tes
         assert o.item_logits.dtype == torch.float32 and o.loss.dtype == torch.float32
         assert o.modality_logits.dtype == torch.float32
     assert model.item_score_table().dtype == torch.float32
-    scores = model.score_histories(HISTORIES, tester.processor)
+    scores = MMESIDRecommender(model, tester.processor).score_histories(HISTORIES)
     assert scores.dtype == torch.float32
 
 
@@ -79,13 +79,13 @@ def test_bf16_backbone_agrees_with_float32(tester):
     torch.testing.assert_close(logits16[:, 1:], logits32[:, 1:], rtol=0, atol=0.05 * scale)
     loss32, loss16 = float(out32.loss), float(out16.loss)
     assert abs(loss16 - loss32) / loss32 < 1e-3, (loss16, loss32)
-    top32 = model.recommend(histories, tester.processor, k=10)
-    top16 = model_bf16.recommend(histories, tester.processor, k=10)
+    top32 = MMESIDRecommender(model, tester.processor).recommend(histories, k=10)
+    top16 = MMESIDRecommender(model_bf16, tester.processor).recommend(histories, k=10)
     overlap = [len(set(a.tolist()) & set(b.tolist())) for a, b in zip(top32, top16)]
     assert min(overlap) >= 8, overlap
     # and the float32 path is untouched: the plain and the cached float32 paths agree as before
-    plain = model.score_histories(histories, tester.processor, use_cache=False)
-    cached = model.score_histories(histories, tester.processor, use_cache=True)
+    plain = MMESIDRecommender(model, tester.processor).score_histories(histories, use_cache=False)
+    cached = MMESIDRecommender(model, tester.processor).score_histories(histories, use_cache=True)
     torch.testing.assert_close(plain, cached, rtol=1e-5, atol=1e-5)
 
 
@@ -102,7 +102,7 @@ def test_load_in_bf16_keeps_mmesid_modules_in_float32(tester, tmp_path):
         buffer = loaded.model.modality_embeddings(modality)
         assert buffer.dtype == torch.float32
         torch.testing.assert_close(buffer, model.model.modality_embeddings(modality), rtol=0, atol=0)
-    scores = loaded.eval().score_histories(HISTORIES, tester.processor)
+    scores = MMESIDRecommender(loaded.eval(), tester.processor).score_histories(HISTORIES)
     assert scores.dtype == torch.float32
 
 

@@ -50,7 +50,8 @@ def test_sid_token_scheme(processor):
                 # the one formula the processor and the model use
                 assert sid_token_id(processor.sid_token_offset, NUM_LEVELS, CODEBOOK_SIZE, m, level, code) == expected
     sids = torch.tensor([[[1, 2], [3, 4]]])
-    ids = processor.sid_token_ids(sids)
+    m, level = torch.arange(len(MODALITIES)).view(-1, 1), torch.arange(NUM_LEVELS).view(1, -1)
+    ids = sid_token_id(processor.sid_token_offset, NUM_LEVELS, CODEBOOK_SIZE, m, level, sids)
     assert tokenizer.convert_ids_to_tokens(ids.flatten().tolist()) == [
         "<sid_collaborative_0_1>",
         "<sid_collaborative_1_2>",

@@ -130,7 +130,7 @@ def test_evaluate_reports_the_generative_head_beside_the_ranking_head(tiny_run, 
     from safetensors.torch import load_file
     from transformers import AutoTokenizer
 
-    from modeling_mmesid import MMESIDForSequentialRecommendation, MMESIDProcessor
+    from modeling_mmesid import MMESIDForSequentialRecommendation, MMESIDProcessor, MMESIDRecommender
     from tokenization.encoders import load_embeddings
 
     modalities = ["collaborative", "text"]
@@ -156,7 +156,7 @@ def test_evaluate_reports_the_generative_head_beside_the_ranking_head(tiny_run, 
 
     test = load_split_table(tiny_run / "data", "test")
     histories = test.column("history").to_pylist()
-    items = model.eval().recommend(histories, processor, k=20, method="generate")
+    items = MMESIDRecommender(model.eval(), processor).recommend(histories, k=20, method="generate")
     for history, row in zip(histories, items.tolist()):
         assert len(set(row)) == 20 and all(1 <= i <= 40 for i in row) and not set(row) & set(history)
     with pytest.raises(ValueError, match=r"`--methods` must be a non-empty subset of rank, generate"):

@@ -14,6 +14,8 @@ import pytest
 import torch
 from mmesid_testing import REPO, finetune_config
 
+from modeling_mmesid import MMESIDRecommender
+
 
 FINETUNE = REPO / "recipes" / "finetune.py"
 
@@ -149,7 +151,7 @@ def test_two_process_cpu_launch_then_load_and_rank(tiny_run, tmp_path):
 
     model = AutoModel.from_pretrained(tmp_path / "ddp" / "model", trust_remote_code=True).eval()
     processor = AutoProcessor.from_pretrained(tmp_path / "ddp" / "model", trust_remote_code=True)
-    top = model.recommend([[1, 2, 3], [5]], processor, k=5)
+    top = MMESIDRecommender(model, processor).recommend([[1, 2, 3], [5]], k=5)
     assert top.shape == (2, 5)
     assert not set(top[0].tolist()) & {0, 1, 2, 3} and 5 not in top[1].tolist()
 
@@ -264,7 +266,7 @@ def test_bf16_run_trains_float32_parameters_and_saves_a_loadable_model(tiny_run,
     model = AutoModel.from_pretrained(tmp_path / "out" / "model", trust_remote_code=True).eval()
     processor = AutoProcessor.from_pretrained(tmp_path / "out" / "model", trust_remote_code=True)
     assert model.item_head.weight.dtype == torch.float32
-    scores = model.score_histories([[1, 2, 3], [4]], processor)
+    scores = MMESIDRecommender(model, processor).score_histories([[1, 2, 3], [4]])
     assert scores.dtype == torch.float32 and torch.isfinite(scores[:, 1:]).all()
 
 
@@ -320,8 +322,8 @@ def test_causal_layout_trains_packed_saves_and_loads_with_its_layout(tiny_run, t
     processor = AutoProcessor.from_pretrained(tmp_path / "out" / "model", trust_remote_code=True)
     assert model.config.layout == processor.layout == "causal"
     assert processor.prompt_token_ids(2)[-2:] == [processor.item_token_id] * 2  # read out at the last item
-    top = model.recommend([[1, 2, 3], [5]], processor, k=5)
+    top = MMESIDRecommender(model, processor).recommend([[1, 2, 3], [5]], k=5)
     assert top.shape == (2, 5) and not set(top[0].tolist()) & {0, 1, 2, 3}
     chat = AutoProcessor.from_pretrained(tmp_path / "out" / "model", trust_remote_code=True, layout="chat")
     with pytest.raises(ValueError, match="layout='chat'"):
-        model.recommend([[1, 2, 3]], chat, k=5)
+        MMESIDRecommender(model, chat)

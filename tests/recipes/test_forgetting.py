@@ -73,7 +73,7 @@ def test_forgetting_recipe_on_two_tiny_finetunings(tiny_run, tmp_path):
     report = forgetting.main(args)
     histories, targets = read_validation_pairs(run / "data" / "validation.parquet")
     sids = load_semantic_ids(run / "sids")[0]
-    random_rows = MMESIDForSequentialRecommendation.from_pretrained(models["random"]).sid_embedding_rows().detach()
+    random_rows = MMESIDForSequentialRecommendation.from_pretrained(models["random"]).model.sid_embedding_rows().detach()
     for i, m in enumerate(("collaborative", "text")):
         codebook, random = report["kendall_tau"]["codebook"][m]["tau_a"], report["kendall_tau"]["random"][m]["tau_a"]
         assert codebook == pytest.approx(expected[m], abs=1e-6), (m, codebook, expected[m])

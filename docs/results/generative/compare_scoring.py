@@ -1,4 +1,4 @@
-"""Issue 29: the generate and rerank rows of one head=both model under the old beam scores (renormalized over the
+"""The generate and rerank rows of one head=both model under the old beam scores (renormalized over the
 allowed codes at each step) and the corrected ones (the model's own probabilities), on the users evaluate.py samples
 (`--max_users 500`, seed 0, test split). Same model, same users: the difference is the scoring alone."""
 
@@ -11,7 +11,7 @@ import torch
 from transformers import AutoModel, AutoProcessor
 
 from mmesid_artifacts import Run, load_split_table, load_stats
-from modeling_mmesid import evaluation
+from modeling_mmesid import MMESIDRecommender, evaluation
 
 
 run_dir, model_dir, out_path = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -24,15 +24,15 @@ split = split.take(keep)
 histories, targets = split.column("history").to_pylist(), split.column("target").to_pylist()
 model = AutoModel.from_pretrained(model_dir, trust_remote_code=True).eval()
 processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
+recommender = MMESIDRecommender(model, processor, batch_size=32)
 tic = time.time()
-logits = model.score_histories(histories, processor, batch_size=32).float().cpu()
+logits = recommender.score_histories(histories).float().cpu()
 rank_seconds = time.time() - tic
 out = {"num_users": len(targets), "score_histories_seconds": round(rank_seconds, 2), "results": {}}
 tgt = torch.tensor(targets)
 for variant in variants:
     tic = time.time()
-    items, scores = model.generate_items(histories, processor, k=20, batch_size=32,
-                                         renormalize=variant == "renormalized")
+    items, scores = recommender.generate_items(histories, k=20, renormalize=variant == "renormalized")
     seconds = time.time() - tic
     gen = evaluation.metrics_from_ranks(evaluation.ranks_from_recommendations(items, tgt))
     cand = logits.gather(1, items).masked_fill(items == 0, float("-inf"))
