@@ -78,6 +78,9 @@ class MMESIDTrainingConfig(SFTConfig):
     new_modules_learning_rate (`float`, *optional*):
         Learning rate of MME-SID's own modules (modality projections, item-token MLP, item table, fusion gate);
         the LoRA adapters and the SID rows keep `learning_rate`. Unset: `learning_rate` for everything (the paper).
+    fusion_gate_learning_rate (`float`, *optional*):
+        Learning rate of the fusion gate alone, taking it out of `new_modules_learning_rate`'s group. Unset: the gate
+        trains with the other new modules.
     distill_weight (`float`, *optional*, defaults to 0.0):
         Weight `alpha` of an auxiliary loss that distills a teacher's full softmax over the items (our trained
         SASRec, passed to [`MMESIDTrainer`] as `teacher`) into MME-SID's fused scores: per sample
@@ -152,6 +155,11 @@ class MMESIDTrainingConfig(SFTConfig):
     )
     new_modules_learning_rate: float | None = field(
         default=None, metadata={"help": "Learning rate of MME-SID's own modules (default: learning_rate)."}
+    )
+    fusion_gate_learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "Learning rate of the fusion gate alone (default: new_modules_learning_rate, else "
+                  "learning_rate)."},
     )
     distill_weight: float = field(
         default=0.0, metadata={"help": "Weight of the distillation of the teacher's (SASRec's) softmax; 0 = off."}
@@ -456,26 +464,32 @@ class MMESIDTrainer(SFTTrainer):
 
     def create_optimizer(self, model=None):
         """`Trainer.create_optimizer`, with MME-SID's own modules in their own parameter groups at
-        `new_modules_learning_rate` when it is set."""
-        if self.args.new_modules_learning_rate is None or self.optimizer is not None:
+        `new_modules_learning_rate` when it is set, the fusion gate in its own at `fusion_gate_learning_rate` when that
+        is set."""
+        new_lr, gate_lr = self.args.new_modules_learning_rate, self.args.fusion_gate_learning_rate
+        if (new_lr is None and gate_lr is None) or self.optimizer is not None:
             return super().create_optimizer(model)
         opt_model = self.model if model is None else model
         module_names = self.accelerator.unwrap_model(unwrap_model(opt_model)).non_backbone_module_names()
         decay = set(self.get_decay_parameter_names(opt_model))
+        learning_rates = {"backbone": None, "new": new_lr, "gate": gate_lr}
         groups = {}
         for name, parameter in opt_model.named_parameters():
             if not parameter.requires_grad:
                 continue
-            new = any(f".{m}." in f".{name}" for m in module_names)
-            key = (new, name in decay)
-            groups.setdefault(key, []).append(parameter)
+            kind = "backbone"
+            if gate_lr is not None and ".fusion_gate." in f".{name}":
+                kind = "gate"
+            elif any(f".{m}." in f".{name}" for m in module_names):
+                kind = "new"
+            groups.setdefault((kind, name in decay), []).append(parameter)
         parameter_groups = [
             {
                 "params": params,
                 "weight_decay": self.args.weight_decay if decayed else 0.0,
-                **({"lr": self.args.new_modules_learning_rate} if new else {}),
+                **({"lr": learning_rates[kind]} if learning_rates[kind] is not None else {}),
             }
-            for (new, decayed), params in sorted(groups.items())
+            for (kind, decayed), params in sorted(groups.items())
         ]
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
         self.optimizer = optimizer_cls(parameter_groups, **optimizer_kwargs)

@@ -77,6 +77,9 @@ class ScriptArguments:
         _LIBRARY, "item_head_init", "normal (paper) | zero | collaborative | item_tokens (docs/LEARNING.md)."
     )
     fusion_gate_init: str = library_default(_LIBRARY, "fusion_gate_init", "normal | torch (official code's init).")
+    fusion_temperature: float = library_default(
+        _LIBRARY, "fusion_temperature", "tau of the fusion gate's softmax (paper Eq. 9; official code 1e-3)."
+    )
     layout: str = library_default(
         _LIBRARY, "layout", "chat (paper: read out after the assistant header) | causal (read out at each item token; "
         "every target of a user in one causal pass; docs/LAYOUT.md)."
@@ -158,6 +161,7 @@ def build_trainer(script_args: ScriptArguments, training_args: MMESIDTrainingCon
         head=script_args.head, generative_loss_weight=script_args.generative_loss_weight,
         generative_id=script_args.generative_id,
         item_head_init=script_args.item_head_init, fusion_gate_init=script_args.fusion_gate_init,
+        fusion_temperature=script_args.fusion_temperature,
     )
     teacher = None
     if training_args.distill_weight > 0:

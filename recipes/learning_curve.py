@@ -89,6 +89,15 @@ VARIANTS = {
         {"layout": "causal", "new_modules_learning_rate": 3e-3, "distill_weight": 0.5, "fusion_gate_init": "torch"},
         "causal_new_lr_distill with the fusion gate in PyTorch's default init (official code)",
     ),
+    "causal_new_lr_distill_gate_base_lr": (
+        {"layout": "causal", "new_modules_learning_rate": 3e-3, "distill_weight": 0.5,
+         "fusion_gate_learning_rate": 3e-4},
+        "causal_new_lr_distill with the fusion gate at the base learning rate (3e-4, not 10x)",
+    ),
+    "causal_new_lr_distill_gate_t1": (
+        {"layout": "causal", "new_modules_learning_rate": 3e-3, "distill_weight": 0.5, "fusion_temperature": 1.0},
+        "causal_new_lr_distill with the fusion gate's softmax at temperature 1 (official code: 1e-3)",
+    ),
 }
 
 

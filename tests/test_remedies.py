@@ -82,18 +82,23 @@ def _trainer(tmp_path, model, processor, prefix_packing=False, teacher=None, **a
                          processing_class=processor, data_collator=MMESIDCollator(processor), teacher=teacher)
 
 
-def test_new_modules_learning_rate_groups(tmp_path):
+@pytest.mark.parametrize(("new_lr", "gate_lr"), [(5e-3, None), (5e-3, 2e-4), (None, 2e-4)])
+def test_new_modules_learning_rate_groups(tmp_path, new_lr, gate_lr):
     model, processor = build_model("sdpa")
-    trainer = _trainer(tmp_path, model, processor, new_modules_learning_rate=5e-3, learning_rate=1e-4)
+    trainer = _trainer(tmp_path, model, processor, new_modules_learning_rate=new_lr, fusion_gate_learning_rate=gate_lr,
+                       learning_rate=1e-4)
     optimizer = trainer.create_optimizer()
     lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    expected_new = 1e-4 if new_lr is None else new_lr
+    expected_gate = expected_new if gate_lr is None else gate_lr
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        own = name.split(".")[0] in ("item_head", "fusion_gate") or name.startswith(
-            ("model.modality_projections", "model.item_fusion")
-        )
-        assert lr_of[id(parameter)] == (5e-3 if own else 1e-4), name
+        gate = name.startswith("fusion_gate.")
+        own = name.split(".")[0] == "item_head" or name.startswith(("model.modality_projections", "model.item_fusion"))
+        assert lr_of[id(parameter)] == (expected_gate if gate else expected_new if own else 1e-4), name
+    # the gate has its own groups only when its rate is set (so optimizer states of older runs keep their layout)
+    assert len(optimizer.param_groups) == (4 if gate_lr is None else 6)
     assert sum(len(g["params"]) for g in optimizer.param_groups) == sum(p.requires_grad for p in model.parameters())
 
 
