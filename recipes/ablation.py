@@ -15,9 +15,9 @@ Commands:
         --output_dir outputs/beauty-smollm2-135m/rqvae-mse
     python recipes/assign_sids.py --run_dir outputs/beauty-smollm2-135m --max_validation_users 2000 \
         --rqvae_dir outputs/beauty-smollm2-135m/rqvae-mse --output_dir outputs/beauty-smollm2-135m/sids-mse
-    # the table at the main job's budget (2 cores: 6-15 minutes per variant, bf16 AMX or float32 AVX2)
+    # the table at the main job's budget (2 cores: docs/RESULTS.md says how long)
     python recipes/ablation.py --run_dir outputs/beauty-smollm2-135m --budget 13700 --test_users 3000 \
-        --doc README.md
+        --doc docs/RESULTS.md
     # redraw the table from results.json
     python recipes/ablation.py --run_dir outputs/beauty-smollm2-135m --report_only
 

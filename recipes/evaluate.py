@@ -14,15 +14,15 @@ Commands:
     python recipes/evaluate.py --run_dir outputs/beauty-smollm2-135m \
         --model outputs/beauty-smollm2-135m/finetune-both/model --methods rank generate rerank --max_users 2000 \
         --output_dir outputs/beauty-smollm2-135m/eval-both
-    # the full-data run on the whole test split, its table also written into README.md (`full-run` markers)
+    # the full-data run on the whole test split, its table also written into docs/RESULTS.md (`full-run` markers)
     python recipes/evaluate.py --run_dir outputs/beauty-smollm2-135m \
         --model outputs/beauty-smollm2-135m/finetune-full/model --sasrec outputs/beauty-smollm2-135m/embeddings/sasrec \
-        --output_dir outputs/beauty-smollm2-135m/eval-full --doc README.md --doc_block full-run
+        --output_dir outputs/beauty-smollm2-135m/eval-full --doc docs/RESULTS.md --doc_block full-run
     # RecBole's protocol (history items stay candidates), to print beside RecBole's numbers
     python recipes/evaluate.py --run_dir outputs/beauty-smollm2-135m --no_mask_history \
         --output_dir outputs/beauty-smollm2-135m/eval-unmasked
-    # (re)write a README block from a committed results.json, ranking nothing
-    python recipes/evaluate.py --report_only docs/results/full-run-newlr/eval_results.json --doc README.md \
+    # (re)write a docs block from a committed results.json, ranking nothing
+    python recipes/evaluate.py --report_only docs/results/full-run-newlr/eval_results.json --doc docs/RESULTS.md \
         --doc_block full-run-newlr
 """
 

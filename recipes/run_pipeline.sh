@@ -2,8 +2,8 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
 # The README's main job: set up, then run every stage for one run name on Beauty_new, offline, on a laptop CPU:
 #   data -> item encoders (SASRec + MiniLM) -> MM-RQ-VAE -> semantic IDs -> LoRA fine-tuning -> evaluation.
-#   bash recipes/run_pipeline.sh                 # CPU budget: subsets, said in the output (2 cores: ~17 min with
-#                                                # AMX/AVX512-BF16, bf16; 29 min with AVX2 only, float32; README)
+#   bash recipes/run_pipeline.sh                 # CPU budget: subsets, said in the output (timings per CPU:
+#                                                # docs/MAIN_JOB.md)
 #   BUDGET=full bash recipes/run_pipeline.sh     # the configs as written (hours on a CPU; use a GPU)
 #   RUN=my-run bash recipes/run_pipeline.sh      # another folder of recipes/configs/
 set -euo pipefail
