@@ -20,6 +20,11 @@ Commands:
         --full_runs paper=docs/results/full-run/finetune_results.json \
         new_lr=docs/results/full-run-newlr/finetune_results.json \
         --baselines docs/results/curve/baselines.json --doc docs/LEARNING.md
+    # the 4-epoch causal run: baselines computed on its validation users, our SASRec's per-epoch validation below
+    python recipes/learning_curve.py --run_dir outputs/beauty-smollm2-135m \
+        --full_runs causal_4_epochs=docs/results/full-run-causal/finetune_results.json \
+        --baselines docs/results/full-run-causal/baselines.json \
+        --baselines_sasrec outputs/beauty-smollm2-135m/embeddings/sasrec --doc docs/RESULTS.md --doc_block full-run-causal-curve
 
 Reads the run's `data/`, `embeddings/` and `sids/` (as recipes/finetune.py does) and writes `<run_dir>/curve/` (or
 `--curve_dir`): `results.json` (every point with its protocol), `curve.md` and `curve.png`.
@@ -265,6 +270,38 @@ def full_run_table(runs: dict[str, str | Path], run_dir: str | Path, baselines: 
     return "\n".join(lines)
 
 
+def validation_baselines(run_dir: str | Path, num_users: int | None, seed: int, sasrec_dir: str | Path | None = None) -> dict:
+    """Popularity, last-item transition and (with `sasrec_dir`) SASRec on the validation users that `finetune.py`
+    validates on with `max_eval_users=num_users` and `seed` (`num_users` sampled with `seed + 1`), under the
+    evaluator's protocol: the baselines of a `full_run_table`."""
+    from finetune import _users_subset
+
+    from mmesid_artifacts import load_item_counts, load_train_sequences
+    from modeling_mmesid import baselines
+    from modeling_mmesid import data as mmesid_data
+
+    run = Run(run_dir)
+    num_items = load_stats(run.data)["num_items"]
+    split = _users_subset(mmesid_data.load_splits(run.data)["validation"], num_users, seed + 1)
+    scorers = {
+        "popularity": baselines.PopularityScorer(load_item_counts(run.data, num_items)),
+        "transition": baselines.TransitionScorer.fit(load_train_sequences(run.data), num_items),
+    }
+    if sasrec_dir:
+        from tokenization.sasrec import SASRecModel, sasrec_scorer
+
+        scorers["sasrec"] = sasrec_scorer(SASRecModel.from_pretrained(sasrec_dir))
+    return {name: evaluation.evaluate_scorer(scorer, split, num_items) for name, scorer in scorers.items()}
+
+
+def sasrec_epochs_line(results_json: str | Path, metric: str = "ndcg@10") -> str:
+    """SASRec's validation `metric` after each of its epochs (`encode_items.py`'s `embeddings/sasrec/results.json`)."""
+    saved = json.loads(Path(results_json).read_text())
+    log = saved["train_info"]["log"]
+    return (f"Our SASRec after each epoch (validation {metric}, {saved['protocol'].split(', ')[-1]}; `{results_json}`): "
+            + ", ".join(f"{entry['epoch']}: {entry['metric']:.4f}" for entry in log) + ".")
+
+
 def save_curve_plot(series: dict[str, list[dict]], path: Path, width: int = 640, height: int = 400) -> None:
     """PNG of nDCG@10 (y, from 0 to the largest value) against log10(samples seen) (x), one line per variant in
     `SPECTRUM_COLOURS` order (legend in results.json order), written without matplotlib."""
@@ -324,6 +361,12 @@ def main():
                              "and write the table between `<!-- full-epoch:start/end -->` in --doc, if given.")
     parser.add_argument("--baselines", default=None,
                         help="With --full_runs: a {model: metrics} JSON of the baselines on the same validation users.")
+    parser.add_argument("--doc_block", default=None,
+                        help="With --full_runs: the name of the --doc markers (default full-epoch).")
+    parser.add_argument("--baselines_sasrec", default=None,
+                        help="With --full_runs and --baselines: compute the baselines (popularity, transition and this "
+                             "SASRec folder) on the runs' validation users, write them to --baselines, and add "
+                             "SASRec's per-epoch validation from the folder's results.json below the table.")
     args, extra = parser.parse_known_args()
     args.extra = extra  # further finetune arguments, e.g. --per_device_train_batch_size 2
     if args.full_runs:
@@ -331,9 +374,20 @@ def main():
         bad = [item for item, (_, sep, path) in zip(args.full_runs, pairs) if not sep or not path]
         if bad:
             parser.error(f"--full_runs takes NAME=RESULTS_JSON pairs, got {bad}")
-        table = full_run_table({name: path for name, _, path in pairs}, args.run_dir, args.baselines)
+        runs = {name: path for name, _, path in pairs}
+        if args.baselines_sasrec:
+            if not args.baselines:
+                parser.error("--baselines_sasrec writes the baselines to --baselines: name the JSON file")
+            config = json.loads(Path(next(iter(runs.values()))).read_text())["run_info"]["config"]
+            scores = validation_baselines(args.run_dir, config["script"].get("max_eval_users"),
+                                          config["training"]["seed"], args.baselines_sasrec)
+            atomic_write_json(Path(args.baselines), scores)
+        table = full_run_table(runs, args.run_dir, args.baselines)
+        sasrec_results = Path(args.baselines_sasrec or "", "results.json")
+        if args.baselines_sasrec and sasrec_results.is_file():
+            table += "\n" + sasrec_epochs_line(sasrec_results)
         if args.doc:
-            write_between_markers(Path(args.doc), "full-epoch", table)
+            write_between_markers(Path(args.doc), args.doc_block or "full-epoch", table)
         print(table)
         return
     curve_dir = args.curve_dir = Path(args.curve_dir or Run(args.run_dir).curve)

@@ -142,3 +142,37 @@ def test_full_run_table_counts_the_samples_of_a_resumed_run_over_the_whole_run(t
     history = saved["train_info"]["log_history"]
     assert [e.get("samples_seen") for e in curve.cumulative_samples_seen(history)] == [None, 540, 567, 1075]
     assert [e.get("samples_seen") for e in history] == [None, 540, 27, 535]  # the input is left as it was
+
+
+def test_validation_baselines_rank_the_users_finetune_validates_on(tiny_run, tmp_path):
+    import random
+
+    from modeling_mmesid import baselines, evaluation
+    from modeling_mmesid.data import load_splits
+
+    from mmesid_artifacts import Run, load_item_counts, load_stats
+
+    curve = import_recipe("learning_curve")
+    scores = curve.validation_baselines(tiny_run, num_users=7, seed=42)
+    assert sorted(scores) == ["popularity", "transition"] and scores["popularity"]["num_users"] == 7
+    # independently: finetune.py's `max_eval_users` draws the users with `seed + 1`
+    validation = load_splits(Run(tiny_run).data)["validation"]
+    users = set(random.Random(43).sample(sorted(set(validation["user_id"])), 7))
+    subset = validation.filter(lambda u: u in users, input_columns="user_id")
+    num_items = load_stats(Run(tiny_run).data)["num_items"]
+    expected = evaluation.evaluate_scorer(
+        baselines.PopularityScorer(load_item_counts(Run(tiny_run).data, num_items)), subset, num_items
+    )
+    assert scores["popularity"] == expected
+    other = curve.validation_baselines(tiny_run, num_users=7, seed=0)
+    assert other["popularity"] != expected or other["transition"] != scores["transition"]  # other users
+
+
+def test_sasrec_epochs_line(tmp_path):
+    curve = import_recipe("learning_curve")
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"protocol": "validation: leave-one-out, full ranking, 22,332 users",
+                                "train_info": {"log": [{"epoch": 1, "metric": 0.01423}, {"epoch": 2, "metric": 0.0285}]}}))
+    assert curve.sasrec_epochs_line(path) == (
+        f"Our SASRec after each epoch (validation ndcg@10, 22,332 users; `{path}`): 1: 0.0142, 2: 0.0285."
+    )
