@@ -1,9 +1,8 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
 """Which floating-point precision pays on this hardware, decided by the hardware (not by "is there a GPU").
 
-bf16 matmuls run several times faster than float32 on CPUs with AMX or AVX512-BF16 (measured on this project's
-2-core AMX machine: a large matmul 5.5x, a SmolLM2-shaped forward 3.6x with bf16 weights) and on CUDA devices that
-support bf16; elsewhere bf16 is emulated and slower. The policy of the package (docs/CONTRACTS.md, "Precision"):
+bf16 matmuls run several times faster than float32 on CPUs with AMX or AVX512-BF16 (the measured factors:
+docs/SPEED.md) and on CUDA devices that support bf16; elsewhere bf16 is emulated and slower. The policy of the package (docs/CONTRACTS.md, "Precision"):
 frozen backbone weights may be bf16; everything that trains (LoRA, projections, item MLP, item table, SID rows,
 fusion gate) and the optimizer state stay float32; fused item scores, the softmax/cross-entropy and every ranking
 comparison are float32 (bf16 scores create ties that change ranks).

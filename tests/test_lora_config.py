@@ -1,5 +1,5 @@
 # Copyright 2026 The mmesid Authors. Licensed under the Apache License, Version 2.0.
-"""`lora_config_for`: TRL's `get_peft_config` reads the LoRA flags, MME-SID adds what it trains (issue 15)."""
+"""`lora_config_for`: TRL's `get_peft_config` reads the LoRA flags, MME-SID adds what it trains (docs/METHOD.md)."""
 
 from types import SimpleNamespace
 
