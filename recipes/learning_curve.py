@@ -44,7 +44,7 @@ from trl import ModelConfig, TrlParser
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from finetune import ScriptArguments, build_trainer
+from finetune import ScriptArguments, _users_subset, build_trainer
 
 from mmesid_artifacts import Run, atomic_write_json, load_stats, write_between_markers
 from mmesid_artifacts.recipe_args import document
@@ -274,8 +274,6 @@ def validation_baselines(run_dir: str | Path, num_users: int | None, seed: int, 
     """Popularity, last-item transition and (with `sasrec_dir`) SASRec on the validation users that `finetune.py`
     validates on with `max_eval_users=num_users` and `seed` (`num_users` sampled with `seed + 1`), under the
     evaluator's protocol: the baselines of a `full_run_table`."""
-    from finetune import _users_subset
-
     from mmesid_artifacts import load_item_counts, load_train_sequences
     from modeling_mmesid import baselines
     from modeling_mmesid import data as mmesid_data

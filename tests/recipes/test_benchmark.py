@@ -6,7 +6,8 @@ import json
 
 import pytest
 import torch
-from mmesid_testing import import_recipe
+import yaml
+from mmesid_testing import REPO, import_recipe
 
 
 def test_ci_headline_reports_both_layouts(tmp_path, capsys):
@@ -29,7 +30,9 @@ def test_ci_headline_reports_both_layouts(tmp_path, capsys):
     assert causal["total"] == causal["packed_shared_prompt"] + causal["shared_prompt_tokens"] * (causal["steps"] - 1)
     training = head["training"]
     assert training["chat"]["samples"] == training["causal"]["samples"] > 0  # the same users for both layouts
-    assert training["chat"]["users_per_step"] == head["recipe"]["per_device_train_batch_size"] == 8
+    config = yaml.safe_load((REPO / recipe.DEFAULT_FINETUNE_CONFIG).read_text())
+    assert training["chat"]["users_per_step"] == head["recipe"]["per_device_train_batch_size"]
+    assert head["recipe"]["per_device_train_batch_size"] == config["per_device_train_batch_size"]
     assert training["causal"]["tokens"] < training["chat"]["tokens"]
     assert training["causal_over_chat_samples_per_s"] > 0
     # the sweep: the config's layout on the same users, in steps of 3 and of 16 users
@@ -37,7 +40,8 @@ def test_ci_headline_reports_both_layouts(tmp_path, capsys):
         row = training["sweep"][users]
         assert row["users_per_step"] == int(users) and row["steps"] == steps
         assert row["samples"] == training["causal"]["samples"]
-        assert row["tokens"] == training["causal"]["tokens"] + (steps - 2) * causal["shared_prompt_tokens"]
+        extra_steps = steps - training["causal"]["steps"]  # the shared prompt once per step
+        assert row["tokens"] == training["causal"]["tokens"] + extra_steps * causal["shared_prompt_tokens"]
         assert row["over_config_samples_per_s"] == row["samples_per_s"] / training["causal"]["samples_per_s"]
     ranking = head["ranking"]
     assert ranking["layout"] == "causal" and ranking["users"] == 64 and ranking["batch_size"] == 32
@@ -55,7 +59,7 @@ def test_ci_headline_reports_both_layouts(tmp_path, capsys):
 def test_recipe_config_reads_the_finetune_yaml(tmp_path):
     recipe = import_recipe("benchmark")
     config = recipe.recipe_config(recipe.DEFAULT_FINETUNE_CONFIG)
-    assert config["layout"] == "causal" and config["per_device_train_batch_size"] == 8
+    assert config["layout"] == "causal" and config["per_device_train_batch_size"] == 32
     assert (config["lora_r"], config["lora_alpha"], config["lora_dropout"]) == (8, 16, 0.0)
     partial = tmp_path / "finetune.yaml"
     partial.write_text("layout: chat\nper_device_train_batch_size: 2\n")
