@@ -147,10 +147,9 @@ def test_full_run_table_counts_the_samples_of_a_resumed_run_over_the_whole_run(t
 def test_validation_baselines_rank_the_users_finetune_validates_on(tiny_run, tmp_path):
     import random
 
+    from mmesid_artifacts import Run, load_item_counts, load_stats
     from modeling_mmesid import baselines, evaluation
     from modeling_mmesid.data import load_splits
-
-    from mmesid_artifacts import Run, load_item_counts, load_stats
 
     curve = import_recipe("learning_curve")
     scores = curve.validation_baselines(tiny_run, num_users=7, seed=42)
