@@ -81,6 +81,32 @@ def _output_cache(outputs: ModelOutput) -> "Cache | None":
     return getattr(outputs, CACHE_NAME, None)
 
 
+def embed_token_ids(embeddings: nn.Module, token_ids: torch.LongTensor) -> torch.Tensor:
+    """`embeddings(token_ids)`, with the same values and gradients, without rebuilding the whole embedding matrix when
+    `embeddings` carries PEFT's trainable tokens (finetune.py trains the SID rows so): PEFT's forward writes the
+    trainable rows into a copy of the `(vocab_size, hidden_size)` matrix (`index_copy`) at every call and its backward
+    fills a gradient of that size, about 9% of a 32-user training step of SmolLM2-135M on 2 CPU cores
+    (docs/SPEED.md). Here the frozen rows come from the base embedding and the trainable ones from the delta table.
+    Any other module, or an adapter state this does not cover (merged, disabled, several adapters, a scaled or
+    max-norm embedding), goes through `embeddings` itself."""
+    layer = getattr(embeddings, "token_adapter", embeddings)  # PEFT's TrainableTokensWrapper -> its layer
+    deltas = getattr(layer, "trainable_tokens_delta", None)
+    if deltas is None or layer.merged or layer.disable_adapters or len(layer.active_adapters) != 1:
+        return embeddings(token_ids)
+    (name,) = layer.active_adapters
+    base = layer.base_layer
+    if (name not in deltas or not isinstance(base, nn.Embedding) or base.max_norm is not None or base.sparse
+            or getattr(base, "embed_scale", None) is not None):
+        return embeddings(token_ids)
+    indices = torch.as_tensor(layer.token_indices[name], dtype=torch.long, device=token_ids.device)
+    slots = torch.full((base.num_embeddings,), -1, dtype=torch.long, device=token_ids.device)
+    slots[indices] = torch.arange(indices.numel(), device=token_ids.device)
+    rows = slots[token_ids]
+    frozen = nn.functional.embedding(token_ids, base.weight, padding_idx=base.padding_idx)
+    trained = deltas[name].to(base.weight)[rows.clamp_min(0)]
+    return torch.where((rows >= 0).unsqueeze(-1), trained, frozen)
+
+
 def left_padded_position_ids(attention_mask: torch.Tensor, offset: int = 0) -> torch.LongTensor:
     """Position ids of left-padded rows `(batch, length)`: counted from each row's first real token (as `generate`
     counts them), plus `offset` (the tokens of a shared prompt before every row); padding gets `offset`."""
@@ -266,6 +292,11 @@ class MMESIDModel(MMESIDPreTrainedModel, MMESIDItemTablesMixin):
     def set_input_embeddings(self, value):
         self.language_model.set_input_embeddings(value)
 
+    def token_embeddings(self, token_ids: torch.LongTensor) -> torch.Tensor:
+        """The input embeddings of `token_ids` (through a PEFT trainable-tokens wrapper without rebuilding the whole
+        matrix: `embed_token_ids`)."""
+        return embed_token_ids(self.get_input_embeddings(), token_ids)
+
     def modality_embeddings(self, modality: str) -> torch.Tensor:
         """Frozen raw embeddings of `modality`, `(num_items + 1, modality_dim)`."""
         return getattr(self, buffer_name(modality))
@@ -302,7 +333,7 @@ class MMESIDModel(MMESIDPreTrainedModel, MMESIDItemTablesMixin):
         )
         use_sids = self.config.item_token_sids
         # Through the embedding module, not `.weight`, so a PEFT wrapper of the embeddings (trainable tokens) applies.
-        sid_embeds = self.get_input_embeddings()(self.sid_token_ids(item_ids)).sum(dim=-2) if use_sids else None
+        sid_embeds = self.token_embeddings(self.sid_token_ids(item_ids)).sum(dim=-2) if use_sids else None
         dtype = self.item_fusion.linear_1.weight.dtype
         parts = []
         for index, modality in enumerate(self.config.modalities):
@@ -330,7 +361,7 @@ class MMESIDModel(MMESIDPreTrainedModel, MMESIDItemTablesMixin):
     ) -> torch.Tensor:
         """Mask of the `<item>` placeholders, checked against the number of item features (LLaVA)."""
         if input_ids is None:
-            item_embed = self.get_input_embeddings()(
+            item_embed = self.token_embeddings(
                 torch.full((), self.config.item_token_id, dtype=torch.long, device=inputs_embeds.device)
             )
             special_item_mask = (inputs_embeds == item_embed).all(-1)
@@ -373,7 +404,7 @@ class MMESIDModel(MMESIDPreTrainedModel, MMESIDItemTablesMixin):
             `torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`.
         """
         if inputs_embeds is None:
-            inputs_embeds = self.get_input_embeddings()(input_ids)
+            inputs_embeds = self.token_embeddings(input_ids)
         if item_features is None:
             if item_ids is None:
                 item_ids = torch.zeros(0, dtype=torch.long, device=inputs_embeds.device)
@@ -654,10 +685,11 @@ class MMESIDForSequentialRecommendation(MMESIDPreTrainedModel, GenerationMixin, 
         device = hidden_states.device
         sid_ids = torch.arange(config.num_sid_tokens, device=device) + config.sid_token_offset
         # Through the embedding module, so a PEFT wrapper of the embeddings (trainable SID tokens) applies.
-        rows = self.get_input_embeddings()(sid_ids)  # (num_sid_tokens, hidden_size)
+        rows = self.model.token_embeddings(sid_ids)  # (num_sid_tokens, hidden_size)
         with torch.autocast(device_type=device.type, enabled=False):
             sid_logits = hidden_states.float() @ rows.float().T
-        vocab_size = self.get_input_embeddings().weight.shape[0]
+        embeddings = self.get_input_embeddings()
+        vocab_size = getattr(embeddings, "original_module", embeddings).weight.shape[0]  # PEFT's wrapper: its base
         logits = sid_logits.new_full((*sid_logits.shape[:-1], vocab_size), float("-inf"))
         logits[..., config.sid_token_offset : config.sid_token_offset + config.num_sid_tokens] = sid_logits
         return logits

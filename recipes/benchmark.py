@@ -99,7 +99,8 @@ class BenchmarkArguments:
         metadata={"help": f"Which sections run: {', '.join(SECTIONS)}, or all."},
     )
     train_users: int | None = field(
-        default=None, metadata={"help": "Random training users timed per layout (default 32 with --full, else 16)."}
+        default=None, metadata={"help": "Random training users timed per layout (default with --full: 16 steps of the "
+                                "config's users per step, else 16)."}
     )
     rank_users: int | None = field(
         default=None, metadata={"help": "Random test users ranked by the headline (default 1024 with --full, else 64)."}
@@ -206,6 +207,33 @@ def _timed_steps(step, batches, device: torch.device) -> tuple[list, float]:
     return results, time.perf_counter() - start
 
 
+def gemm_gflops(device: torch.device, dtype: torch.dtype, shape: tuple[int, int, int] = (256, 576, 1536),
+                reps: int = 50) -> float:
+    """Measured GFLOP/s of one backbone-shaped matrix multiply (`(m, k) x (k, n)`: a 256-token step through the
+    backbone's MLP, SmolLM2-135M's by default) in `dtype`: the arithmetic limit the training rows are compared with, measured in
+    the same process before and after them, because these machines' speed moves from one minute to the next (2-core
+    Xeon with AMX, 2026-12-07: 590 to 1,660 bf16 GFLOP/s within half an hour, docs/SPEED.md)."""
+    m, k, n = shape
+    a = torch.randn(m, k, dtype=dtype, device=device)
+    b = torch.randn(n, k, dtype=dtype, device=device)
+    for _ in range(3):
+        torch.nn.functional.linear(a, b)
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(reps):
+        torch.nn.functional.linear(a, b)
+    _sync(device)
+    return 2 * m * k * n * reps / (time.perf_counter() - start) / 1e9
+
+
+def backbone_matmul_params(model) -> int:
+    """Weights of the backbone's decoder layers that multiply every token (attention and MLP projections, not the
+    embeddings): a frozen backbone trained through LoRA costs about `4 x` this many FLOPs per token (forward, and the
+    backward to its inputs; no weight gradients), the score heads and the adapters aside."""
+    layers = model.model.language_model.layers
+    return sum(p.numel() for p in layers.parameters() if p.dim() == 2)
+
+
 def _synthetic_split(seed: int, num_users: int = 120, num_items: int = 400):
     rng = random.Random(seed)
     sequences = {u: [rng.randint(1, num_items) for _ in range(rng.randint(5, 40))] for u in range(1, num_users + 1)}
@@ -217,6 +245,28 @@ def _synthetic_split(seed: int, num_users: int = 120, num_items: int = 400):
     test = {"history": [h for _, h, _ in splits.test], "target": [t for _, _, t in splits.test]}
     counts = torch.as_tensor(splits.train_item_counts())
     return train, test, num_items, counts
+
+
+# The item embedding sizes the recipes produce (encoders.yaml: SASRec 64-d, all-MiniLM-L6-v2 384-d; encode_items.py's
+# image default, open_clip ViT-L-14-336, 768-d), for a run whose Stage 1 has not written its own tables.
+RECIPE_EMBEDDING_DIMS = {"collaborative": 64, "text": 384, "image": 768}
+
+
+def item_embedding_dims(run: Run, modalities: list[str]) -> dict:
+    """Per modality, the width of the run's own item table (`embeddings/<modality>.safetensors`, read from its header)
+    or, where Stage 1 has not written one, `RECIPE_EMBEDDING_DIMS`: the score heads' and projections' cost grows
+    with it (a 1,280-d text table, the paper's LLM2CLIP, makes the text head 3.3x the recipe's MiniLM one)."""
+    from safetensors import safe_open
+
+    dims = {}
+    for modality in modalities:
+        path = run.embedding_file(modality)
+        if path.is_file():
+            with safe_open(str(path), "pt") as f:
+                dims[modality] = int(f.get_slice("embeddings").get_shape()[1])
+        else:
+            dims[modality] = RECIPE_EMBEDDING_DIMS[modality]
+    return dims
 
 
 def build(args: BenchmarkArguments, device: torch.device, modalities: list[str] | None = None):
@@ -236,7 +286,7 @@ def build(args: BenchmarkArguments, device: torch.device, modalities: list[str] 
         counts = torch.as_tensor(load_item_counts(data_dir))
         gguf = Path(resolve_model_path(args.gguf))
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        dims = {"collaborative": 64, "image": 1280, "text": 1280}
+        dims = item_embedding_dims(Run(args.run_dir), modalities)
         num_levels, codebook_size = 4, 256
         if args.backbone == "gguf":
             backbone, backbone_kwargs = str(gguf.parent), {"gguf_file": gguf.name, "dtype": torch.float32}
@@ -326,6 +376,11 @@ def time_layouts(model, processors: dict, rows: list[dict], config: dict, bf16: 
     from trl import ModelConfig
 
     users_per_step = int(config["per_device_train_batch_size"])
+    matmul_params = backbone_matmul_params(model)
+    gemm_dtype = torch.bfloat16 if bf16 else next(model.model.language_model.parameters()).dtype
+    backbone_config = model.model.language_model.config
+    gemm_shape = (256, backbone_config.hidden_size, backbone_config.intermediate_size)
+    gemm_before = gemm_gflops(device, gemm_dtype, gemm_shape)
     # finetune.py's adapter: LoRA, MME-SID's modules as `modules_to_save`, the SID rows as trainable tokens
     model_args = ModelConfig(lora_r=config["lora_r"], lora_alpha=config["lora_alpha"],
                              lora_dropout=config["lora_dropout"], lora_target_modules=list(config["lora_target_modules"]))
@@ -372,6 +427,7 @@ def time_layouts(model, processors: dict, rows: list[dict], config: dict, bf16: 
                 "tokens": tokens, "tokens_per_step": tokens / len(batches), "tokens_per_s": tokens / seconds,
                 "epoch_minutes": samples_per_epoch / (samples / seconds) / 60, "mean_loss": sum(s[0] for s in steps) / samples,
                 "peak_memory_mb": _peak_memory_mb(device),
+                "backbone_gflop_per_step": 4 * matmul_params * tokens / len(batches) / 1e9,
             }
     finally:
         inner.config.layout = layout
@@ -384,7 +440,15 @@ def time_layouts(model, processors: dict, rows: list[dict], config: dict, bf16: 
         results["sweep"] = {str(u): results.pop(f"{swept}@{u}") for u in users_per_step_sweep}
         for row in results["sweep"].values():
             row["over_config_samples_per_s"] = row["samples_per_s"] / results[swept]["samples_per_s"]
-    results.update(samples_per_epoch=samples_per_epoch, activation_checkpointing=checkpointing, bf16_autocast=bf16)
+    gemm = {"dtype": str(gemm_dtype), "shape": gemm_shape, "before": gemm_before,
+            "after": gemm_gflops(device, gemm_dtype, gemm_shape)}
+    gemm["mean"] = (gemm["before"] + gemm["after"]) / 2
+    for row in [results[name] for name in processors] + list(results.get("sweep", {}).values()):
+        # the step's backbone matmuls alone at the GEMM's measured rate: the arithmetic limit of this step here, now
+        row["limit_seconds_per_step"] = row["backbone_gflop_per_step"] / gemm["mean"]
+        row["fraction_of_limit"] = row["limit_seconds_per_step"] / row["seconds_per_step"]
+    results.update(samples_per_epoch=samples_per_epoch, activation_checkpointing=checkpointing, bf16_autocast=bf16,
+                   gemm_gflops=gemm, backbone_matmul_params=matmul_params)
     return results
 
 
@@ -763,11 +827,20 @@ def run_headline(model, processors, users, grouped, test, config, bf16, dtype, a
               f"{t['epoch_minutes']:,.1f} min per full epoch ({training['samples_per_epoch']:,} samples, extrapolated), "
               f"loss {t['mean_loss']:.3f}, peak {t['peak_memory_mb']:,.0f} MB")
     print(f"  causal / chat: {training['causal_over_chat_samples_per_s']:.2f}x the samples/s")
+    gemm = training["gemm_gflops"]
+    m, k, n = gemm["shape"]
+    print(f"  arithmetic limit: a {gemm['dtype'].removeprefix('torch.')} ({m} x {k}) x ({k} x {n}) matmul (the "
+          f"backbone's MLP) ran at "
+          f"{gemm['before']:,.0f} GFLOP/s before the rows and {gemm['after']:,.0f} after; at that rate the backbone's "
+          f"matmuls ({training['backbone_matmul_params'] / 1e6:.0f}M weights, 4 FLOPs per weight per token) take "
+          + ", ".join(f"{name} {training[name]['limit_seconds_per_step']:.2f} s of its "
+                      f"{training[name]['seconds_per_step']:.2f} s per step ({training[name]['fraction_of_limit']:.0%})"
+                      for name in ("chat", "causal")))
     for users, t in training.get("sweep", {}).items():
         print(f"  {config['layout']} at {users} users per step: {t['samples_per_s']:.2f} samples/s "
               f"({t['over_config_samples_per_s']:.2f}x the config's {per_step}), {t['tokens_per_s']:,.0f} tokens/s "
-              f"({t['tokens_per_step']:,.0f} tokens, {t['seconds_per_step']:.2f} s per step) -> "
-              f"{t['epoch_minutes']:,.1f} min per full epoch")
+              f"({t['tokens_per_step']:,.0f} tokens, {t['seconds_per_step']:.2f} s per step, limit "
+              f"{t['limit_seconds_per_step']:.2f} s) -> {t['epoch_minutes']:,.1f} min per full epoch")
 
     ranking = time_recipe_ranking(model, processors[config["layout"]], test, args.rank_users, args.rank_batch_size,
                                   device, args.seed)
@@ -792,9 +865,9 @@ def main(args: BenchmarkArguments) -> dict:
     sections = set(SECTIONS) if "all" in args.sections else set(args.sections)
     if args.threads:
         torch.set_num_threads(args.threads)
-    args.train_users = args.train_users or (32 if args.full else 16)
-    args.rank_users = args.rank_users or (1024 if args.full else 64)
     config = recipe_config(args.finetune_config)
+    args.train_users = args.train_users or (16 * int(config["per_device_train_batch_size"]) if args.full else 16)
+    args.rank_users = args.rank_users or (1024 if args.full else 64)
     bf16, dtype = recipe_precision(config, device)
     model, processors, train, test, what = build(args, device, config.get("modalities"))
     processor = processors["chat"]

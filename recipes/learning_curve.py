@@ -54,6 +54,10 @@ from modeling_mmesid.trainer import MMESIDTrainingConfig
 from tokenization.diagnostics import SPECTRUM_COLOURS, _png_bytes
 
 
+# The full recipe's configuration (finetune-full-causal.yaml) over the main job's: the base of the part-3 rows
+_T1_32U = {"layout": "causal", "new_modules_learning_rate": 3e-3, "distill_weight": 0.5, "fusion_temperature": 1.0,
+           "per_device_train_batch_size": 32}
+
 # name -> (overrides of the script / training arguments, what it tests)
 VARIANTS = {
     "paper": ({}, "the paper's configuration (library defaults)"),
@@ -107,6 +111,22 @@ VARIANTS = {
         {"layout": "causal", "new_modules_learning_rate": 3e-3, "distill_weight": 0.5, "fusion_temperature": 1.0,
          "per_device_train_batch_size": 32},
         "causal_new_lr_distill_32u with the fusion gate's softmax at temperature 1",
+    ),
+    "causal_new_lr_distill_32u_gate_t1_no_sids": (
+        {**_T1_32U, "item_token_sids": False},
+        "causal_new_lr_distill_32u_gate_t1 with item tokens without SID code embeddings (the SIDs' contribution)",
+    ),
+    "causal_new_lr_distill_32u_gate_t1_no_text": (
+        {**_T1_32U, "modalities": ["collaborative"]},
+        "causal_new_lr_distill_32u_gate_t1 with the collaborative modality only (no text embedding, SIDs or head)",
+    ),
+    "causal_new_lr_distill_32u_gate_t1_2xlr": (
+        {**_T1_32U, "learning_rate": 6e-4, "new_modules_learning_rate": 6e-3},
+        "causal_new_lr_distill_32u_gate_t1 with both learning rates doubled (square-root scaling)",
+    ),
+    "causal_new_lr_distill_16u_gate_t1": (
+        {**_T1_32U, "per_device_train_batch_size": 16},
+        "causal_new_lr_distill_32u_gate_t1 with 16 users per step (twice the updates)",
     ),
     "causal_new_lr_distill_32u_gate_base_lr": (
         {"layout": "causal", "new_modules_learning_rate": 3e-3, "distill_weight": 0.5,

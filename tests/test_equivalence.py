@@ -496,3 +496,56 @@ def test_trainer_evaluates_users_sorted_by_history_length_with_the_same_metrics(
     plain = SFTTrainer.evaluate(trainer)
     for key in ("eval_loss", "eval_ndcg@10", "eval_hr@10", "eval_mrr@10", "eval_ndcg@5"):
         assert abs(plain[key] - sorted_metrics[key]) < 1e-5, (key, plain[key], sorted_metrics[key])
+
+
+# ----------------------------------------------------------------------------------------------- trainable SID rows
+@pytest.mark.parametrize("layout", ["chat", "causal"])
+def test_trainable_token_lookup_equals_peft_forward(layout):
+    """`embed_token_ids` (the SID rows from PEFT's delta table, the rest from the frozen embedding) gives finetune.py's
+    adapter exactly PEFT's own forward: the same loss and the same gradients, bit for bit, on a packed batch whose item
+    tokens read trained SID rows; and it steps aside where PEFT's path is the only right one (adapter disabled)."""
+    from types import SimpleNamespace
+
+    from peft import get_peft_model
+    from trl import ModelConfig
+
+    import modeling_mmesid.modeling_mmesid as modeling
+    from modeling_mmesid.trainer import lora_config_for
+
+    model, processor = build_model("sdpa", layout=layout)
+    lora = lora_config_for(model, ModelConfig(lora_r=4, lora_alpha=8, lora_dropout=0.0),
+                           SimpleNamespace(sid_trainable=True))
+    peft_model = get_peft_model(model, lora)
+    embeddings = peft_model.get_base_model().get_input_embeddings()
+    deltas = embeddings.token_adapter.trainable_tokens_delta["default"]
+    with torch.no_grad():  # trained rows differ from the frozen ones, so a wrong source shows
+        deltas.add_(torch.randn_like(deltas))
+    peft_model.train()
+    inputs = packed_inputs(processor)
+    fast = modeling.embed_token_ids
+    results = []
+    layer_class = type(embeddings.token_adapter)
+    merge = layer_class.get_merged_weights
+
+    def no_merge(*args, **kwargs):
+        raise AssertionError("the whole embedding matrix was rebuilt")
+
+    for lookup, merged_weights in ((lambda module, ids: module(ids), merge), (fast, no_merge)):
+        modeling.embed_token_ids, layer_class.get_merged_weights = lookup, merged_weights
+        try:
+            peft_model.zero_grad()
+            loss = peft_model(**inputs).loss
+            loss.backward()
+        finally:
+            modeling.embed_token_ids, layer_class.get_merged_weights = fast, merge
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in peft_model.named_parameters()
+                                        if p.grad is not None}))
+    (loss_peft, grad_peft), (loss_fast, grad_fast) = results
+    assert torch.equal(loss_fast, loss_peft)
+    assert grad_peft.keys() == grad_fast.keys() and any("trainable_tokens_delta" in n for n in grad_peft)
+    for name in grad_peft:
+        assert torch.equal(grad_fast[name], grad_peft[name]), name
+    ids = torch.arange(model.config.sid_token_offset - 2, model.config.sid_token_offset + 3)
+    assert torch.equal(fast(embeddings, ids), embeddings(ids))
+    with peft_model.disable_adapter():  # PEFT's own path: the frozen rows only
+        assert torch.equal(fast(embeddings, ids), embeddings.token_adapter.base_layer(ids))

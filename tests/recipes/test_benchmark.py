@@ -43,6 +43,14 @@ def test_ci_headline_reports_both_layouts(tmp_path, capsys):
         extra_steps = steps - training["causal"]["steps"]  # the shared prompt once per step
         assert row["tokens"] == training["causal"]["tokens"] + extra_steps * causal["shared_prompt_tokens"]
         assert row["over_config_samples_per_s"] == row["samples_per_s"] / training["causal"]["samples_per_s"]
+    # the arithmetic limit: the CI backbone's decoder weights by hand (2 layers, hidden 64, 4 heads of 16, 2 key/value
+    # heads, MLP 128): q 64x64 + k 64x32 + v 64x32 + o 64x64 + gate 64x128 + up 64x128 + down 128x64 per layer
+    assert training["backbone_matmul_params"] == 2 * (4096 + 2048 + 2048 + 4096 + 3 * 8192) == 73728
+    assert training["gemm_gflops"]["shape"] == (256, 64, 128) and training["gemm_gflops"]["before"] > 0
+    for row in (training["chat"], training["causal"], *training["sweep"].values()):
+        assert row["backbone_gflop_per_step"] == pytest.approx(4 * 73728 * row["tokens_per_step"] / 1e9, rel=1e-12)
+        assert row["limit_seconds_per_step"] == row["backbone_gflop_per_step"] / training["gemm_gflops"]["mean"]
+        assert row["fraction_of_limit"] == row["limit_seconds_per_step"] / row["seconds_per_step"]
     ranking = head["ranking"]
     assert ranking["layout"] == "causal" and ranking["users"] == 64 and ranking["batch_size"] == 32
     assert ranking["full_split_minutes"] > 0
@@ -67,3 +75,19 @@ def test_recipe_config_reads_the_finetune_yaml(tmp_path):
     assert config["layout"] == "chat" and config["per_device_train_batch_size"] == 2 and config["lora_r"] == 8
     with pytest.raises(FileNotFoundError, match="no such file"):
         recipe.recipe_config(str(tmp_path / "missing.yaml"))
+
+
+def test_item_embedding_dims_read_the_runs_tables(tmp_path):
+    """The headline's random item tables have the widths the run's Stage 1 wrote (read from the safetensors header),
+    and the recipes' encoders' widths where it wrote none."""
+    from safetensors.torch import save_file
+
+    from mmesid_artifacts import Run
+
+    recipe = import_recipe("benchmark")
+    run = Run(tmp_path)
+    run.embeddings.mkdir(parents=True)
+    save_file({"embeddings": torch.zeros(5, 7), "mask": torch.ones(5, dtype=torch.bool)}, str(run.embedding_file("text")))
+    assert recipe.item_embedding_dims(run, ["collaborative", "text", "image"]) == {
+        "collaborative": 64, "text": 7, "image": 768,
+    }
