@@ -836,8 +836,8 @@ def run_headline(model, processors, users, grouped, test, config, bf16, dtype, a
           + ", ".join(f"{name} {training[name]['limit_seconds_per_step']:.2f} s of its "
                       f"{training[name]['seconds_per_step']:.2f} s per step ({training[name]['fraction_of_limit']:.0%})"
                       for name in ("chat", "causal")))
-    for users, t in training.get("sweep", {}).items():
-        print(f"  {config['layout']} at {users} users per step: {t['samples_per_s']:.2f} samples/s "
+    for swept_users, t in training.get("sweep", {}).items():
+        print(f"  {config['layout']} at {swept_users} users per step: {t['samples_per_s']:.2f} samples/s "
               f"({t['over_config_samples_per_s']:.2f}x the config's {per_step}), {t['tokens_per_s']:,.0f} tokens/s "
               f"({t['tokens_per_step']:,.0f} tokens, {t['seconds_per_step']:.2f} s per step, limit "
               f"{t['limit_seconds_per_step']:.2f} s) -> {t['epoch_minutes']:,.1f} min per full epoch")
