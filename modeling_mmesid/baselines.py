@@ -70,3 +70,19 @@ class TransitionScorer:
             cols = torch.from_numpy(self.indices[a:b])
             scores[row, cols] += torch.from_numpy(self.counts[a:b])
         return scores.to(histories.device)
+
+
+def baseline_scorers(data_dir, num_items: int, sasrec=None) -> dict:
+    """The baselines every accuracy table prints beside MME-SID, fit on a prepared run's `data/` (`data_dir`):
+    `{"popularity", "transition"}`, and `"sasrec"` when a SASRec scorer is given
+    (`tokenization.sasrec.sasrec_scorer(SASRecModel.from_pretrained(...))`, built by the caller: `tokenization`
+    sits above this package)."""
+    from mmesid_artifacts import load_item_counts, load_train_sequences
+
+    scorers = {
+        "popularity": PopularityScorer(load_item_counts(data_dir, num_items)),
+        "transition": TransitionScorer.fit(load_train_sequences(data_dir), num_items),
+    }
+    if sasrec is not None:
+        scorers["sasrec"] = sasrec
+    return scorers

@@ -35,10 +35,8 @@ from trl import TrlParser
 
 from mmesid_artifacts import (
     Run,
-    load_item_counts,
     load_split_table,
     load_stats,
-    load_train_sequences,
     read_results,
     run_info,
     write_between_markers,
@@ -113,14 +111,10 @@ def main(args: EvaluateArguments) -> dict:
     if args.max_users is not None and args.max_users < total:
         keep = np.sort(np.random.default_rng(args.seed).choice(total, size=args.max_users, replace=False))
         split = split.take(keep)
-    scorers = {
-        "popularity": baselines.PopularityScorer(load_item_counts(run.data, num_items)),
-        "transition": baselines.TransitionScorer.fit(load_train_sequences(run.data), num_items),
-    }
-    if args.sasrec:
-        from tokenization.sasrec import SASRecModel, sasrec_scorer
+    from tokenization.sasrec import SASRecModel, sasrec_scorer
 
-        scorers["sasrec"] = sasrec_scorer(SASRecModel.from_pretrained(args.sasrec))
+    sasrec = sasrec_scorer(SASRecModel.from_pretrained(args.sasrec)) if args.sasrec else None
+    scorers = baselines.baseline_scorers(run.data, num_items, sasrec)
     if args.model:
         from transformers import AutoModel, AutoProcessor
 

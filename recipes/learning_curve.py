@@ -294,21 +294,16 @@ def validation_baselines(run_dir: str | Path, num_users: int | None, seed: int, 
     """Popularity, last-item transition and (with `sasrec_dir`) SASRec on the validation users that `finetune.py`
     validates on with `max_eval_users=num_users` and `seed` (`num_users` sampled with `seed + 1`), under the
     evaluator's protocol: the baselines of a `full_run_table`."""
-    from mmesid_artifacts import load_item_counts, load_train_sequences
     from modeling_mmesid import baselines
     from modeling_mmesid import data as mmesid_data
 
     run = Run(run_dir)
     num_items = load_stats(run.data)["num_items"]
     split = _users_subset(mmesid_data.load_splits(run.data)["validation"], num_users, seed + 1)
-    scorers = {
-        "popularity": baselines.PopularityScorer(load_item_counts(run.data, num_items)),
-        "transition": baselines.TransitionScorer.fit(load_train_sequences(run.data), num_items),
-    }
-    if sasrec_dir:
-        from tokenization.sasrec import SASRecModel, sasrec_scorer
+    from tokenization.sasrec import SASRecModel, sasrec_scorer
 
-        scorers["sasrec"] = sasrec_scorer(SASRecModel.from_pretrained(sasrec_dir))
+    sasrec = sasrec_scorer(SASRecModel.from_pretrained(sasrec_dir)) if sasrec_dir else None
+    scorers = baselines.baseline_scorers(run.data, num_items, sasrec)
     return {name: evaluation.evaluate_scorer(scorer, split, num_items) for name, scorer in scorers.items()}
 
 
