@@ -91,14 +91,17 @@ def embed_token_ids(embeddings: nn.Module, token_ids: torch.LongTensor) -> torch
     max-norm embedding), goes through `embeddings` itself."""
     layer = getattr(embeddings, "token_adapter", embeddings)  # PEFT's TrainableTokensWrapper -> its layer
     deltas = getattr(layer, "trainable_tokens_delta", None)
-    if deltas is None or layer.merged or layer.disable_adapters or len(layer.active_adapters) != 1:
+    active = getattr(layer, "active_adapters", ())
+    if (deltas is None or getattr(layer, "merged", True) or getattr(layer, "disable_adapters", True)
+            or len(active) != 1):
         return embeddings(token_ids)
-    (name,) = layer.active_adapters
-    base = layer.base_layer
-    if (name not in deltas or not isinstance(base, nn.Embedding) or base.max_norm is not None or base.sparse
-            or getattr(base, "embed_scale", None) is not None):
+    (name,) = active
+    base = getattr(layer, "base_layer", None)
+    token_indices = getattr(layer, "token_indices", {}).get(name)
+    if (name not in deltas or token_indices is None or not isinstance(base, nn.Embedding) or base.max_norm is not None
+            or base.sparse or getattr(base, "embed_scale", None) is not None):
         return embeddings(token_ids)
-    indices = torch.as_tensor(layer.token_indices[name], dtype=torch.long, device=token_ids.device)
+    indices = torch.as_tensor(token_indices, dtype=torch.long, device=token_ids.device)
     slots = torch.full((base.num_embeddings,), -1, dtype=torch.long, device=token_ids.device)
     slots[indices] = torch.arange(indices.numel(), device=token_ids.device)
     rows = slots[token_ids]
