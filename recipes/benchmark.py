@@ -77,7 +77,8 @@ FALLBACK_FINETUNE_CONFIG = "recipes/configs/beauty-smollm2-135m/finetune-full-di
 # The `finetune.py` keys the headline takes from `--finetune_config` (the rest of a run's config does not change the
 # cost of a step, but for distillation's teacher, which the headline does not time).
 RECIPE_KEYS = ("per_device_train_batch_size", "layout", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules",
-               "dtype", "bf16", "activation_checkpointing", "max_grad_norm", "modalities", "sid_trainable")
+               "dtype", "bf16", "activation_checkpointing", "max_grad_norm", "modalities", "sid_trainable",
+               "attn_implementation")
 SECTIONS = ("headline", "packing", "loop", "factors", "precision")
 EVALUATE_MODEL_BATCH_SIZE = 32  # recipes/evaluate.py's --model_batch_size default: users per ranking batch
 
@@ -388,6 +389,10 @@ def time_layouts(model, processors: dict, rows: list[dict], config: dict, bf16: 
     layout = model.config.layout
     peft_model = get_peft_model(model, lora)
     inner = peft_model.get_base_model()
+    # the config's attention implementation (finetune.py passes `attn_implementation` to the backbone), else the model's
+    attention = inner.model.language_model.config._attn_implementation
+    attn_implementation = config.get("attn_implementation") or attention
+    inner.config._attn_implementation = inner.model.language_model.config._attn_implementation = attn_implementation
     checkpointing = bool(config.get("activation_checkpointing"))
     if checkpointing:
         inner.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
@@ -431,6 +436,7 @@ def time_layouts(model, processors: dict, rows: list[dict], config: dict, bf16: 
             }
     finally:
         inner.config.layout = layout
+        inner.config._attn_implementation = inner.model.language_model.config._attn_implementation = attention
         if checkpointing:
             inner.activation_checkpointing_disable()
         peft_model.unload()
@@ -448,7 +454,7 @@ def time_layouts(model, processors: dict, rows: list[dict], config: dict, bf16: 
         row["limit_seconds_per_step"] = row["backbone_gflop_per_step"] / gemm["mean"]
         row["fraction_of_limit"] = row["limit_seconds_per_step"] / row["seconds_per_step"]
     results.update(samples_per_epoch=samples_per_epoch, activation_checkpointing=checkpointing, bf16_autocast=bf16,
-                   gemm_gflops=gemm, backbone_matmul_params=matmul_params)
+                   gemm_gflops=gemm, backbone_matmul_params=matmul_params, attn_implementation=attn_implementation)
     return results
 
 
@@ -819,7 +825,7 @@ def run_headline(model, processors, users, grouped, test, config, bf16, dtype, a
     print(f"[headline 2] training {tag}: {tc['users']} random users ({tc['samples']} samples) per layout, "
           f"{per_step} users per step ({tc['steps']} timed steps + 1 warm-up), LoRA r {config['lora_r']} alpha "
           f"{config['lora_alpha']} dropout {config['lora_dropout']} on {','.join(config['lora_target_modules'])}, "
-          f"packed one row, fwd + bwd + clip + AdamW{', activation checkpointing' if training['activation_checkpointing'] else ''}"
+          f"packed one row, {training['attn_implementation']} attention, fwd + bwd + clip + AdamW{', activation checkpointing' if training['activation_checkpointing'] else ''}"
           f" (no distillation teacher):")
     for name, t in (("chat", tc), ("causal", tl)):
         print(f"  {name:6s} {t['samples_per_s']:.2f} samples/s, {t['tokens_per_s']:,.0f} tokens/s "

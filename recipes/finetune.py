@@ -109,7 +109,8 @@ def _users_subset(split, max_users: int | None, seed: int):
 
 
 def backbone_dtype_kwargs(model_args: ModelConfig, training_args: MMESIDTrainingConfig) -> dict:
-    """`from_pretrained` kwargs of the backbone: `dtype` and, when `model_args` asks for it, `quantization_config`."""
+    """`from_pretrained` kwargs of the backbone: `dtype` and, when `model_args` asks for them, `attn_implementation`
+    (`eager` or `sdpa` for packed rows; docs/SPEED.md) and `quantization_config`."""
     # `dtype: auto`: frozen backbone weights in bf16 where training runs bf16 (the hardware decides,
     # `MMESIDTrainingConfig.bf16`), float32 otherwise; MME-SID's own modules stay float32 either way. A GGUF backbone
     # keeps its weights packed and transformers advises float32 for its kernels, but on this project's AMX CPU the
@@ -119,6 +120,8 @@ def backbone_dtype_kwargs(model_args: ModelConfig, training_args: MMESIDTraining
     else:
         dtype = getattr(torch, model_args.dtype)
     kwargs = {"dtype": dtype}
+    if model_args.attn_implementation:
+        kwargs["attn_implementation"] = model_args.attn_implementation
     # TRL builds the bitsandbytes config from `ModelConfig` (`load_in_4bit` with `bnb_4bit_quant_type`,
     # `use_bnb_nested_quant`, `bnb_4bit_quant_storage`; or `load_in_8bit`); its 4-bit compute dtype is `dtype` as
     # resolved above (TRL would pass `model_args.dtype`, which may be "auto").

@@ -47,6 +47,7 @@ def test_ci_headline_reports_both_layouts(tmp_path, capsys):
     # heads, MLP 128): q 64x64 + k 64x32 + v 64x32 + o 64x64 + gate 64x128 + up 64x128 + down 128x64 per layer
     assert training["backbone_matmul_params"] == 2 * (4096 + 2048 + 2048 + 4096 + 3 * 8192) == 73728
     assert training["gemm_gflops"]["shape"] == (256, 64, 128) and training["gemm_gflops"]["before"] > 0
+    assert training["attn_implementation"] == "sdpa"  # the config names none: the model's own
     for row in (training["chat"], training["causal"], *training["sweep"].values()):
         assert row["backbone_gflop_per_step"] == pytest.approx(4 * 73728 * row["tokens_per_step"] / 1e9, rel=1e-12)
         assert row["limit_seconds_per_step"] == row["backbone_gflop_per_step"] / training["gemm_gflops"]["mean"]
@@ -70,9 +71,10 @@ def test_recipe_config_reads_the_finetune_yaml(tmp_path):
     assert config["layout"] == "causal" and config["per_device_train_batch_size"] == 32
     assert (config["lora_r"], config["lora_alpha"], config["lora_dropout"]) == (8, 16, 0.0)
     partial = tmp_path / "finetune.yaml"
-    partial.write_text("layout: chat\nper_device_train_batch_size: 2\n")
+    partial.write_text("layout: chat\nper_device_train_batch_size: 2\nattn_implementation: eager\n")
     config = recipe.recipe_config(str(partial))  # keys it lacks come from the fallback YAML
     assert config["layout"] == "chat" and config["per_device_train_batch_size"] == 2 and config["lora_r"] == 8
+    assert config["attn_implementation"] == "eager"
     with pytest.raises(FileNotFoundError, match="no such file"):
         recipe.recipe_config(str(tmp_path / "missing.yaml"))
 
@@ -91,3 +93,19 @@ def test_item_embedding_dims_read_the_runs_tables(tmp_path):
     assert recipe.item_embedding_dims(run, ["collaborative", "text", "image"]) == {
         "collaborative": 64, "text": 7, "image": 768,
     }
+
+
+def test_ci_headline_times_the_configs_attention(tmp_path):
+    """A config that names `attn_implementation` (finetune.py passes it to the backbone) is timed with it."""
+    recipe = import_recipe("benchmark")
+    config = tmp_path / "finetune.yaml"
+    config.write_text("layout: causal\nper_device_train_batch_size: 8\nattn_implementation: eager\n")
+    threads = torch.get_num_threads()
+    try:
+        results = recipe.main(recipe.BenchmarkArguments(output_dir=str(tmp_path), threads=1, finetune_config=str(config),
+                                                        rank_users=8))
+    finally:
+        torch.set_num_threads(threads)
+    training = results["train_info"]["headline"]["training"]
+    assert training["attn_implementation"] == "eager" and training["causal"]["samples"] > 0
+

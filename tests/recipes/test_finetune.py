@@ -44,6 +44,9 @@ def test_backbone_dtype_and_quantization_come_from_model_config():
     cpu = SimpleNamespace(bf16=False)
     assert recipe.backbone_dtype_kwargs(ModelConfig(dtype="auto"), cpu) == {"dtype": torch.float32}
     assert recipe.backbone_dtype_kwargs(ModelConfig(dtype="auto"), SimpleNamespace(bf16=True)) == {"dtype": torch.bfloat16}
+    assert recipe.backbone_dtype_kwargs(ModelConfig(dtype="auto", attn_implementation="eager"), cpu) == {
+        "dtype": torch.float32, "attn_implementation": "eager",
+    }
     qlora = recipe.backbone_dtype_kwargs(
         ModelConfig(dtype="bfloat16", load_in_4bit=True, bnb_4bit_quant_type="fp4", use_bnb_nested_quant=True), cpu
     )
