@@ -33,6 +33,7 @@ Writes `results.json` (run_info, train_info with the `headline` block, meta_info
 """
 
 import copy
+import json
 import os
 import random
 import resource
@@ -58,6 +59,7 @@ from mmesid_artifacts import (  # noqa: E402
     leave_one_out,
     load_item_counts,
     load_stats,
+    sidecar_path,
 )
 from mmesid_artifacts.recipe_args import document, run_dir_field  # noqa: E402
 from modeling_mmesid import (  # noqa: E402
@@ -254,19 +256,13 @@ RECIPE_EMBEDDING_DIMS = {"collaborative": 64, "text": 384, "image": 768}
 
 
 def item_embedding_dims(run: Run, modalities: list[str]) -> dict:
-    """Per modality, the width of the run's own item table (`embeddings/<modality>.safetensors`, read from its header)
-    or, where Stage 1 has not written one, `RECIPE_EMBEDDING_DIMS`: the score heads' and projections' cost grows
-    with it (a 1,280-d text table, the paper's LLM2CLIP, makes the text head 3.3x the recipe's MiniLM one)."""
-    from safetensors import safe_open
-
+    """Per modality, the width of the run's own item table (the `dim` of its `embeddings/<modality>.json` sidecar) or,
+    where Stage 1 has not written one, `RECIPE_EMBEDDING_DIMS`: the score heads' and projections' cost grows with it
+    (a 1,280-d text table, the paper's LLM2CLIP, makes the text head 3.3x the recipe's MiniLM one)."""
     dims = {}
     for modality in modalities:
-        path = run.embedding_file(modality)
-        if path.is_file():
-            with safe_open(str(path), "pt") as f:
-                dims[modality] = int(f.get_slice("embeddings").get_shape()[1])
-        else:
-            dims[modality] = RECIPE_EMBEDDING_DIMS[modality]
+        sidecar = sidecar_path(run.embedding_file(modality))
+        dims[modality] = json.loads(sidecar.read_text())["dim"] if sidecar.is_file() else RECIPE_EMBEDDING_DIMS[modality]
     return dims
 
 

@@ -108,8 +108,7 @@ VARIANTS = {
         "causal_new_lr_distill with the fusion gate's softmax at temperature 1 (official code: 1e-3)",
     ),
     "causal_new_lr_distill_32u_gate_t1": (
-        {"layout": "causal", "new_modules_learning_rate": 3e-3, "distill_weight": 0.5, "fusion_temperature": 1.0,
-         "per_device_train_batch_size": 32},
+        dict(_T1_32U),
         "causal_new_lr_distill_32u with the fusion gate's softmax at temperature 1",
     ),
     "causal_new_lr_distill_32u_gate_t1_no_sids": (

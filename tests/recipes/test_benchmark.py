@@ -80,16 +80,14 @@ def test_recipe_config_reads_the_finetune_yaml(tmp_path):
 
 
 def test_item_embedding_dims_read_the_runs_tables(tmp_path):
-    """The headline's random item tables have the widths the run's Stage 1 wrote (read from the safetensors header),
-    and the recipes' encoders' widths where it wrote none."""
-    from safetensors.torch import save_file
-
-    from mmesid_artifacts import Run
+    """The headline's random item tables have the widths the run's Stage 1 wrote (its sidecar's `dim`), and the recipes'
+    encoders' widths where it wrote none."""
+    from mmesid_artifacts import Run, save_embeddings
 
     recipe = import_recipe("benchmark")
     run = Run(tmp_path)
     run.embeddings.mkdir(parents=True)
-    save_file({"embeddings": torch.zeros(5, 7), "mask": torch.ones(5, dtype=torch.bool)}, str(run.embedding_file("text")))
+    save_embeddings(run.embedding_file("text"), torch.randn(5, 7), modality="text", encoder="test")
     assert recipe.item_embedding_dims(run, ["collaborative", "text", "image"]) == {
         "collaborative": 64, "text": 7, "image": 768,
     }
