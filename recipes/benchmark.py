@@ -366,7 +366,10 @@ def time_layouts(model, processors: dict, rows: list[dict], config: dict, bf16: 
     modules, the SID rows as trainable tokens). lr 0: the model leaves as it came. One untimed warm-up step per
     layout. The distillation teacher of a config with `distill_weight` is not part of the step.
     `users_per_step_sweep`: the config's layout again at each of these users per step (`sweep` in the result), on the
-    same rows: what the step's fixed costs (per-op overhead, optimizer, score heads) cost at each size."""
+    same rows: what the step's fixed costs (per-op overhead, optimizer, score heads) cost at each size.
+    Baselines (`baselines` in the result, each with the config's row's samples/s over its own): the config's layout
+    with the shared prompt as a separate pass for a cache (`MMESIDModel.inline_shared_prompt = False`), and with the
+    other attention implementation (eager or SDPA), timed right after the config's row."""
     from types import SimpleNamespace
 
     from peft import get_peft_model
@@ -398,13 +401,21 @@ def time_layouts(model, processors: dict, rows: list[dict], config: dict, bf16: 
     max_grad_norm = config.get("max_grad_norm")
     peft_model.train()
     results = {}
-    runs = [(name, name, users_per_step) for name in processors]
+    runs = [(name, name, users_per_step, {}) for name in processors]
     swept = config["layout"]
-    runs += [(swept, f"{swept}@{users}", users) for users in users_per_step_sweep or []]
+    # baselines of the config's layout, one factor back each: the shared prompt as a separate pass for a cache (the
+    # model's path before 2026-12-07), and the other of the two attention implementations packed rows support
+    other_attention = "sdpa" if attn_implementation == "eager" else "eager"
+    baselines = {"separate_prompt": {"inline": False}, f"{other_attention}_attention": {"attention": other_attention}}
+    runs += [(swept, f"{swept}@{key}", users_per_step, change) for key, change in baselines.items()]
+    runs += [(swept, f"{swept}@{users}", users, {}) for users in users_per_step_sweep or []]
     try:
-        for name, key, per_step in runs:
+        for name, key, per_step, change in runs:
             processor = processors[name]
             inner.config.layout = name
+            inner.model.inline_shared_prompt = change.get("inline", True)
+            row_attention = change.get("attention", attn_implementation)
+            inner.config._attn_implementation = inner.model.language_model.config._attn_implementation = row_attention
             collator = MMESIDPackedCollator(processor, one_row=True)
             batches = [rows[i : i + per_step] for i in range(0, len(rows), per_step)]
 
@@ -432,6 +443,7 @@ def time_layouts(model, processors: dict, rows: list[dict], config: dict, bf16: 
             }
     finally:
         inner.config.layout = layout
+        inner.model.inline_shared_prompt = True
         inner.config._attn_implementation = inner.model.language_model.config._attn_implementation = attention
         if checkpointing:
             inner.activation_checkpointing_disable()
@@ -442,10 +454,14 @@ def time_layouts(model, processors: dict, rows: list[dict], config: dict, bf16: 
         results["sweep"] = {str(u): results.pop(f"{swept}@{u}") for u in users_per_step_sweep}
         for row in results["sweep"].values():
             row["over_config_samples_per_s"] = row["samples_per_s"] / results[swept]["samples_per_s"]
+    results["baselines"] = {key: results.pop(f"{swept}@{key}") for key in baselines}
+    for row in results["baselines"].values():
+        row["config_over_this_samples_per_s"] = results[swept]["samples_per_s"] / row["samples_per_s"]
     gemm = {"dtype": str(gemm_dtype), "shape": gemm_shape, "before": gemm_before,
             "after": gemm_gflops(device, gemm_dtype, gemm_shape)}
     gemm["mean"] = (gemm["before"] + gemm["after"]) / 2
-    for row in [results[name] for name in processors] + list(results.get("sweep", {}).values()):
+    for row in [results[name] for name in processors] + [*results.get("sweep", {}).values(),
+                                                          *results["baselines"].values()]:
         # the step's backbone matmuls alone at the GEMM's measured rate: the arithmetic limit of this step here, now
         row["limit_seconds_per_step"] = row["backbone_gflop_per_step"] / gemm["mean"]
         row["fraction_of_limit"] = row["limit_seconds_per_step"] / row["seconds_per_step"]
@@ -838,6 +854,12 @@ def run_headline(model, processors, users, grouped, test, config, bf16, dtype, a
           + ", ".join(f"{name} {training[name]['limit_seconds_per_step']:.2f} s of its "
                       f"{training[name]['seconds_per_step']:.2f} s per step ({training[name]['fraction_of_limit']:.0%})"
                       for name in ("chat", "causal")))
+    described = {"separate_prompt": "the shared prompt as a separate pass for a cache (before 2026-12-07)",
+                 "sdpa_attention": "SDPA attention", "eager_attention": "eager attention"}
+    for key, t in training["baselines"].items():
+        print(f"  baseline, {config['layout']} with {described[key]}: {t['samples_per_s']:.2f} samples/s, "
+              f"{t['seconds_per_step']:.2f} s per step -> {t['epoch_minutes']:,.1f} min per full epoch; the config's "
+              f"row is {t['config_over_this_samples_per_s']:.2f}x this")
     for swept_users, t in training.get("sweep", {}).items():
         print(f"  {config['layout']} at {swept_users} users per step: {t['samples_per_s']:.2f} samples/s "
               f"({t['over_config_samples_per_s']:.2f}x the config's {per_step}), {t['tokens_per_s']:,.0f} tokens/s "

@@ -22,11 +22,11 @@ if [ "$BUDGET" = "cpu" ]; then
   ENC_ARGS=(--sasrec_epochs 10 --num_threads 2)
   RQ_ARGS=(--num_epochs 40)
   SID_ARGS=(--max_validation_users 2000)
-  FT_ARGS=(--max_train_users 3000 --max_eval_users 200 --max_test_users 200)
+  FT_ARGS=(--max_train_users 4800 --max_eval_users 200 --max_test_users 200)
   EVAL_ARGS=(--max_users 500)
   echo "CPU budget (BUDGET=full runs the configs as written):"
   echo "  - SASRec: 10 epochs; MM-RQ-VAE: 40 epochs; Kendall's tau on 2,000 validation users."
-  echo "  - Fine-tuning: the samples of 3,000 sampled users (~20,500), 1 epoch, 8 users per step, causal layout."
+  echo "  - Fine-tuning: the samples of 4,800 sampled users (~32,700), 1 epoch, 8 users per step, causal layout."
   echo "  - Evaluation: 500 sampled test users, MME-SID and the baselines on the same users."
 else
   ENC_ARGS=(); RQ_ARGS=(); SID_ARGS=(); FT_ARGS=(); EVAL_ARGS=()

@@ -2,8 +2,8 @@
 """Every fast path equals the plain one (docs/METHOD.md, "What we add, all exact").
 
 - Prefix-tree packing (4D mask, position ids, one row per user) gives the per-sample logits, loss and gradients.
-- The shared prompt computed once (KV cache, or prepended under gradient checkpointing) gives the same outputs as
-  recomputing it in every row.
+- The shared prompt computed once (KV cache, or prepended: under gradient checkpointing, and in a one-row training
+  batch) gives the same outputs as recomputing it in every row.
 - Batched ranking (shared-prompt cache, precomputed item tokens and item score table, length bucketing) equals the
   one-user-at-a-time loop of the official inference.
 Speed is measured in `recipes/benchmark.py`, never here.
@@ -101,6 +101,37 @@ def test_shared_prompt_under_gradient_checkpointing_matches_cache_path():
     torch.testing.assert_close(checkpointed, reference, rtol=0, atol=1e-5)
     checkpointed.backward()
     assert model.model.item_fusion.linear_1.weight.grad is not None
+
+
+@pytest.mark.parametrize("layout", ["chat", "causal"])
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_one_row_training_batch_runs_the_shared_prompt_inline(attn, layout):
+    """A training batch of one packed row runs the shared prompt inside the row (one backbone pass, not a separate
+    pass for the prompt's cache): the same loss and gradients as the cache path (eval mode, same function)."""
+    model, processor = build_model(attn, tie_fusion=True, layout=layout)
+    inputs = packed_inputs(processor, one_row=True)
+    calls = []
+    model.model.language_model.register_forward_hook(lambda module, args, output: calls.append(module.training))
+    results = []
+    # no dropout in the tiny backbone: the same function in both modes; the switch restores the separate pass
+    for training, inline in ((False, True), (True, False), (True, True)):
+        model.train(training)
+        model.model.inline_shared_prompt = inline
+        model.zero_grad()
+        calls.clear()
+        loss = model(**inputs).loss
+        loss.backward()
+        results.append((len(calls), loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
+                                                    if p.grad is not None}))
+    (eval_calls, loss_cache, grad_cache), (separate_calls, loss_separate, _), (inline_calls, loss_inline, grad_inline) = (
+        results
+    )
+    assert (eval_calls, separate_calls, inline_calls) == (2, 2, 1)  # prompt + row, or the row with the prompt inside
+    torch.testing.assert_close(loss_separate, loss_cache, rtol=0, atol=0)
+    torch.testing.assert_close(loss_inline, loss_cache, rtol=0, atol=1e-5)
+    assert grad_cache.keys() == grad_inline.keys() and any("layers.0" in n for n in grad_cache)
+    for name in grad_cache:
+        torch.testing.assert_close(grad_inline[name], grad_cache[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])

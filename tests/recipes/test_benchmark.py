@@ -47,8 +47,18 @@ def test_ci_headline_reports_both_layouts(tmp_path, capsys):
     # heads, MLP 128): q 64x64 + k 64x32 + v 64x32 + o 64x64 + gate 64x128 + up 64x128 + down 128x64 per layer
     assert training["backbone_matmul_params"] == 2 * (4096 + 2048 + 2048 + 4096 + 3 * 8192) == 73728
     assert training["gemm_gflops"]["shape"] == (256, 64, 128) and training["gemm_gflops"]["before"] > 0
-    assert training["attn_implementation"] == "sdpa"  # the config names none: the model's own
-    for row in (training["chat"], training["causal"], *training["sweep"].values()):
+    assert training["attn_implementation"] == config["attn_implementation"] == "eager"
+    # the baselines: the config's row with one factor back (the shared prompt as a separate pass, the other
+    # attention), on the same users and batches
+    assert set(training["baselines"]) == {"separate_prompt", "sdpa_attention"}
+    for row in training["baselines"].values():
+        assert (row["samples"], row["tokens"], row["steps"]) == (
+            training["causal"]["samples"], training["causal"]["tokens"], training["causal"]["steps"])
+        assert row["config_over_this_samples_per_s"] == training["causal"]["samples_per_s"] / row["samples_per_s"]
+    # the shared prompt is the same function inline or as a cache: the same loss up to float rounding
+    separate = training["baselines"]["separate_prompt"]["mean_loss"]
+    assert training["causal"]["mean_loss"] == pytest.approx(separate, rel=2e-2)
+    for row in (training["chat"], training["causal"], *training["sweep"].values(), *training["baselines"].values()):
         assert row["backbone_gflop_per_step"] == pytest.approx(4 * 73728 * row["tokens_per_step"] / 1e9, rel=1e-12)
         assert row["limit_seconds_per_step"] == row["backbone_gflop_per_step"] / training["gemm_gflops"]["mean"]
         assert row["fraction_of_limit"] == row["limit_seconds_per_step"] / row["seconds_per_step"]
@@ -63,6 +73,8 @@ def test_ci_headline_reports_both_layouts(tmp_path, capsys):
     for row in ("[headline 1]", "[headline 2]", "[headline 3]"):
         assert row in out
     assert out.count("1 threads") >= 2  # every timing line names its hardware and thread count
+    assert "baseline, causal with the shared prompt as a separate pass" in out
+    assert "baseline, causal with SDPA attention" in out
 
 
 def test_recipe_config_reads_the_finetune_yaml(tmp_path):
