@@ -537,7 +537,7 @@ class MMESIDModel(MMESIDPreTrainedModel, MMESIDItemTablesMixin):
                 # Prepend the prompt to every row instead (same outputs): checkpointed layers drop caches, and a
                 # training batch of one row (the packed recipes) then runs the prompt inside the row's matmuls
                 # rather than as a separate pass of a few tokens through every layer, forward and backward: 1.2x
-                # the training step of the causal recipe on 2 CPU cores (docs/SPEED.md, "shared prompt inline").
+                # the training step of the causal recipe on 2 CPU cores (docs/SPEED.md, "The shared prompt inline").
                 prepended = True
                 prompt_embeds = self.embed_inputs(shared_prompt_ids.reshape(1, -1).to(device))
                 inputs_embeds = torch.cat([prompt_embeds.to(dtype).expand(batch_size, -1, -1), inputs_embeds], 1)
