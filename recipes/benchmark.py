@@ -9,7 +9,9 @@ Headline (`--sections headline`, the default), every timing printed with its CPU
 2. Training throughput of both layouts in one process on the same random users, at `--finetune_config`'s users per
    step, LoRA and precision (bf16 where `modeling_mmesid/precision.py` says the hardware runs it fast, as
    `finetune.py` decides): forward, backward, clipping and an AdamW step (lr 0, so the model is unchanged) on packed
-   one-row batches; samples/s, tokens/s, minutes per full epoch (extrapolated), ratio causal / chat.
+   one-row batches; samples/s, tokens/s, minutes per full epoch (extrapolated), ratio causal / chat. Baselines: the
+   config's layout with the shared prompt as a separate pass, and with the other attention implementation (eager or
+   SDPA), each with the config's row's ratio over it.
 3. Ranking as `recipes/evaluate.py` ranks (`MMESIDRecommender.as_scorer` + `evaluation.rank_split`: length-sorted batches of 32
    users, shared-prompt cache, item tables once per evaluation) in the config's layout and precision, on a seeded
    random sample of test users; minutes for the full split (extrapolated).
