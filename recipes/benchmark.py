@@ -392,8 +392,8 @@ def time_layouts(model, processors: dict, rows: list[dict], config: dict, bf16: 
     inner = peft_model.get_base_model()
     # the config's attention implementation (finetune.py passes `attn_implementation` to the backbone), else the model's
     attention = inner.model.language_model.config._attn_implementation
-    attn_implementation = config.get("attn_implementation") or attention
-    inner.config._attn_implementation = inner.model.language_model.config._attn_implementation = attn_implementation
+    attn_implementation = config.get("attn_implementation") or attention  # set per row below
+    inline = inner.model.inline_shared_prompt
     checkpointing = bool(config.get("activation_checkpointing"))
     if checkpointing:
         inner.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
@@ -415,7 +415,7 @@ def time_layouts(model, processors: dict, rows: list[dict], config: dict, bf16: 
         for name, key, per_step, change in runs:
             processor = processors[name]
             inner.config.layout = name
-            inner.model.inline_shared_prompt = change.get("inline", True)
+            inner.model.inline_shared_prompt = change.get("inline", inline)
             row_attention = change.get("attention", attn_implementation)
             inner.config._attn_implementation = inner.model.language_model.config._attn_implementation = row_attention
             collator = MMESIDPackedCollator(processor, one_row=True)
@@ -445,7 +445,7 @@ def time_layouts(model, processors: dict, rows: list[dict], config: dict, bf16: 
             }
     finally:
         inner.config.layout = layout
-        inner.model.inline_shared_prompt = True
+        inner.model.inline_shared_prompt = inline
         inner.config._attn_implementation = inner.model.language_model.config._attn_implementation = attention
         if checkpointing:
             inner.activation_checkpointing_disable()
